@@ -1,0 +1,234 @@
+r"""Recurrent reasoning on Sudoku: MLP, BERT-style encoder and TRM in a scan over depth.
+
+Train (ends with an evaluation at every depth, also beyond the trained one):
+
+  python launch.py --config=configs/sudoku.py:4x4 --workdir=runs/sudoku_4x4
+
+Variants (`:name`, several joined by commas, e.g. `:4x4,compare`):
+  default   9x9 TRM sized for one GPU (hard puzzles from ../shared, ~1 h on an H100).
+  smoke     seconds on a CPU; the test suite runs it.
+  4x4       4x4 puzzles down to minimal ones; 100% exact on held-out puzzles in minutes on 2 CPU cores.
+  9x9_cpu   best 9x9 result reachable in <= 30 minutes on 2 CPU cores (curriculum from many givens).
+  trm_extreme  the published TRM Sudoku-Extreme recipe (needs a GPU).
+  compare   trains mlp, bert and trm with the same budget; one curve per model in the plot.
+
+Evaluate a trained run on any puzzle file (one puzzle per line, or CSV `puzzle,solution`):
+
+  python launch.py --config=configs/sudoku.py:4x4 --workdir=runs/sudoku_4x4 --mode=eval \
+      --config.data.eval_file=puzzles.txt
+
+Any field can be overridden, e.g. `--config.model.name=bert --config.train.steps=2000`.
+"""
+import ml_collections
+
+VARIANTS = ('default', 'smoke', '4x4', '9x9_cpu', 'trm_extreme', 'compare')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config for the comma-separated variants in `arg`."""
+  config = _base()
+  for variant in (arg or 'default').split(','):
+    variant = variant.strip()
+    if variant not in VARIANTS:
+      raise ValueError(f'unknown variant {variant!r} of configs/sudoku.py; choose from {VARIANTS}')
+    _VARIANT_FNS[variant](config)
+  return config
+
+
+def _base() -> ml_collections.ConfigDict:
+  """9x9, TRM, sized for one GPU."""
+  config = ml_collections.ConfigDict()
+  config.task = 'sudoku'  # Which task train/ runs: 'sudoku' or 'mlm'.
+  config.seed = 0  # Seed of parameter init and dropout; data has its own seed.
+  config.compare = ''  # Comma-separated model names trained one after another with the same budget (e.g. 'mlp,bert,trm'); '' = only model.name.
+  config.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU).
+
+  config.data = data = ml_collections.ConfigDict()
+  data.size = 9  # Grid side: 4 or 9.
+  data.source = 'shared'  # Where puzzles come from: 'generate' (our generator), 'shared' (CSV files below), 'file' (data.train_file), 'hf' (HF hub).
+  data.shared_dir = ''  # Folder with the shared Sudoku CSVs; '' = $REASON_SHARED_DATA/sudoku or ../shared/data/sudoku beside the repo.
+  data.shared_files = 'royle17.csv,forum_hardest_1905.csv,sudoku_exchange_diabolical.csv,magictour_top1465.csv'  # Files read when source='shared'.
+  data.train_file = ''  # Puzzle file used when source='file' (same formats as eval_file).
+  data.hf_name = 'sapientinc/sudoku-extreme'  # HF dataset used when source='hf'.
+  data.num_train = 0  # Training puzzles (0 = all that remain after val and test).
+  data.num_val = 1000  # Validation puzzles (checkpoint selection).
+  data.num_test = 2000  # Test puzzles, scored once at the end.
+  data.split_by = 'solution'  # Equivalence class kept inside one split: 'solution' grid or 'puzzle'.
+  data.givens_min = 0  # Fewest givens of puzzles we make (generated, or revealed on the fly); 0 with givens_max 0 keeps the source's puzzles.
+  data.givens_max = 0  # Most givens of puzzles we make.
+  data.on_the_fly = False  # Re-make each training puzzle every step by revealing givens of its solution.
+  data.curriculum_steps = 0  # Steps over which the fewest givens goes from givens_max down to givens_min (0 = no curriculum).
+  data.augment = True  # Random validity-preserving transforms (digits, rows, bands, columns, stacks, transpose) per example.
+  data.eval_givens = '45,36,30'  # Extra held-out test sets made by revealing this many cells of test solutions.
+  data.eval_file = ''  # Puzzle file scored by --mode=eval (one puzzle per line, or CSV with header puzzle,solution).
+  data.seed = 0  # Seed of splits and of every training batch (batch t is a function of seed and t).
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'trm'  # 'mlp' (flat MLP), 'bert' (transformer encoder) or 'trm' (tiny recursive model).
+  model.hidden = 512  # Width D of the cell states.
+  model.num_layers = 2  # Blocks applied per recurrent step.
+  model.num_heads = 8  # Attention heads (mixer='attention').
+  model.mlp_ratio = 4.0  # Channel-MLP width / hidden.
+  model.mlp_act = 'swiglu'  # Channel MLP: 'gelu' or 'swiglu'.
+  model.mixer = 'mlp'  # Token mixing across cells: 'attention' or 'mlp' (MLP-mixer over the cell axis).
+  model.norm = 'rmsnorm'  # 'layernorm' or 'rmsnorm'.
+  model.post_norm = True  # Normalise after the residual add (TRM) instead of before (pre-norm).
+  model.use_bias = False  # Biases in dense layers.
+  model.inner_steps = 6  # TRM: latent updates z <- f(z + y + x) per cycle (n).
+  model.cycles = 3  # TRM: cycles per step (T); the first T-1 run without gradients.
+  model.depth = 16  # Recurrent steps in training (TRM: supervision steps); eval goes to eval.depth_multipliers x this.
+  model.dtype = 'bfloat16'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
+  model.tie_embeddings = False  # Output head shares the token embedding (MLM).
+  model.mlp_state_dim = 1024  # MLP baseline: width of its flat state.
+
+  config.train = train = ml_collections.ConfigDict()
+  train.steps = 20_000  # Optimizer steps.
+  train.batch_size = 768  # Global batch (split over all devices).
+  train.lr = 1e-4  # Peak learning rate.
+  train.warmup_steps = 2000  # Linear warmup steps.
+  train.schedule = 'constant'  # After warmup: 'cosine' (to lr * final_lr_fraction) or 'constant'.
+  train.final_lr_fraction = 0.1  # Cosine: final lr / peak lr.
+  train.weight_decay = 1.0  # AdamW decoupled weight decay.
+  train.b1 = 0.9  # AdamW beta1.
+  train.b2 = 0.95  # AdamW beta2.
+  train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
+  train.ema_decay = 0.999  # EMA of params used for evaluation (0 = off).
+  train.deep_supervision = True  # Loss at every step (True) or at the last step only.
+  train.detach = True  # Stop gradients between steps (TRM); False backpropagates through all steps.
+  train.loss_cells = 'all'  # Cells in the loss: 'all' or 'blank' (metrics always count blanks only).
+  train.halt_loss_weight = 0.0  # Weight of the halting head's BCE against 'the whole grid is correct' (0 = off).
+  train.log_every = 50  # Steps between progress lines / metrics.jsonl rows.
+  train.eval_every = 1000  # Steps between validation evals (0 = only at the end).
+  train.checkpoint_every = 1000  # Steps between checkpoints (one is always written at the end).
+  train.keep_checkpoints = 3  # Latest checkpoints kept (the best-on-validation one is kept apart).
+
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.batch_size = 256  # Puzzles per eval batch.
+  ev.depth_multipliers = 4  # Evaluate depths 1 .. this x model.depth (reports 1x, 2x, 4x the trained depth).
+  ev.checkpoint = 'best'  # Checkpoint --mode=eval restores: 'best' (on validation) or 'latest'.
+  ev.max_puzzles = 0  # Cap on puzzles per eval set (0 = all).
+  return config
+
+
+def _default(config: ml_collections.ConfigDict) -> None:
+  del config  # The base config is the default.
+
+
+def _smoke(config: ml_collections.ConfigDict) -> None:
+  """Seconds on a CPU: tiny 4x4 run exercising every part of the pipeline."""
+  _4x4(config)
+  config.data.num_train = 200
+  config.data.num_val = 32
+  config.data.num_test = 32
+  config.model.hidden = 32
+  config.model.num_heads = 2
+  config.model.depth = 2
+  config.model.inner_steps = 2
+  config.model.cycles = 2
+  config.model.mlp_state_dim = 64
+  config.train.steps = 20
+  config.train.batch_size = 16
+  config.train.warmup_steps = 5
+  config.train.log_every = 5
+  config.train.eval_every = 10
+  config.train.checkpoint_every = 10
+  config.eval.batch_size = 32
+  config.eval.depth_multipliers = 2
+
+
+def _4x4(config: ml_collections.ConfigDict) -> None:
+  """4x4 puzzles from our generator, down to minimal ones."""
+  config.data.size = 4
+  config.data.source = 'generate'
+  config.data.split_by = 'puzzle'
+  config.data.givens_min = 4
+  config.data.givens_max = 8
+  config.data.num_train = 3000
+  config.data.num_val = 200
+  config.data.num_test = 500
+  config.data.eval_givens = ''
+  config.model.name = 'bert'
+  config.model.hidden = 64
+  config.model.num_heads = 4
+  config.model.mixer = 'attention'
+  config.model.mlp_act = 'gelu'
+  config.model.norm = 'layernorm'
+  config.model.post_norm = False
+  config.model.use_bias = True
+  config.model.inner_steps = 2
+  config.model.cycles = 2
+  config.model.depth = 8
+  config.model.dtype = 'float32'
+  config.model.mlp_state_dim = 256
+  config.train.steps = 1500
+  config.train.batch_size = 64
+  config.train.lr = 1e-3
+  config.train.warmup_steps = 100
+  config.train.schedule = 'cosine'
+  config.train.weight_decay = 0.01
+  config.train.b2 = 0.99
+  config.train.ema_decay = 0.0
+  config.train.detach = False
+  config.train.log_every = 50
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
+  config.eval.batch_size = 250
+  config.eval.depth_multipliers = 4
+
+
+def _9x9_cpu(config: ml_collections.ConfigDict) -> None:
+  """Best 9x9 in <= 30 min on 2 CPU cores: small attention model, curriculum from 60 to 30 givens."""
+  config.data.on_the_fly = True
+  config.data.givens_min = 30
+  config.data.givens_max = 60
+  config.data.curriculum_steps = 2000
+  config.data.num_val = 500
+  config.data.num_test = 1000
+  config.model.name = 'bert'
+  config.model.hidden = 128
+  config.model.num_heads = 4
+  config.model.num_layers = 2
+  config.model.mixer = 'attention'
+  config.model.mlp_act = 'gelu'
+  config.model.norm = 'layernorm'
+  config.model.post_norm = False
+  config.model.use_bias = True
+  config.model.depth = 8
+  config.model.dtype = 'float32'
+  config.train.steps = 3000
+  config.train.batch_size = 64
+  config.train.lr = 1e-3
+  config.train.warmup_steps = 200
+  config.train.schedule = 'cosine'
+  config.train.weight_decay = 0.01
+  config.train.b2 = 0.99
+  config.train.ema_decay = 0.0
+  config.train.detach = False
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
+  config.eval.batch_size = 250
+  config.eval.max_puzzles = 1000
+
+
+def _trm_extreme(config: ml_collections.ConfigDict) -> None:
+  """The published TRM Sudoku-Extreme recipe (the base config already holds its model and optimizer)."""
+  config.data.num_train = 1000
+  config.train.halt_loss_weight = 0.5
+  config.train.steps = 60_000
+  config.train.eval_every = 5000
+  config.train.checkpoint_every = 5000
+
+
+def _compare(config: ml_collections.ConfigDict) -> None:
+  """Train mlp, bert and trm one after another with the same data, steps and batch."""
+  config.compare = 'mlp,bert,trm'
+
+
+_VARIANT_FNS = {
+    'default': _default,
+    'smoke': _smoke,
+    '4x4': _4x4,
+    '9x9_cpu': _9x9_cpu,
+    'trm_extreme': _trm_extreme,
+    'compare': _compare,
+}

@@ -1,0 +1,136 @@
+"""End to end through launch.py, as a user runs it: train, resume, eval, overrides, kill -9, 8 devices."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SMOKE = 'configs/sudoku.py:smoke'
+
+
+def _launch(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+  full_env = dict(os.environ, **(env or {}))
+  full_env.setdefault('JAX_PLATFORMS', 'cpu')
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO, env=full_env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> str:
+  out = proc.stdout + proc.stderr
+  assert proc.returncode == 0, out[-4000:]
+  return out
+
+
+def _final_params(workdir: pathlib.Path) -> list[np.ndarray]:
+  """The params of the newest checkpoint, read back with orbax."""
+  import orbax.checkpoint as ocp
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  with ocp.StandardCheckpointer() as ckptr:
+    tree = ckptr.restore(workdir / 'checkpoints' / str(steps[-1]) / 'state')
+  import jax
+  return [np.asarray(x) for x in jax.tree.leaves(tree['params'])]
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory) -> tuple[pathlib.Path, str]:
+  workdir = tmp_path_factory.mktemp('smoke')
+  out = _ok(_launch(f'--config={SMOKE}', f'--workdir={workdir}'))
+  return workdir, out
+
+
+def test_smoke_train_writes_everything(smoke_run):
+  workdir, out = smoke_run
+  assert (workdir / 'depth_vs_accuracy.png').stat().st_size > 1000
+  assert any(p.name.isdigit() for p in (workdir / 'checkpoints').iterdir())
+  results = json.loads((workdir / 'results.json').read_text())
+  test = results['sets']['test']
+  assert len(test['exact']) == results['max_eval_depth'] == 2 * results['trained_depth']
+  assert '| set |' in (workdir / 'results.md').read_text()
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert {r['kind'] for r in rows} == {'train', 'val'}
+  assert 'steps/s' in out and 'ETA' in out
+  assert 'exact_accuracy=' in out
+
+
+def test_rerun_resumes_from_checkpoint(smoke_run):
+  workdir, _ = smoke_run
+  out = _ok(_launch(f'--config={SMOKE}', f'--workdir={workdir}'))
+  assert 'restored step 20' in out
+
+
+def test_eval_mode_on_puzzle_file_without_solutions(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  puzzles = tmp_path / 'mine.txt'
+  # Two 4x4 puzzles, one per line, '.' and '0' blanks, no solutions: our solver completes them.
+  puzzles.write_text('...3.32..4....1.\n2000000030010432\n')
+  proc = _launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval', f'--config.data.eval_file={puzzles}')
+  _ok(proc)
+  last = proc.stdout.strip().splitlines()[-1]  # The line scripts read: stdout's last.
+  assert last.startswith('exact_accuracy=') and ' depth=' in last, last
+  saved = json.loads((workdir / 'eval_mine.json').read_text())
+  assert saved['n'] == 2 and len(saved['exact']) == 2 * saved['trained_depth']
+
+
+def test_eval_mode_names_bad_line(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  bad = tmp_path / 'bad.txt'
+  bad.write_text('...3.32..4....1.\n...3.32..4....1\n')
+  proc = _launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval', f'--config.data.eval_file={bad}')
+  assert proc.returncode != 0
+  assert 'bad.txt:2' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_wrong_config_key_or_type_exits_nonzero_naming_it(tmp_path):
+  proc = _launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.model.hiden=3')
+  assert proc.returncode != 0 and 'hiden' in proc.stderr
+  proc = _launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.train.steps=many')
+  assert proc.returncode != 0 and 'steps' in proc.stderr
+
+
+def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
+  """SIGKILL mid-run, rerun the same command: final params equal an uninterrupted run's."""
+  args = [f'--config={SMOKE}', '--config.train.steps=40', '--config.train.checkpoint_every=5',
+          '--config.train.eval_every=0']
+  straight = tmp_path / 'straight'
+  _ok(_launch(*args, f'--workdir={straight}'))
+
+  killed = tmp_path / 'killed'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.Popen([sys.executable, 'launch.py', *args, f'--workdir={killed}'], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  ckpt_dir = killed / 'checkpoints'
+  while time.time() < deadline:
+    if ckpt_dir.is_dir() and any(p.name.isdigit() and int(p.name) >= 10 for p in ckpt_dir.iterdir()):
+      break
+    if proc.poll() is not None:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  out = _ok(_launch(*args, f'--workdir={killed}'))
+  assert 'restored step' in out, 'the rerun did not resume'
+  for a, b in zip(_final_params(straight), _final_params(killed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eight_simulated_devices_match_one(tmp_path):
+  """The same run on 8 CPU devices (batch sharded on 'data') gives the 1-device loss curve."""
+  args = [f'--config={SMOKE}', '--config.train.log_every=1', '--config.train.eval_every=0']
+  _ok(_launch(*args, f'--workdir={tmp_path / "one"}'))
+  _ok(_launch(*args, f'--workdir={tmp_path / "eight"}',
+              env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}))
+
+  def losses(d):
+    rows = [json.loads(l) for l in (d / 'metrics.jsonl').read_text().splitlines()]
+    return np.array([r['loss'] for r in rows if r['kind'] == 'train'])
+
+  one, eight = losses(tmp_path / 'one'), losses(tmp_path / 'eight')
+  assert len(one) == len(eight) == 20
+  np.testing.assert_allclose(eight, one, rtol=2e-4, atol=1e-5)

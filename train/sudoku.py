@@ -1,0 +1,165 @@
+"""Sudoku task: loss with deep supervision, accuracy at every depth, results, plots, eval files."""
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+
+from data import sudoku as sudoku_lib
+from data import sudoku_pipeline
+from models.unroll import unroll
+from train import sharding
+
+
+def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
+                depth: int, train_cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Cross-entropy at every step (deep supervision) or the last, plus the optional halting BCE."""
+  del rng  # No dropout in these models.
+  puzzle_BxL = batch['puzzle']
+  target_BxL = batch['solution'] - 1
+  _, out = unroll(model, {'params': params}, puzzle_BxL, depth, detach=bool(train_cfg.detach))
+  logits_DxBxLxC = out['logits']
+  blank_BxL = (puzzle_BxL == 0).astype(jnp.float32)
+  if train_cfg.loss_cells == 'blank':
+    weight_BxL = blank_BxL
+  elif train_cfg.loss_cells == 'all':
+    weight_BxL = jnp.ones_like(blank_BxL)
+  else:
+    raise ValueError(f"train.loss_cells must be 'all' or 'blank', got {train_cfg.loss_cells!r}")
+  ce_DxBxL = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxLxC, target_BxL[None])
+  ce_D = jnp.sum(ce_DxBxL * weight_BxL, axis=(1, 2)) / jnp.maximum(jnp.sum(weight_BxL), 1.0)
+  loss = jnp.mean(ce_D) if train_cfg.deep_supervision else ce_D[-1]
+
+  correct_DxBxL = jnp.argmax(logits_DxBxLxC, -1) == target_BxL[None]
+  solved_DxB = jnp.all(correct_DxBxL | (blank_BxL[None] == 0), axis=-1)
+  metrics = {}
+  if float(train_cfg.halt_loss_weight) > 0:
+    halt_DxB = out['halt_logit']
+    bce = optax.sigmoid_binary_cross_entropy(halt_DxB, solved_DxB.astype(jnp.float32))
+    halt_loss = jnp.mean(bce) if train_cfg.deep_supervision else jnp.mean(bce[-1])
+    loss = loss + float(train_cfg.halt_loss_weight) * halt_loss
+    metrics['halt_loss'] = halt_loss
+  n_blank = jnp.maximum(jnp.sum(blank_BxL), 1.0)
+  metrics['ce'] = ce_D[-1]
+  metrics['acc'] = jnp.sum(correct_DxBxL[-1] * blank_BxL) / n_blank
+  metrics['exact'] = jnp.mean(solved_DxB[-1])
+  return loss, metrics
+
+
+def _depth_counts(params: Any, puzzle_BxL: jax.Array, solution_BxL: jax.Array, valid_B: jax.Array, *,
+                  model: nn.Module, depth: int) -> dict[str, jax.Array]:
+  """Counts of correct blank cells and solved puzzles at every depth 1..depth (one pass)."""
+  _, out = unroll(model, {'params': params}, puzzle_BxL, depth)
+  pred_DxBxL = jnp.argmax(out['logits'], -1) + 1
+  blank_BxL = puzzle_BxL == 0
+  correct_DxBxL = (pred_DxBxL == solution_BxL[None]) & blank_BxL[None]
+  solved_DxB = jnp.all(correct_DxBxL | ~blank_BxL[None], axis=-1)
+  # Halting: the answer of the first step whose halt head says "done" (else the last step).
+  halted_DxB = out['halt_logit'] > 0
+  first_B = jnp.where(jnp.any(halted_DxB, 0), jnp.argmax(halted_DxB, 0), depth - 1)
+  halt_solved_B = jnp.take_along_axis(solved_DxB, first_B[None], 0)[0]
+  w = valid_B.astype(jnp.float32)
+  return dict(
+      cell=jnp.sum(correct_DxBxL * (w[None, :, None]), axis=(1, 2)),
+      exact=jnp.sum(solved_DxB * w[None], axis=1),
+      blanks=jnp.sum(blank_BxL * w[:, None]),
+      halt_exact=jnp.sum(halt_solved_B * w),
+      halt_steps=jnp.sum((first_B + 1) * w),
+  )
+
+
+class DepthEvaluator:
+  """Accuracy at every depth 1..max_depth of a puzzle set, batched and sharded over the mesh."""
+
+  def __init__(self, model: nn.Module, mesh: jax.sharding.Mesh, batch_size: int):
+    self.model = model
+    self.mesh = mesh
+    self.batch_size = max(-(-batch_size // mesh.size) * mesh.size, mesh.size)
+    self._fns = {}
+
+  def _fn(self, depth: int):
+    if depth not in self._fns:
+      self._fns[depth] = jax.jit(functools.partial(_depth_counts, model=self.model, depth=depth),
+                                 out_shardings=sharding.replicated(self.mesh))
+    return self._fns[depth]
+
+  def __call__(self, params: Any, puzzles: sudoku_lib.PuzzleSet, max_depth: int,
+               max_puzzles: int = 0) -> dict[str, Any]:
+    n = len(puzzles.puzzles) if not max_puzzles else min(max_puzzles, len(puzzles.puzzles))
+    if n == 0:
+      raise ValueError(f'no puzzles to evaluate in {puzzles.source}')
+    totals = None
+    fn = self._fn(max_depth)
+    for lo in range(0, n, self.batch_size):
+      chunk = {'puzzle': puzzles.puzzles[lo:lo + self.batch_size].astype(np.int32),
+               'solution': puzzles.solutions[lo:lo + self.batch_size].astype(np.int32)}
+      chunk['puzzle'], chunk['solution'] = chunk['puzzle'][:n - lo], chunk['solution'][:n - lo]
+      padded, valid = sharding.pad_to_multiple(chunk, self.batch_size)
+      arrays = sharding.put_batch(dict(padded, valid=valid), self.mesh)
+      counts = jax.device_get(fn(params, arrays['puzzle'], arrays['solution'], arrays['valid']))
+      totals = counts if totals is None else jax.tree.map(np.add, totals, counts)
+    exact = (totals['exact'] / n).tolist()
+    cell = (totals['cell'] / max(float(totals['blanks']), 1.0)).tolist()
+    best = int(np.argmax(exact))
+    return dict(n=n, exact=exact, cell=cell, best_depth=best + 1, best_exact=exact[best],
+                halt_exact=float(totals['halt_exact'] / n), halt_mean_steps=float(totals['halt_steps'] / n))
+
+
+class SudokuTask:
+  """Binds data, model and config into the loop's Task interface."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model: nn.Module,
+               splits: sudoku_pipeline.SudokuSplits, evaluator: DepthEvaluator):
+    self.config = config
+    self.model = model
+    self.splits = splits
+    self.evaluator = evaluator
+    self.depth = int(config.model.depth)
+    self.loss_fn = functools.partial(sudoku_loss, model=model, depth=self.depth, train_cfg=config.train)
+
+  def example_inputs(self) -> np.ndarray:
+    return self.splits.train.puzzles[:2].astype(np.int32)
+
+  def train_batch(self, step: int, batch_size: int, process_index: int, process_count: int):
+    batch = sudoku_pipeline.train_batch(self.splits.train, self.config.data, step, batch_size,
+                                        process_index, process_count)
+    return {'puzzle': batch['puzzle'].astype(np.int32), 'solution': batch['solution'].astype(np.int32)}
+
+  def validate(self, params: Any, step: int) -> tuple[float, dict[str, float]]:
+    """Exact accuracy on validation at the trained depths (best depth); picks the best checkpoint."""
+    res = self.evaluator(params, self.splits.val, self.depth, int(self.config.eval.max_puzzles))
+    print(f'  validation @ step {step}: exact {res["best_exact"]:.3f} (depth {res["best_depth"]}), '
+          f'blank-cell acc {res["cell"][-1]:.3f}', flush=True)
+    score = res['best_exact'] + 1e-3 * res['cell'][-1]
+    return score, dict(val_exact=res['best_exact'], val_depth=res['best_depth'], val_cell=res['cell'][-1])
+
+
+def summary_row(name: str, res: dict[str, Any], depth: int) -> list[object]:
+  """One results-table row: exact at 1x, 2x, 4x the trained depth, best, blank-cell accuracy."""
+  def at(d):
+    return res['exact'][d - 1] if d <= len(res['exact']) else '-'
+  return [name, res['n'], at(depth), at(2 * depth), at(4 * depth),
+          f'{res["best_exact"]:.3f} @ {res["best_depth"]}', res['cell'][min(depth, len(res['cell'])) - 1]]
+
+
+SUMMARY_HEADER = ('set', 'puzzles', 'exact @ D', 'exact @ 2D', 'exact @ 4D', 'best exact @ depth',
+                  'blank-cell acc @ D')
+
+
+def final_line(res: dict[str, Any]) -> str:
+  """The line scripts grep for: best exact accuracy and its depth."""
+  return f'exact_accuracy={res["best_exact"]:.3f} depth={res["best_depth"]}'
+
+
+def eval_file_puzzles(path: str | pathlib.Path) -> sudoku_lib.PuzzleSet:
+  """Reads and validates an eval file (puzzles without solutions are solved first)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'eval file {path} does not exist')
+  return sudoku_pipeline.load_eval_file(str(path))
