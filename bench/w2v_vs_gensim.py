@@ -1,0 +1,120 @@
+"""Benchmark: w2v_numpy vs gensim Word2Vec (skip-gram, negative sampling), speed and quality.
+
+Same corpus, same hyperparameters, same evaluation code (w2v_numpy.evaluate, which the tests
+check against gensim's own evaluate_word_analogies / evaluate_word_pairs) for both. Each
+configuration runs --repeats times with seeds 0..R-1, the rows interleaved; the speed ratio is
+the median over seeds of (ours / gensim 1 worker) from back-to-back runs (robust when the
+machine is shared), quality the mean over runs. words/s = raw corpus words x epochs / training seconds
+(vocabulary building excluded for both; gensim gets its sentences pre-tokenized in memory).
+
+  python bench/w2v_vs_gensim.py [--corpus FILE] [--epochs 5] [--workers 2] [--repeats 3]
+"""
+import argparse
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import w2v_numpy  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+DEFAULT_DATA = REPO.parent / 'shared' / 'data'
+
+
+def _quality(emb: w2v_numpy.Embeddings, wordsim: pathlib.Path) -> dict:
+  return {
+      'analogy': w2v_numpy.analogy_accuracy(emb, wordsim / 'questions-words.txt',
+                                            restrict_vocab=30000)['accuracy'],
+      'WS353': w2v_numpy.word_pairs_spearman(emb, wordsim / 'wordsim353.tsv')['spearman'],
+      'SimLex': w2v_numpy.word_pairs_spearman(emb, wordsim / 'simlex999.txt')['spearman'],
+      'MEN': w2v_numpy.word_pairs_spearman(emb, wordsim / 'EN-MEN-TR-3k.txt')['spearman'],
+  }
+
+
+def _run_ours(corpus, args, workers: int, seed: int):
+  config = w2v_numpy.TrainConfig(
+      dim=args.dim, window=args.window, negative=args.negative, sample=args.sample,
+      epochs=args.epochs, alpha=args.alpha, min_alpha=args.min_alpha, batch=args.batch,
+      seed=seed, workers=workers)
+  result = w2v_numpy.train(corpus, config, log=None)
+  return result.words_per_second, w2v_numpy.Embeddings(result.words, result.vectors)
+
+
+def _run_gensim(sentences, raw_words: int, args, workers: int, seed: int):
+  from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
+  model = Word2Vec(vector_size=args.dim, window=args.window, negative=args.negative, hs=0,
+                   sg=1, min_count=args.min_count, sample=args.sample, epochs=args.epochs,
+                   alpha=args.alpha, min_alpha=args.min_alpha, workers=workers, seed=seed)
+  model.build_vocab(sentences)
+  start = time.perf_counter()
+  model.train(sentences, total_examples=model.corpus_count, epochs=args.epochs)
+  seconds = time.perf_counter() - start
+  emb = w2v_numpy.Embeddings(list(model.wv.index_to_key), model.wv.vectors)
+  return raw_words * args.epochs / seconds, emb
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--corpus', default=str(DEFAULT_DATA / 'text' / 'enwiki_sample.txt'))
+  p.add_argument('--wordsim-dir', default=str(DEFAULT_DATA / 'wordsim'))
+  p.add_argument('--dim', type=int, default=100)
+  p.add_argument('--window', type=int, default=5)
+  p.add_argument('--negative', type=int, default=5)
+  p.add_argument('--min-count', type=int, default=5)
+  p.add_argument('--sample', type=float, default=1e-3)
+  p.add_argument('--epochs', type=int, default=5)
+  p.add_argument('--alpha', type=float, default=0.025)
+  p.add_argument('--min-alpha', type=float, default=0.0001)
+  p.add_argument('--batch', type=int, default=w2v_numpy.TrainConfig.batch)
+  p.add_argument('--workers', type=int, default=2, help='Hogwild processes for the 2nd row')
+  p.add_argument('--repeats', type=int, default=3)
+  args = p.parse_args(argv)
+  wordsim = pathlib.Path(args.wordsim_dir)
+
+  from gensim.models.word2vec import LineSentence  # pylint: disable=g-import-not-at-top
+  corpus = w2v_numpy.read_corpus(args.corpus, min_count=args.min_count)
+  sentences = list(LineSentence(args.corpus))   # same tokenization, 10000-word cap
+  print(f'corpus {args.corpus}: {corpus.raw_token_count:,} words, vocabulary '
+        f'{corpus.vocab_size:,}; dim {args.dim}, window {args.window}, negative '
+        f'{args.negative}, sample {args.sample}, min_count {args.min_count}, epochs '
+        f'{args.epochs}, batch {args.batch}; {args.repeats} runs each (seeds 0..'
+        f'{args.repeats - 1})', flush=True)
+
+  rows = {'w2v_numpy, 1 worker': lambda s: _run_ours(corpus, args, 1, s)}
+  if args.workers > 1:
+    rows[f'w2v_numpy, {args.workers} workers (Hogwild)'] = (
+        lambda s: _run_ours(corpus, args, args.workers, s))
+  rows['gensim 4, 1 worker'] = lambda s: _run_gensim(sentences, corpus.raw_token_count, args, 1, s)
+  rows['gensim 4, 2 workers'] = lambda s: _run_gensim(sentences, corpus.raw_token_count, args, 2, s)
+  speed = {name: [] for name in rows}
+  quality = {name: [] for name in rows}
+  for seed in range(args.repeats):        # interleaved, so load changes hit all rows alike
+    for name, run in rows.items():
+      wps, emb = run(seed)
+      speed[name].append(wps)
+      quality[name].append(_quality(emb, wordsim))
+      print(f'  {name} seed {seed}: {wps / 1e3:.0f}K words/s', file=sys.stderr, flush=True)
+
+  keys = ['analogy', 'WS353', 'SimLex', 'MEN']
+  base = speed['gensim 4, 1 worker']
+  mean_q = {n: {k: float(np.mean([q[k] for q in quality[n]])) for k in keys} for n in rows}
+  print('\n| run | words/s best | words/s median | × gensim 1 worker (median of paired runs) | '
+        + ' | '.join(keys) + ' |')
+  print('|---|---|---|---|' + '---|' * len(keys))
+  for name in rows:
+    paired = float(np.median(np.array(speed[name]) / np.array(base)))
+    print(f'| {name} | {max(speed[name]) / 1e3:.0f}K | {np.median(speed[name]) / 1e3:.0f}K | '
+          f'{paired:.2f} | ' + ' | '.join(f'{mean_q[name][k]:.4f}' for k in keys) + ' |')
+  ref = mean_q['gensim 4, 1 worker']
+  for name in rows:
+    if name.startswith('w2v_numpy'):
+      diffs = ', '.join(f'{k} {mean_q[name][k] - ref[k]:+.4f}' for k in keys)
+      worst = max(abs(mean_q[name][k] - ref[k]) for k in keys)
+      print(f'\n{name} minus gensim 1 worker: {diffs} (largest |diff| {worst:.4f})')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,119 @@
+"""Loss and hand-derived gradients of SGNS against finite differences; loss goes down."""
+import warnings
+
+import numpy as np
+import pytest
+
+from w2v_numpy import corpus as corpus_lib
+from w2v_numpy import sgns
+from w2v_numpy import trainer
+
+
+def _finite_diff(f, x, eps=1e-6):
+  grad = np.zeros_like(x)
+  for i in np.ndindex(x.shape):
+    old = x[i]
+    x[i] = old + eps
+    up = f()
+    x[i] = old - eps
+    down = f()
+    x[i] = old
+    grad[i] = (up - down) / (2 * eps)
+  return grad
+
+
+def test_log_sigmoid_is_stable_and_exact():
+  x = np.array([-1e4, -50.0, -1.0, 0.0, 2.0, 50.0, 1e4])
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    got = sgns.log_sigmoid(x)
+    sig = sgns.sigmoid(x)
+  np.testing.assert_allclose(got[2:5], np.log(1 / (1 + np.exp(-x[2:5]))), rtol=1e-12)
+  assert got[0] == pytest.approx(-1e4) and got[-1] == 0.0
+  assert np.all(np.isfinite(got)) and sig[0] == 0.0 and sig[-1] == 1.0
+
+
+def test_pair_grads_match_finite_differences():
+  rng = np.random.default_rng(0)
+  d, k = 6, 3
+  v, u_o, u_neg = rng.normal(size=d), rng.normal(size=d), rng.normal(size=(k, d))
+  d_v, d_u_o, d_u_neg = sgns.pair_grads(v, u_o, u_neg)
+  loss = lambda: sgns.pair_loss(v, u_o, u_neg)
+  np.testing.assert_allclose(d_v, _finite_diff(loss, v), atol=1e-7)
+  np.testing.assert_allclose(d_u_o, _finite_diff(loss, u_o), atol=1e-7)
+  np.testing.assert_allclose(d_u_neg, _finite_diff(loss, u_neg), atol=1e-7)
+
+
+def test_batch_grads_match_finite_differences_with_masks():
+  rng = np.random.default_rng(1)
+  n, c, k, d = 3, 5, 2, 4
+  v = rng.normal(size=(n, c, d))
+  u = rng.normal(size=(n, k + 1, d))
+  pair_mask = rng.random((n, c)) < 0.6
+  pair_mask[0, 0] = True
+  neg_mask = np.ones((n, k + 1), bool)
+  neg_mask[1, 2] = False
+  scale = 0.7
+  loss, pairs, d_v, d_u = sgns.batch_loss_and_grads(v, u, pair_mask, neg_mask, scale=scale)
+  f = lambda: scale * sgns.batch_loss_and_grads(v, u, pair_mask, neg_mask)[0]
+  np.testing.assert_allclose(d_v, _finite_diff(f, v), atol=1e-7)
+  np.testing.assert_allclose(d_u, _finite_diff(f, u), atol=1e-7)
+  assert pairs == pair_mask.sum()
+  # The batched loss is the sum of per-pair losses (skipped negatives removed).
+  expected = 0.0
+  for i, j in zip(*np.nonzero(pair_mask)):
+    keep = [q for q in range(1, k + 1) if neg_mask[i, q]]
+    expected += sgns.pair_loss(v[i, j], u[i, 0], u[i, keep])
+  assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_one_minibatch_step_equals_explicit_pair_updates():
+  """trainer.step applies exactly -lr * (sum of pair gradients) to every row it touches."""
+  rng = np.random.default_rng(2)
+  vocab, dim, w = 7, 5, 2
+  cfg = trainer.TrainConfig(dim=dim, window=w, negative=2, batch=4)
+  params = trainer.init_params(vocab, dim, rng)
+  params[vocab:, :dim] = rng.normal(size=(vocab, dim)) * 0.1
+  before = params.copy()
+
+  class FixedNegatives:
+    def draw(self, rng, shape):
+      return np.arange(np.prod(shape)).reshape(shape) % vocab
+
+  step = trainer._BatchTrainer(params, vocab, cfg, FixedNegatives())
+  ctx = np.array([0, 1, 2, 3, 4, 5, 6, 2], dtype=np.int32)     # 4 centers + 2 pad each side
+  sid = np.array([0, 0, 0, 0, 0, 1, 1, 1], dtype=np.int32)
+  lr = np.float32(0.05)
+  step.step(ctx, sid, lr, np.random.default_rng(3))
+  # Replay the same random reduced windows and do every pair by hand in float64.
+  reduced = np.random.default_rng(3).integers(1, w + 1, size=4, dtype=np.int8)
+  syn0, syn1 = before[:vocab, :dim].astype(float), before[vocab:, :dim].astype(float)
+  grad0, grad1 = np.zeros_like(syn0), np.zeros_like(syn1)
+  negs = FixedNegatives().draw(None, (4, 2))
+  for n in range(4):
+    pos = n + w
+    for p in range(pos - reduced[n], pos + reduced[n] + 1):
+      if p == pos or sid[p] != sid[pos]:
+        continue
+      keep = [x for x in negs[n] if x != ctx[pos]]
+      d_v, d_uo, d_un = sgns.pair_grads(syn0[ctx[p]], syn1[ctx[pos]], syn1[keep])
+      grad0[ctx[p]] += d_v
+      grad1[ctx[pos]] += d_uo
+      for x, g in zip(keep, d_un):
+        grad1[x] += g
+  np.testing.assert_allclose(params[:vocab, :dim], syn0 - lr * grad0, atol=1e-6)
+  np.testing.assert_allclose(params[vocab:, :dim], syn1 - lr * grad1, atol=1e-6)
+  assert np.all(params[:, dim:] == 0)   # padding column of odd dim stays zero
+
+
+def test_loss_decreases_over_an_epoch_on_real_text(shared_data):
+  path = shared_data / 'text' / 'enwiki_sample.txt'
+  with open(path, encoding='utf-8') as f:
+    words = f.read(400_000).split()[:60_000]
+  sentences = [words[i:i + 1000] for i in range(0, len(words), 1000)]
+  corpus = corpus_lib.corpus_from_sentences(sentences, min_count=3)
+  result = trainer.train(corpus, trainer.TrainConfig(epochs=1, dim=50), log=None)
+  losses = [loss for _, loss in result.loss_history]
+  assert len(losses) >= 10
+  assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.3
+  assert losses[0] < 6 * np.log(2) + 0.05    # starts near K+1 times log 2

@@ -1,0 +1,354 @@
+"""SGNS training loop: vectorized minibatches of center words, optional Hogwild processes.
+
+Each minibatch takes B consecutive (subsampled) center positions, gathers their context
+rows once (a sliding window over the gathered rows, no copy), scores every context against
+the center's output block with batched matmuls, and adds the gradients back into the
+parameter matrix with a flat `np.add.at` over a complex64 view (1-D ufunc.at is ~5x faster
+than the 2-D form, and adding (re, im) pairs halves the number of indexed elements; rows are
+padded to an even width whose extra column stays zero).
+"""
+import dataclasses
+import multiprocessing
+import os
+import queue as queue_lib
+import sys
+import time
+from multiprocessing import shared_memory
+from typing import Callable, TextIO
+
+import numpy as np
+
+from w2v_numpy import sampling
+from w2v_numpy import sgns
+from w2v_numpy.corpus import Corpus
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Hyperparameters (names and defaults as in gensim's Word2Vec, skip-gram)."""
+  dim: int = 100
+  window: int = 5
+  negative: int = 5
+  sample: float = 1e-3
+  epochs: int = 5
+  alpha: float = 0.025
+  min_alpha: float = 0.0001
+  batch: int = 256        # center words per vectorized update
+  seed: int = 0
+  workers: int = 1        # >1: Hogwild processes on shared-memory matrices
+  ns_exponent: float = 0.75
+
+  def validate(self) -> None:
+    for name in ('dim', 'window', 'negative', 'epochs', 'batch', 'workers'):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    if not self.alpha > 0 or self.min_alpha < 0 or self.min_alpha > self.alpha:
+      raise ValueError(f'need 0 <= min_alpha <= alpha and alpha > 0, got alpha={self.alpha}, '
+                       f'min_alpha={self.min_alpha}')
+    if self.sample < 0:
+      raise ValueError(f'sample must be >= 0, got {self.sample}')
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """Trained input vectors (the embeddings), output vectors and the loss curve."""
+  words: list[str]
+  vectors: np.ndarray          # V x d float32 (syn0)
+  output_vectors: np.ndarray   # V x d float32 (syn1neg)
+  loss_history: list[tuple[float, float]]  # (epochs done, mean loss per pair)
+  words_per_second: float      # raw corpus words x epochs / training seconds
+  seconds: float
+
+
+class _BatchTrainer:
+  """Holds the per-run constants and applies one minibatch update in place."""
+
+  def __init__(self, params: np.ndarray, vocab_size: int, config: TrainConfig,
+               sampler: sampling.AliasSampler):
+    self.params = params
+    self.flat_pairs = params.view(np.complex64).reshape(-1)
+    self.pairs_per_row = params.shape[1] // 2
+    self.syn0 = params[:vocab_size]
+    self.syn1 = params[vocab_size:]
+    self.vocab_size = vocab_size
+    self.cfg = config
+    self.sampler = sampler
+    w = config.window
+    self.abs_offset = np.abs(np.arange(-w, w + 1))
+    self.pair_range = np.arange(self.pairs_per_row, dtype=np.intp)
+
+  def step(self, ctx_ids: np.ndarray, ctx_sid: np.ndarray, lr: float,
+           rng: np.random.Generator) -> tuple[float, int]:
+    """Trains the centers ctx_ids[W:-W] (context padded by W each side); returns (loss, pairs)."""
+    cfg, w, width = self.cfg, self.cfg.window, self.params.shape[1]
+    n = len(ctx_ids) - 2 * w
+    centers = ctx_ids[w:w + n]
+    # Pair mask: same sentence, inside the reduced window b ~ U{1..W}, not the center itself.
+    win_sid = np.lib.stride_tricks.sliding_window_view(ctx_sid, 2 * w + 1)
+    reduced = rng.integers(1, w + 1, size=n, dtype=np.int8)
+    mask = (win_sid == ctx_sid[w:w + n, None]) & (self.abs_offset <= reduced[:, None])
+    mask[:, w] = False
+    out_ids = np.empty((n, cfg.negative + 1), dtype=np.int32)
+    out_ids[:, 0] = centers
+    out_ids[:, 1:] = self.sampler.draw(rng, (n, cfg.negative))
+    neg_mask = out_ids != centers[:, None]
+    neg_mask[:, 0] = True
+
+    v_pad = self.syn0[ctx_ids]
+    v_win = np.lib.stride_tricks.sliding_window_view(v_pad, 2 * w + 1, axis=0)
+    v_win = v_win.transpose(0, 2, 1)                       # N x (2W+1) x d, no copy
+    u_out = self.syn1[out_ids]
+    loss, pairs, d_v_win, d_u = sgns.batch_loss_and_grads(
+        v_win, u_out, mask, neg_mask, scale=-lr)
+    # Fold the window gradients back onto the padded positions.
+    d_v_pad = np.zeros_like(v_pad)
+    for o in range(2 * w + 1):
+      if o != w:
+        d_v_pad[o:o + n] += d_v_win[:, o]
+    self._scatter_add(ctx_ids, d_v_pad)
+    self._scatter_add(out_ids.reshape(-1) + self.vocab_size, d_u.reshape(-1, width))
+    return loss, pairs
+
+  def _scatter_add(self, rows: np.ndarray, values: np.ndarray) -> None:
+    """params[rows] += values, accumulating repeated rows."""
+    flat_idx = rows.astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
+    values = np.ascontiguousarray(values).view(np.complex64)
+    np.add.at(self.flat_pairs, flat_idx.reshape(-1), values.reshape(-1))
+
+
+def _learning_rate(cfg: TrainConfig, progress: float) -> float:
+  return cfg.alpha - (cfg.alpha - cfg.min_alpha) * min(progress, 1.0)
+
+
+def _run_epochs(trainer: _BatchTrainer, corpus_tokens: np.ndarray, sentence_ids: np.ndarray,
+                keep_prob: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
+                part: tuple[int, int], report: Callable[[float, float, int, float], None]
+                ) -> None:
+  """Runs all epochs over the token range `part`; calls report(progress, loss, pairs, lr)."""
+  w = cfg.window
+  lo, hi = part
+  tokens, sids = corpus_tokens[lo:hi], sentence_ids[lo:hi]
+  for epoch in range(cfg.epochs):
+    keep = sampling.subsample(tokens, keep_prob, rng)
+    kept = np.concatenate([np.zeros(w, np.int32), tokens[keep], np.zeros(w, np.int32)])
+    kept_sid = np.concatenate([np.full(w, -1, np.int32), sids[keep], np.full(w, -2, np.int32)])
+    n_kept = len(kept) - 2 * w
+    for start in range(0, n_kept, cfg.batch):
+      stop = min(start + cfg.batch, n_kept)
+      progress = (epoch + start / max(n_kept, 1)) / cfg.epochs
+      lr = _learning_rate(cfg, progress)
+      loss, pairs = trainer.step(kept[start:stop + 2 * w], kept_sid[start:stop + 2 * w],
+                                 np.float32(lr), rng)
+      report((epoch + stop / n_kept) / cfg.epochs, loss, pairs, lr)
+    if n_kept == 0:
+      report((epoch + 1) / cfg.epochs, 0.0, 0, _learning_rate(cfg, (epoch + 1) / cfg.epochs))
+
+
+class _Progress:
+  """Accumulates the loss: a history point every `points_per_epoch`-th of an epoch, and a
+  progress line (epoch, words/s, loss, alpha, ETA) every `every_seconds`."""
+
+  def __init__(self, cfg: TrainConfig, total_words: int, stream: TextIO | None,
+               every_seconds: float, points_per_epoch: int = 20):
+    self.cfg, self.total_words, self.stream = cfg, total_words, stream
+    self.every = every_seconds
+    self.step = 1.0 / (points_per_epoch * cfg.epochs)
+    self.start = self.last_print = time.perf_counter()
+    self.history: list[tuple[float, float]] = []
+    self.hist_loss, self.hist_pairs, self.next_point = 0.0, 0, self.step
+    self.print_loss, self.print_pairs = 0.0, 0
+    self.progress, self.lr = 0.0, cfg.alpha
+
+  def __call__(self, progress: float, loss: float, pairs: int, lr: float) -> None:
+    self.hist_loss += loss
+    self.hist_pairs += pairs
+    self.print_loss += loss
+    self.print_pairs += pairs
+    self.progress, self.lr = progress, lr
+    if progress >= self.next_point - 1e-9:
+      self._point()
+      self.next_point = (int(progress / self.step + 1e-9) + 1) * self.step
+    now = time.perf_counter()
+    if now - self.last_print >= self.every:
+      self._print(now)
+
+  def _point(self) -> None:
+    if self.hist_pairs:
+      self.history.append((self.progress * self.cfg.epochs, self.hist_loss / self.hist_pairs))
+    self.hist_loss, self.hist_pairs = 0.0, 0
+
+  def _print(self, now: float) -> None:
+    self.last_print = now
+    if self.stream is None or self.print_pairs == 0:
+      return
+    mean_loss = self.print_loss / self.print_pairs
+    self.print_loss, self.print_pairs = 0.0, 0
+    elapsed = now - self.start
+    rate = self.progress * self.cfg.epochs * self.total_words / max(elapsed, 1e-9)
+    eta = (1 - self.progress) * elapsed / max(self.progress, 1e-9)
+    print(f'epoch {self.progress * self.cfg.epochs:6.2f}/{self.cfg.epochs}  '
+          f'{rate / 1e3:8.1f}K words/s  loss {mean_loss:.4f}  alpha {self.lr:.5f}  '
+          f'ETA {eta:6.1f}s', file=self.stream, flush=True)
+
+  def finish(self) -> None:
+    self._point()
+    self._print(time.perf_counter())
+
+
+def init_params(vocab_size: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+  """(2V) x (d rounded up to even) float32.
+
+  Rows [0, V) are the input vectors ~ U(-0.5, 0.5) / d, rows [V, 2V) the output vectors (zeros);
+  a padding column (odd d) is zero and gets zero gradients, so it never changes a score.
+  """
+  params = np.zeros((2 * vocab_size, dim + dim % 2), dtype=np.float32)
+  params[:vocab_size, :dim] = (rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / dim
+  return params
+
+
+def train(corpus: Corpus, config: TrainConfig, log: TextIO | None | str = 'stdout',
+          log_every_seconds: float = 2.0) -> TrainResult:
+  """Trains SGNS vectors on `corpus`; all randomness comes from np.random.default_rng(seed).
+
+  Progress lines go to `log` ('stdout': the current sys.stdout; None: silent). With
+  workers > 1 the result depends on process timing and is not reproducible.
+  """
+  config.validate()
+  if log == 'stdout':
+    log = sys.stdout
+  rng = np.random.default_rng(config.seed)
+  vocab_size = corpus.vocab_size
+  params = init_params(vocab_size, config.dim, rng)
+  keep_prob = sampling.keep_probabilities(corpus.counts, config.sample)
+  sampler = sampling.AliasSampler(sampling.noise_distribution(corpus.counts, config.ns_exponent))
+  sentence_ids = corpus.sentence_ids()
+  total_words = corpus.raw_token_count
+  progress = _Progress(config, total_words, log, log_every_seconds)
+  start = time.perf_counter()
+  if config.workers == 1:
+    trainer = _BatchTrainer(params, vocab_size, config, sampler)
+    _run_epochs(trainer, corpus.tokens, sentence_ids, keep_prob, config, rng,
+                (0, len(corpus.tokens)), progress)
+  else:
+    _train_hogwild(params, corpus, sentence_ids, keep_prob, sampler, config, rng, progress)
+  seconds = time.perf_counter() - start
+  progress.finish()
+  return TrainResult(
+      words=list(corpus.words), vectors=params[:vocab_size, :config.dim].copy(),
+      output_vectors=params[vocab_size:, :config.dim].copy(), loss_history=progress.history,
+      words_per_second=total_words * config.epochs / max(seconds, 1e-9), seconds=seconds)
+
+
+# ----------------------------------------------------------------------------- Hogwild
+
+_THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')
+
+
+def _split_points(sentence_starts: np.ndarray, parts: int) -> list[tuple[int, int]]:
+  """Cuts [0, n_tokens) into `parts` ranges of about equal size at sentence starts."""
+  n = int(sentence_starts[-1])
+  cuts = [0]
+  for i in range(1, parts):
+    j = int(np.searchsorted(sentence_starts, i * n / parts))
+    cuts.append(int(sentence_starts[min(j, len(sentence_starts) - 1)]))
+  cuts.append(n)
+  cuts = sorted(set(cuts))
+  return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _worker(shm_names: dict[str, str], shapes: dict[str, tuple], dtypes: dict[str, str],
+            vocab_size: int, config: TrainConfig, noise: np.ndarray, keep_prob: np.ndarray,
+            part: tuple[int, int], seed_seq: np.random.SeedSequence, worker_id: int,
+            queue) -> None:
+  """One Hogwild process: trains its corpus part on the shared parameter matrix."""
+  blocks = {k: shared_memory.SharedMemory(name=v) for k, v in shm_names.items()}
+  try:
+    arrays = {k: np.ndarray(shapes[k], dtype=dtypes[k], buffer=blocks[k].buf) for k in blocks}
+    sampler = sampling.AliasSampler(noise)
+    trainer = _BatchTrainer(arrays['params'], vocab_size, config, sampler)
+    rng = np.random.default_rng(seed_seq)
+    pending = [0.0, 0, 0.0, 0.0]
+    last = [time.perf_counter()]
+
+    def report(progress, loss, pairs, lr):
+      pending[0] += loss
+      pending[1] += pairs
+      pending[2], pending[3] = progress, lr
+      now = time.perf_counter()
+      if now - last[0] > 0.5 or progress >= 1.0:
+        queue.put((worker_id, *pending))
+        pending[0], pending[1] = 0.0, 0
+        last[0] = now
+
+    _run_epochs(trainer, arrays['tokens'], arrays['sids'], keep_prob, config, rng, part, report)
+    queue.put((worker_id, *pending))
+    queue.put(None)
+    del arrays, trainer
+  finally:
+    for b in blocks.values():
+      b.close()
+
+
+def _train_hogwild(params: np.ndarray, corpus: Corpus, sentence_ids: np.ndarray,
+                   keep_prob: np.ndarray, sampler: sampling.AliasSampler, config: TrainConfig,
+                   rng: np.random.Generator, progress: _Progress) -> None:
+  """Runs `workers` processes over disjoint corpus parts, all updating one shared matrix."""
+  sources = {'params': params, 'tokens': corpus.tokens, 'sids': sentence_ids}
+  blocks = {}
+  try:
+    for key, arr in sources.items():
+      blocks[key] = shared_memory.SharedMemory(create=True, size=max(arr.nbytes, 1))
+      np.ndarray(arr.shape, dtype=arr.dtype, buffer=blocks[key].buf)[...] = arr
+    parts = _split_points(corpus.sentence_starts, config.workers)
+    seeds = np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(parts))
+    # fork starts in milliseconds; spawn (other platforms) re-imports NumPy in each worker.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context('fork' if 'fork' in methods else 'spawn')
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(
+        {k: b.name for k, b in blocks.items()}, {k: a.shape for k, a in sources.items()},
+        {k: a.dtype.str for k, a in sources.items()}, corpus.vocab_size, config,
+        sampler.probs, keep_prob, part, seed, i, queue), daemon=True)
+             for i, (part, seed) in enumerate(zip(parts, seeds))]
+    # One BLAS thread per worker: the workers already fill the cores.
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: '1' for k in _THREAD_VARS})
+    try:
+      for p in procs:
+        p.start()
+    finally:
+      for k, v in saved.items():
+        if v is None:
+          os.environ.pop(k, None)
+        else:
+          os.environ[k] = v
+    done, worker_progress = 0, [0.0] * len(procs)
+    sizes = np.array([b - a for a, b in parts], dtype=np.float64)
+    while done < len(procs):
+      try:
+        msg = queue.get(timeout=1.0)
+      except queue_lib.Empty:
+        dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if dead:
+          raise RuntimeError(f'a Hogwild worker failed (exit code {dead[0]})') from None
+        continue
+      if msg is None:
+        done += 1
+        continue
+      worker_id, loss, pairs, prog, lr = msg
+      worker_progress[worker_id] = prog
+      overall = float(np.dot(worker_progress, sizes) / sizes.sum())
+      progress(overall, loss, pairs, lr)
+    for p in procs:
+      p.join()
+      if p.exitcode != 0:
+        raise RuntimeError(f'Hogwild worker exited with code {p.exitcode}')
+    view = np.ndarray(params.shape, dtype=params.dtype, buffer=blocks['params'].buf)
+    params[...] = view
+    del view
+  finally:
+    for b in blocks.values():
+      b.close()
+      b.unlink()
+
