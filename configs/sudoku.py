@@ -60,6 +60,7 @@ def _base() -> ml_collections.ConfigDict:
   data.curriculum_steps = 0  # Steps over which the fewest givens goes from givens_max down to givens_min (0 = no curriculum).
   data.augment = True  # Random validity-preserving transforms (digits, rows, bands, columns, stacks, transpose) per example.
   data.eval_givens = '45,36,30'  # Extra held-out test sets made by revealing this many cells of test solutions.
+  data.val_givens = 0  # >0: validation puzzles are val solutions with this many givens revealed (0 = source puzzles).
   data.eval_file = ''  # Puzzle file scored by --mode=eval (one puzzle per line, or CSV with header puzzle,solution).
   data.seed = 0  # Seed of splits and of every training batch (batch t is a function of seed and t).
 
@@ -80,6 +81,11 @@ def _base() -> ml_collections.ConfigDict:
   model.dtype = 'bfloat16'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
   model.tie_embeddings = False  # Output head shares the token embedding (MLM).
   model.mlp_state_dim = 1024  # MLP baseline: width of its flat state.
+  model.attention_bias = 'none'  # 'grid': learned per-head attention bias for same row/column/box cells.
+  model.prefix_len = 0  # TRM: learned prefix positions (the TRM code's puzzle embedding, 16 for Sudoku).
+  model.pos_emb = 'learned'  # Positional embedding: 'learned' or 'none' (TRM's Sudoku code uses none).
+  model.norm_scale = True  # Learnable norm scale (TRM's code: parameter-free RMSNorm).
+  model.mlp_multiple_of = 1  # Round MLP widths up to a multiple of this (TRM's code: 256).
 
   config.train = train = ml_collections.ConfigDict()
   train.steps = 20_000  # Optimizer steps.
@@ -93,7 +99,8 @@ def _base() -> ml_collections.ConfigDict:
   train.b2 = 0.95  # AdamW beta2.
   train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
   train.ema_decay = 0.999  # EMA of params used for evaluation (0 = off).
-  train.deep_supervision = True  # Loss at every step (True) or at the last step only.
+  train.act = False  # TRM training: one supervision step per optimizer step, carries kept across steps, a puzzle replaced after model.depth steps or when the halting head says solved.
+  train.deep_supervision = True  # Loss at every step (True) or at the last step only (act=False).
   train.detach = True  # Stop gradients between steps (TRM); False backpropagates through all steps.
   train.loss_cells = 'all'  # Cells in the loss: 'all' or 'blank' (metrics always count blanks only).
   train.halt_loss_weight = 0.0  # Weight of the halting head's BCE against 'the whole grid is correct' (0 = off).
@@ -181,13 +188,16 @@ def _9x9_cpu(config: ml_collections.ConfigDict) -> None:
   config.data.on_the_fly = True
   config.data.givens_min = 30
   config.data.givens_max = 60
-  config.data.curriculum_steps = 2000
+  config.data.curriculum_steps = 1500
+  config.data.num_train = 30_000
   config.data.num_val = 500
   config.data.num_test = 1000
+  config.data.val_givens = 40
   config.model.name = 'bert'
-  config.model.hidden = 128
+  config.model.hidden = 96
   config.model.num_heads = 4
-  config.model.num_layers = 2
+  config.model.num_layers = 1
+  config.model.attention_bias = 'grid'
   config.model.mixer = 'attention'
   config.model.mlp_act = 'gelu'
   config.model.norm = 'layernorm'

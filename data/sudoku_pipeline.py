@@ -284,6 +284,14 @@ def _build(data_cfg) -> SudokuSplits:
   label = data_cfg.source
   splits = SudokuSplits(size, merged.subset(train_idx, f'{label}:train'), merged.subset(val_idx, f'{label}:val'),
                         merged.subset(test_idx, f'{label}:test'))
+  val_givens = int(data_cfg.get('val_givens', 0))
+  if val_givens:  # Validate on the training distribution: val solutions with this many givens revealed.
+    if not 0 < val_givens <= size * size:
+      raise ValueError(f'data.val_givens={val_givens} is not in 1..{size * size}')
+    rng = np.random.default_rng([int(data_cfg.seed), val_givens, 2000])
+    puzzles, kept = sudoku.reveal_unique(splits.val.solutions, val_givens, rng)
+    splits.val = PuzzleSet(puzzles, splits.val.solutions[kept], size,
+                           f'val solutions with {val_givens} givens revealed')
   # Each shared file's held-out part, when there are several files.
   names = [name for name, _ in pools]
   if data_cfg.source == 'shared' and len(names) > 1:
@@ -326,7 +334,7 @@ def _source_fingerprint(data_cfg) -> list:
 def cache_key(data_cfg) -> str:
   """Hash of every config field that changes the splits (not those that only change batches)."""
   fields = {k: data_cfg.get(k) for k in ('size', 'source', 'num_train', 'num_val', 'num_test', 'split_by',
-                                         'eval_givens', 'seed')}
+                                         'eval_givens', 'val_givens', 'seed')}
   if data_cfg.source == 'generate':
     fields.update(givens_min=data_cfg.givens_min, givens_max=data_cfg.givens_max)
   elif data_cfg.source == 'hf':

@@ -134,3 +134,35 @@ def test_eight_simulated_devices_match_one(tmp_path):
   one, eight = losses(tmp_path / 'one'), losses(tmp_path / 'eight')
   assert len(one) == len(eight) == 20
   np.testing.assert_allclose(eight, one, rtol=2e-4, atol=1e-5)
+
+
+def test_compare_trains_three_models_into_one_plot(tmp_path):
+  out = _ok(_launch('--config=configs/sudoku.py:smoke,compare', f'--workdir={tmp_path}',
+                    '--config.train.steps=6', '--config.train.eval_every=0'))
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert sorted(results) == ['bert', 'mlp', 'trm']
+  for name in ('mlp', 'bert', 'trm'):
+    assert (tmp_path / name / 'depth_vs_accuracy.png').is_file()
+    assert any(p.name.isdigit() for p in (tmp_path / name / 'checkpoints').iterdir())
+  assert (tmp_path / 'depth_vs_accuracy.png').stat().st_size > 1000
+  table = (tmp_path / 'results.md').read_text()
+  assert all(f'| {name} |' in table for name in ('mlp', 'bert', 'trm'))
+  assert 'exact_accuracy=' in out
+
+
+def test_act_training_resumes_and_evaluates(tmp_path):
+  """TRM-style training keeps puzzles in flight in the train state; a rerun resumes it, eval restores it."""
+  args = ['--config=configs/sudoku.py:smoke', '--config.model.name=trm', '--config.train.act=True',
+          '--config.train.halt_loss_weight=0.5', '--config.train.steps=12', '--config.train.eval_every=0',
+          '--config.train.checkpoint_every=6']
+  out = _ok(_launch(*args, f'--workdir={tmp_path}'))
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
+  assert all('steps_at_halt' in r and 'halt_loss' in r for r in rows)
+  assert 'exact_accuracy=' in out
+  out = _ok(_launch(*args[:-3], '--config.train.steps=18', f'--workdir={tmp_path}'))
+  assert 'restored step 12' in out
+  puzzles = tmp_path / 'p.txt'
+  puzzles.write_text('...3.32..4....1.\n')
+  proc = _launch(*args, f'--workdir={tmp_path}', '--mode=eval', f'--config.data.eval_file={puzzles}')
+  _ok(proc)
+  assert proc.stdout.strip().splitlines()[-1].startswith('exact_accuracy=')

@@ -41,24 +41,42 @@ class Task(Protocol):
     """Score (higher is better, picks the best checkpoint) and metrics on validation data."""
 
 
+class StatefulTask(Task, Protocol):
+  """A task that carries state across train steps (e.g. TRM's samples in flight).
+
+  Its loss_fn is `loss_fn(params, batch, rng, task_state) -> (loss, (metrics, task_state))`;
+  the task state lives in TrainState, so it is checkpointed and a resumed run continues exactly.
+  """
+
+  def init_task_state(self, params: Any, global_batch: int) -> Any:
+    """The task state before step 0 (traced under jit)."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf."""
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, ema_decay: float) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-  """Builds the pure `train_step(state, batch) -> (state, metrics)`."""
+                    schedule: optax.Schedule, ema_decay: float,
+                    stateful: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+  """Builds the pure `train_step(state, batch) -> (state, metrics)` (see StatefulTask)."""
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    task_state = state.task_state
+    if stateful:
+      (loss, (metrics, task_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, batch, rng, state.task_state)
+    else:
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                              task_state=task_state)
     return new_state, metrics
 
   return train_step
@@ -69,10 +87,14 @@ def jit_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax
   """The jitted train step: state replicated and donated, batch sharded on 'data'."""
   replicated = sharding.replicated(mesh)
   return jax.jit(
-      make_train_step(task.loss_fn, tx, schedule, float(config.train.ema_decay)),
+      make_train_step(task.loss_fn, tx, schedule, float(config.train.ema_decay), is_stateful(task)),
       in_shardings=(replicated, sharding.batch_sharded(mesh)),
       out_shardings=(replicated, replicated),
       donate_argnums=(0,))
+
+
+def is_stateful(task: Task) -> bool:
+  return hasattr(task, 'init_task_state')
 
 
 def compiled_flops(jitted_fn, *args) -> float:
@@ -99,7 +121,9 @@ def init_state(model: nn.Module, task: Task, config: ml_collections.ConfigDict,
 
   def init_fn(rng):
     params = model.init(rng, inputs)['params']
-    return create_train_state(params, tx, config.seed, use_ema=float(config.train.ema_decay) > 0)
+    task_state = task.init_task_state(params, int(config.train.batch_size)) if is_stateful(task) else None
+    return create_train_state(params, tx, config.seed, use_ema=float(config.train.ema_decay) > 0,
+                              task_state=task_state)
 
   return jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
 

@@ -15,10 +15,11 @@ class TrainState:
   opt_state: optax.OptState  # Optimizer state.
   ema_params: Any  # EMA of params (same tree as params), or None when EMA is off.
   rng: jax.Array  # uint32[2] raw PRNG key; folded with the step for per-step randomness.
+  task_state: Any = None  # State a task carries across steps (TRM/ACT: carries and puzzles in flight).
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation, seed: int,
-                       use_ema: bool) -> TrainState:
+                       use_ema: bool, task_state: Any = None) -> TrainState:
   """Builds the initial state from freshly initialised params."""
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -26,6 +27,7 @@ def create_train_state(params: Any, tx: optax.GradientTransformation, seed: int,
       opt_state=tx.init(params),
       ema_params=jax.tree.map(jnp.copy, params) if use_ema else None,
       rng=jax.random.PRNGKey(seed + 1),
+      task_state=task_state,
   )
 
 

@@ -13,7 +13,7 @@ from flax import linen as nn
 
 from data import sudoku as sudoku_lib
 from data import sudoku_pipeline
-from models.unroll import unroll
+from models.unroll import reset_carry, unroll
 from train import sharding
 
 
@@ -25,13 +25,7 @@ def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, mod
   target_BxL = batch['solution'] - 1
   _, out = unroll(model, {'params': params}, puzzle_BxL, depth, detach=bool(train_cfg.detach))
   logits_DxBxLxC = out['logits']
-  blank_BxL = (puzzle_BxL == 0).astype(jnp.float32)
-  if train_cfg.loss_cells == 'blank':
-    weight_BxL = blank_BxL
-  elif train_cfg.loss_cells == 'all':
-    weight_BxL = jnp.ones_like(blank_BxL)
-  else:
-    raise ValueError(f"train.loss_cells must be 'all' or 'blank', got {train_cfg.loss_cells!r}")
+  blank_BxL, weight_BxL = _cell_weights(puzzle_BxL, train_cfg.loss_cells)
   ce_DxBxL = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxLxC, target_BxL[None])
   ce_D = jnp.sum(ce_DxBxL * weight_BxL, axis=(1, 2)) / jnp.maximum(jnp.sum(weight_BxL), 1.0)
   loss = jnp.mean(ce_D) if train_cfg.deep_supervision else ce_D[-1]
@@ -50,6 +44,67 @@ def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, mod
   metrics['acc'] = jnp.sum(correct_DxBxL[-1] * blank_BxL) / n_blank
   metrics['exact'] = jnp.mean(solved_DxB[-1])
   return loss, metrics
+
+
+def _cell_weights(puzzle_BxL: jax.Array, loss_cells: str) -> tuple[jax.Array, jax.Array]:
+  """(blank mask, loss weights) of a batch: the loss counts 'all' cells or the 'blank' ones."""
+  blank_BxL = (puzzle_BxL == 0).astype(jnp.float32)
+  if loss_cells == 'blank':
+    return blank_BxL, blank_BxL
+  if loss_cells == 'all':
+    return blank_BxL, jnp.ones_like(blank_BxL)
+  raise ValueError(f"train.loss_cells must be 'all' or 'blank', got {loss_cells!r}")
+
+
+def init_act_state(model: nn.Module, params: Any, global_batch: int, seq_len: int) -> dict[str, Any]:
+  """TRM/ACT training state before step 0: every slot halted, so step 0 loads fresh puzzles."""
+  puzzle_BxL = jnp.zeros((global_batch, seq_len), jnp.int32)
+  variables = {'params': params}
+  inputs = model.apply(variables, puzzle_BxL, method=type(model).encode)
+  carry = model.apply(variables, inputs, method=type(model).init_carry)
+  return dict(carry=carry, puzzle=puzzle_BxL, solution=jnp.ones_like(puzzle_BxL),
+              steps=jnp.zeros((global_batch,), jnp.int32), halted=jnp.ones((global_batch,), bool))
+
+
+def act_sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, act: dict[str, Any], *,
+                    model: nn.Module, max_steps: int, train_cfg: ml_collections.ConfigDict
+                    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict[str, Any]]]:
+  """TRM's training: ONE supervision step per optimizer step; puzzles stay in the batch across steps.
+
+  A slot whose puzzle halted (after `max_steps` steps, or when the halting head says it is solved,
+  if trained) takes the fresh puzzle of `batch` in its place and restarts from the initial carry.
+  The carry enters each step detached, as between TRM's supervision steps.
+  """
+  del rng
+  variables = {'params': params}
+  reset_B = act['halted']
+  puzzle_BxL = jnp.where(reset_B[:, None], batch['puzzle'], act['puzzle'])
+  solution_BxL = jnp.where(reset_B[:, None], batch['solution'], act['solution'])
+  inputs = model.apply(variables, puzzle_BxL, method=type(model).encode)
+  fresh = model.apply(variables, inputs, method=type(model).init_carry)
+  carry = reset_carry(act['carry'], fresh, reset_B)
+  steps_B = jnp.where(reset_B, 0, act['steps']) + 1
+  carry, out = unroll(model, variables, puzzle_BxL, 1, detach=True, carry=carry)
+  logits_BxLxC, halt_B = out['logits'][0], out['halt_logit'][0]
+  target_BxL = solution_BxL - 1
+  blank_BxL, weight_BxL = _cell_weights(puzzle_BxL, train_cfg.loss_cells)
+  ce_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxC, target_BxL)
+  loss = jnp.sum(ce_BxL * weight_BxL) / jnp.maximum(jnp.sum(weight_BxL), 1.0)
+  correct_BxL = jnp.argmax(logits_BxLxC, -1) == target_BxL
+  solved_B = jnp.all(correct_BxL | (blank_BxL == 0), axis=-1)
+  metrics = {'ce': loss}
+  halted_B = steps_B >= max_steps
+  if float(train_cfg.halt_loss_weight) > 0:
+    halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(halt_B, solved_B.astype(jnp.float32)))
+    loss = loss + float(train_cfg.halt_loss_weight) * halt_loss
+    metrics['halt_loss'] = halt_loss
+    halted_B = halted_B | (halt_B > 0)
+  metrics['acc'] = jnp.sum(correct_BxL * blank_BxL) / jnp.maximum(jnp.sum(blank_BxL), 1.0)
+  metrics['exact'] = jnp.mean(solved_B)
+  metrics['steps_at_halt'] = jnp.sum(steps_B * halted_B) / jnp.maximum(jnp.sum(halted_B), 1)
+  new_act = dict(carry=jax.lax.stop_gradient(carry), puzzle=puzzle_BxL, solution=solution_BxL,
+                 steps=steps_B, halted=halted_B)
+  return loss, (metrics, new_act)
 
 
 def _depth_counts(params: Any, puzzle_BxL: jax.Array, solution_BxL: jax.Array, valid_B: jax.Array, *,
@@ -138,6 +193,24 @@ class SudokuTask:
           f'blank-cell acc {res["cell"][-1]:.3f}', flush=True)
     score = res['best_exact'] + 1e-3 * res['cell'][-1]
     return score, dict(val_exact=res['best_exact'], val_depth=res['best_depth'], val_cell=res['cell'][-1])
+
+
+class ActSudokuTask(SudokuTask):
+  """TRM-style training (config.train.act): one supervision step per optimizer step, see act_sudoku_loss."""
+
+  def __init__(self, config, model, splits, evaluator):
+    super().__init__(config, model, splits, evaluator)
+    self.loss_fn = functools.partial(act_sudoku_loss, model=model, max_steps=self.depth,
+                                     train_cfg=config.train)
+
+  def init_task_state(self, params: Any, global_batch: int) -> dict[str, Any]:
+    return init_act_state(self.model, params, global_batch, self.splits.train.puzzles.shape[1])
+
+
+def make_task(config: ml_collections.ConfigDict, model: nn.Module, splits: sudoku_pipeline.SudokuSplits,
+              evaluator: DepthEvaluator) -> SudokuTask:
+  """The Sudoku task: deep supervision over the whole depth, or TRM/ACT steps (train.act)."""
+  return (ActSudokuTask if config.train.act else SudokuTask)(config, model, splits, evaluator)
 
 
 def summary_row(name: str, res: dict[str, Any], depth: int) -> list[object]:

@@ -17,11 +17,12 @@ from train import optim
 from train import plots
 from train import sharding
 from train.state import eval_params
-from train.sudoku import (SUMMARY_HEADER, DepthEvaluator, SudokuTask, eval_file_puzzles, final_line,
-                          summary_row)
+from train.sudoku import (SUMMARY_HEADER, DepthEvaluator, eval_file_puzzles, final_line, init_act_state,
+                          make_task, summary_row)
 
 # Model fields that change parameter shapes or the computation: eval must use the trained ones.
-_MODEL_KEYS_FROM_CHECKPOINT = ('name', 'hidden', 'num_layers', 'num_heads', 'mlp_ratio', 'mlp_act', 'mixer',
+_MODEL_KEYS_FROM_CHECKPOINT = ('name', 'attention_bias', 'prefix_len', 'pos_emb', 'norm_scale',
+                               'mlp_multiple_of', 'hidden', 'num_layers', 'num_heads', 'mlp_ratio', 'mlp_act', 'mixer',
                                'norm', 'post_norm', 'use_bias', 'inner_steps', 'cycles', 'depth',
                                'tie_embeddings', 'mlp_state_dim')
 
@@ -68,7 +69,7 @@ def _train_one(config: ml_collections.ConfigDict, run_dir: pathlib.Path,
   model = build_model(config, splits.size)
   mesh = sharding.make_mesh()
   evaluator = DepthEvaluator(model, mesh, int(config.eval.batch_size))
-  task = SudokuTask(config, model, splits, evaluator)
+  task = make_task(config, model, splits, evaluator)
   result = loop.train(config, run_dir, model, task)
   # Score the test sets once, with the best-on-validation checkpoint.
   state = result.state
@@ -161,6 +162,9 @@ def _trained_config(config: ml_collections.ConfigDict, run_dir: pathlib.Path) ->
                         key, cfg.model[key], saved['model'][key])
         cfg.model[key] = saved['model'][key]
     cfg.data.size = saved.get('data', {}).get('size', cfg.data.size)
+    for key in ('act', 'batch_size', 'ema_decay', 'weight_decay', 'grad_clip'):  # They shape the saved state.
+      if key in saved.get('train', {}):
+        cfg.train[key] = saved['train'][key]
   return cfg
 
 
@@ -174,10 +178,14 @@ def _evaluate_one(config: ml_collections.ConfigDict, run_dir: pathlib.Path, puzz
   mesh = sharding.make_mesh()
   tx, _ = optim.make_optimizer(config.train)
 
-  class _Init:  # Only example inputs are needed to build the state's shapes.
+  class _Init:  # What the state's shapes need: example inputs (and the ACT state, when trained so).
     @staticmethod
     def example_inputs():
       return puzzles.puzzles[:2].astype(np.int32)
+
+  if config.train.act:
+    _Init.init_task_state = staticmethod(
+        lambda params, batch: init_act_state(model, params, batch, size * size))
 
   abstract = loop.init_state(model, _Init, config, tx, mesh)
   checkpoints = ckpt_lib.Checkpoints(run_dir, read_only=True)

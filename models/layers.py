@@ -1,0 +1,298 @@
+"""Building blocks shared by every model: embeddings, attention, MLPs, norms, blocks.
+
+Parameters are always float32; activations use the compute dtype of the
+architecture (`ArchConfig.dtype`, 'float32' or 'bfloat16'). Norm statistics and
+the attention softmax are computed in float32 whatever the compute dtype.
+"""
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Initializer = Callable[..., jax.Array]
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+MODEL_NAMES = ('mlp', 'bert', 'trm')
+_CHOICES = {
+    'name': MODEL_NAMES,
+    'mlp_act': ('gelu', 'swiglu'),
+    'mixer': ('attention', 'mlp'),
+    'norm': ('layernorm', 'rmsnorm'),
+    'dtype': tuple(DTYPES),
+    'pos_emb': ('learned', 'none'),
+    'attention_bias': ('none', 'grid'),
+}
+
+# Dense default: LeCun normal (truncated), as TRM's CastedLinear.
+default_kernel_init = nn.initializers.lecun_normal()
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+  """Architecture of one model; hashable, so a module holding it can be static.
+
+  The first block of fields is what configs/*.py write under `model`; the
+  second block is optional (defaults reproduce the behaviour without them).
+  """
+  name: str
+  hidden: int  # D: width of every token state (BERT/TRM).
+  num_layers: int = 2  # Blocks per application of the network.
+  num_heads: int = 4
+  mlp_ratio: float = 4.0  # Channel-MLP expansion (SwiGLU uses 2/3 of it, as LLaMA/TRM).
+  mlp_act: str = 'gelu'
+  mixer: str = 'attention'  # Token mixing: self-attention or MLP over the sequence axis.
+  norm: str = 'layernorm'
+  post_norm: bool = False
+  use_bias: bool = True
+  inner_steps: int = 6  # TRM n: latent updates per cycle.
+  cycles: int = 3  # TRM T: cycles per step; the first T-1 carry no gradient.
+  dtype: str = 'float32'
+  tie_embeddings: bool = False
+  mlp_state_dim: int = 512  # MLP baseline: width H of its flat state.
+  # Optional fields.
+  prefix_len: int = 0  # TRM: learned prefix positions (TRM code's puzzle_emb_len, 16).
+  pos_emb: str = 'learned'  # Learned absolute positions or none (TRM's Sudoku recipe: none).
+  norm_scale: bool = True  # Learnable norm scale; TRM's code uses a parameter-free RMSNorm.
+  norm_eps: float = 1e-5
+  mlp_multiple_of: int = 1  # Round MLP hidden widths up to this (TRM code: 256).
+  # 'grid': learned per-head attention bias for cells in the same row / column / box of an
+  # N x N grid (Sudoku); the sequence must be a grid of N*N cells with N a square.
+  attention_bias: str = 'none'
+
+  def __post_init__(self):
+    for key, choices in _CHOICES.items():
+      if getattr(self, key) not in choices:
+        raise ValueError(
+            f'model.{key}={getattr(self, key)!r} is not one of {list(choices)}')
+    for key in ('hidden', 'num_layers', 'num_heads', 'inner_steps', 'cycles',
+                'mlp_state_dim', 'mlp_multiple_of'):
+      if getattr(self, key) < 1:
+        raise ValueError(f'model.{key}={getattr(self, key)} must be >= 1')
+    if self.prefix_len < 0:
+      raise ValueError(f'model.prefix_len={self.prefix_len} must be >= 0')
+    if self.mlp_ratio <= 0:
+      raise ValueError(f'model.mlp_ratio={self.mlp_ratio} must be > 0')
+    if self.mixer == 'attention' and self.hidden % self.num_heads:
+      raise ValueError(
+          f'model.hidden={self.hidden} is not divisible by model.num_heads={self.num_heads}')
+
+  @property
+  def compute_dtype(self) -> Any:
+    return DTYPES[self.dtype]
+
+  @classmethod
+  def from_config(cls, cfg: Any) -> 'ArchConfig':
+    """Builds from a ConfigDict/mapping/ArchConfig; unknown keys (e.g. depth) are ignored."""
+    if isinstance(cfg, ArchConfig):
+      return cfg
+    if not isinstance(cfg, Mapping):
+      cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else vars(cfg)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+      if field.name not in cfg:
+        if field.default is dataclasses.MISSING:
+          raise ValueError(f'model config lacks the required field {field.name!r}')
+        continue
+      value = cfg[field.name]
+      kind = type(field.default) if field.default is not dataclasses.MISSING else str
+      if field.name == 'hidden':
+        kind = int
+      if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+      if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f'model.{field.name}={value!r} should be of type {kind.__name__}')
+      kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def mlp_hidden_dim(width: int, ratio: float, act: str, multiple_of: int = 1) -> int:
+  """Hidden width of an MLP on `width` features (SwiGLU keeps the params of ratio x GELU)."""
+  hidden = ratio * width * (2 / 3 if act == 'swiglu' else 1)
+  hidden = max(1, round(hidden))
+  return -(-hidden // multiple_of) * multiple_of
+
+
+def make_norm(arch: ArchConfig, name: str | None = None) -> nn.Module:
+  """LayerNorm or RMSNorm as the architecture asks."""
+  if arch.norm == 'rmsnorm':
+    return nn.RMSNorm(epsilon=arch.norm_eps, use_scale=arch.norm_scale,
+                      dtype=arch.compute_dtype, name=name)
+  return nn.LayerNorm(epsilon=arch.norm_eps, use_scale=arch.norm_scale,
+                      use_bias=arch.use_bias, dtype=arch.compute_dtype, name=name)
+
+
+class TokenEmbed(nn.Module):
+  """Token embedding table; `attend` gives tied output logits x @ E^T."""
+  vocab_size: int
+  dim: int
+  init_std: float = 0.02
+  scale: float = 1.0  # Multiplies the looked-up vectors (TRM: sqrt(D) with std 1/sqrt(D)).
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embedding = self.param('embedding', nn.initializers.normal(self.init_std),
+                                (self.vocab_size, self.dim), jnp.float32)
+
+  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
+    x_BxLxD = jnp.take(self.embedding, tokens_BxL, axis=0).astype(self.dtype)
+    return x_BxLxD * self.scale if self.scale != 1.0 else x_BxLxD
+
+  def attend(self, x_BxLxD: jax.Array) -> jax.Array:
+    return jnp.einsum('...d,vd->...v', x_BxLxD, self.embedding.astype(self.dtype))
+
+
+class PosEmbed(nn.Module):
+  """Learned absolute positional embedding, returned as [L, D] (broadcast by the caller)."""
+  length: int
+  dim: int
+  init_std: float = 0.02
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    table_LxD = self.param('embedding', nn.initializers.normal(self.init_std),
+                           (self.length, self.dim), jnp.float32)
+    return table_LxD.astype(self.dtype)
+
+
+def grid_relations(length: int, prefix_len: int = 0) -> np.ndarray:
+  """float32[3, P+L, P+L]: same row, same column, same box of an N x N grid (prefix: none)."""
+  side = math.isqrt(length)
+  box = math.isqrt(side)
+  if side * side != length or box * box != side:
+    raise ValueError(f"model.attention_bias='grid' needs N*N cells with N a square (4, 9, 16...); "
+                     f'got a sequence of {length}')
+  idx = np.arange(length)
+  row, col = idx // side, idx % side
+  boxes = (row // box) * box + col // box
+  rel = np.stack([a[:, None] == a[None, :] for a in (row, col, boxes)]).astype(np.float32)
+  return np.pad(rel, ((0, 0), (prefix_len, 0), (prefix_len, 0)))
+
+
+class GridRelationBias(nn.Module):
+  """Learned per-head attention bias w[relation, head] for same row / column / box: [N, T, T]."""
+  num_heads: int
+  length: int
+  prefix_len: int = 0
+  init_value: float = 1.0  # A mild prior towards a cell's Sudoku peers; learned from there.
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    rel_RxTxT = jnp.asarray(grid_relations(self.length, self.prefix_len))
+    weight_RxN = self.param('weight', nn.initializers.constant(self.init_value),
+                            (3, self.num_heads), jnp.float32)
+    return jnp.einsum('rn,rst->nst', weight_RxN, rel_RxTxT)
+
+
+class SelfAttention(nn.Module):
+  """Bidirectional multi-head self-attention; optional key padding mask and logit bias."""
+  num_heads: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, mask_BxL: jax.Array | None = None,
+               bias_NxLxL: jax.Array | None = None) -> jax.Array:
+    dim = x_BxLxD.shape[-1]
+    head_dim = dim // self.num_heads
+    qkv_BxLx3xNxK = nn.DenseGeneral(
+        (3, self.num_heads, head_dim), use_bias=self.use_bias, dtype=self.dtype,
+        kernel_init=self.kernel_init, name='qkv')(x_BxLxD)
+    q_BxLxNxK, k_BxLxNxK, v_BxLxNxK = (qkv_BxLx3xNxK[:, :, i] for i in range(3))
+    mask = None if mask_BxL is None else mask_BxL.astype(bool)[:, None, None, :]
+    bias = None if bias_NxLxL is None else bias_NxLxL.astype(q_BxLxNxK.dtype)[None]
+    out_BxLxNxK = jax.nn.dot_product_attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK, bias=bias,
+                                               mask=mask)
+    return nn.DenseGeneral(dim, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+                           kernel_init=self.kernel_init, name='out')(out_BxLxNxK)
+
+
+class Mlp(nn.Module):
+  """Two-layer MLP over the last axis: GELU (exact, as BERT) or SwiGLU."""
+  hidden_dim: int
+  act: str = 'gelu'
+  out_dim: int | None = None
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out_dim = self.out_dim or x.shape[-1]
+    dense = lambda n, name: nn.Dense(n, use_bias=self.use_bias, dtype=self.dtype,
+                                     kernel_init=self.kernel_init, name=name)
+    if self.act == 'swiglu':
+      gate, up = jnp.split(dense(2 * self.hidden_dim, 'gate_up')(x), 2, axis=-1)
+      h = nn.silu(gate) * up
+    elif self.act == 'gelu':
+      h = nn.gelu(dense(self.hidden_dim, 'up')(x), approximate=False)
+    else:
+      raise ValueError(f'unknown MLP activation {self.act!r}; use gelu or swiglu')
+    return dense(out_dim, 'down')(h)
+
+
+class TokenMixingMlp(nn.Module):
+  """MLP over the sequence axis (MLP-Mixer's token mixing, TRM's mlp_t).
+
+  The sequence length is read from the input, so the params fix it.
+  """
+  ratio: float
+  act: str = 'gelu'
+  multiple_of: int = 1
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, mask_BxL: jax.Array | None = None) -> jax.Array:
+    if mask_BxL is not None:  # Padding positions contribute nothing to the mix.
+      x_BxLxD = x_BxLxD * mask_BxL[..., None].astype(x_BxLxD.dtype)
+    length = x_BxLxD.shape[1]
+    hidden = mlp_hidden_dim(length, self.ratio, self.act, self.multiple_of)
+    mixed_BxDxL = Mlp(hidden, self.act, use_bias=self.use_bias, dtype=self.dtype,
+                      kernel_init=self.kernel_init, name='mlp')(jnp.swapaxes(x_BxLxD, 1, 2))
+    return jnp.swapaxes(mixed_BxDxL, 1, 2)
+
+
+class Block(nn.Module):
+  """Token mixer (attention | token MLP) then channel MLP, pre- or post-norm."""
+  arch: ArchConfig
+  kernel_init: Initializer = default_kernel_init
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, mask_BxL: jax.Array | None = None,
+               bias_NxLxL: jax.Array | None = None) -> jax.Array:
+    arch = self.arch
+    dtype = arch.compute_dtype
+    if arch.mixer == 'attention':
+      attention = SelfAttention(arch.num_heads, arch.use_bias, dtype, self.kernel_init,
+                                name='attention')
+      mixer = lambda h, m: attention(h, m, bias_NxLxL)
+    else:
+      mixer = TokenMixingMlp(arch.mlp_ratio, arch.mlp_act, arch.mlp_multiple_of,
+                             arch.use_bias, dtype, self.kernel_init, name='token_mlp')
+    hidden = mlp_hidden_dim(arch.hidden, arch.mlp_ratio, arch.mlp_act, arch.mlp_multiple_of)
+    mlp = Mlp(hidden, arch.mlp_act, use_bias=arch.use_bias, dtype=dtype,
+              kernel_init=self.kernel_init, name='mlp')
+    norm_mix, norm_mlp = make_norm(arch, 'norm_mix'), make_norm(arch, 'norm_mlp')
+    if arch.post_norm:
+      x_BxLxD = norm_mix(x_BxLxD + mixer(x_BxLxD, mask_BxL))
+      return norm_mlp(x_BxLxD + mlp(x_BxLxD))
+    x_BxLxD = x_BxLxD + mixer(norm_mix(x_BxLxD), mask_BxL)
+    return x_BxLxD + mlp(norm_mlp(x_BxLxD))
+
+
+class HaltHead(nn.Module):
+  """Halting logit from a pooled state: zero kernel, bias -5 (TRM's q_head init)."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pooled_BxD: jax.Array) -> jax.Array:
+    logit_Bx1 = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                         bias_init=nn.initializers.constant(-5.0), name='dense')(pooled_BxD)
+    return logit_Bx1[:, 0].astype(jnp.float32)

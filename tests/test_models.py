@@ -1,0 +1,301 @@
+"""Tests of models/: shapes at every depth, gradient stopping, dtypes, overfitting, FLOPs."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import models
+from models import flops
+
+SEQ_LEN, VOCAB, CLASSES = 16, 5, 4  # 4x4 Sudoku: tokens 0 (blank) .. 4, digits 1..4.
+NAMES = ('mlp', 'bert', 'trm')
+
+
+def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
+  """A tiny model config with every field the lead's configs write."""
+  trm = name == 'trm'
+  cfg = dict(name=name, hidden=32, num_layers=1, num_heads=4, mlp_ratio=4.0,
+             mlp_act='swiglu' if trm else 'gelu', mixer='mlp' if trm else 'attention',
+             norm='rmsnorm' if trm else 'layernorm', post_norm=trm, use_bias=not trm,
+             inner_steps=1, cycles=2, depth=2, dtype='float32', tie_embeddings=False,
+             mlp_state_dim=64)
+  cfg.update(overrides)
+  return ml_collections.ConfigDict(cfg)
+
+
+# Tiny graphs: cheaper LLVM settings halve XLA:CPU compile time, which dominates these tests.
+_FAST_CPU_COMPILE = {'xla_backend_optimization_level': 0,
+                     'xla_llvm_disable_expensive_passes': True}
+
+
+def fast_jit(fn, **kwargs):
+  if jax.default_backend() == 'cpu':
+    kwargs['compiler_options'] = _FAST_CPU_COMPILE
+  return jax.jit(fn, **kwargs)
+
+
+def build(cfg, batch=3, seed=0):
+  model = models.get_model(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  tokens_BxL = np.random.default_rng(seed).integers(0, VOCAB, (batch, SEQ_LEN), np.int32)
+  variables = fast_jit(model.init)(jax.random.key(seed), tokens_BxL)
+  return model, variables, tokens_BxL
+
+
+def relative_diff(a, b) -> float:
+  """max |a - b| over all leaves, relative to max |b|."""
+  a, b = jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))
+  diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+  scale = max(float(np.abs(y).max()) for y in b)
+  return diff / max(scale, 1e-30)
+
+
+def jit_unroll(model, depth, **options):
+  return fast_jit(models.unroll_fn(model, depth, **options))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_logits_at_every_depth_from_same_params(name):
+  model, variables, tokens_BxL = build(tiny_cfg(name))
+  _, longest = jit_unroll(model, 5)(variables, tokens_BxL)
+  carry1, first = jit_unroll(model, 1)(variables, tokens_BxL)
+  _, rest = jit_unroll(model, 4)(variables, tokens_BxL, carry=carry1)
+  for depth, out in ((5, longest), (1, first), (4, rest)):
+    assert out['logits'].shape == (depth, 3, SEQ_LEN, CLASSES)
+    assert out['halt_logit'].shape == (depth, 3)
+    assert out['logits'].dtype == jnp.float32 and out['halt_logit'].dtype == jnp.float32
+    assert np.isfinite(out['logits']).all()
+  assert jax.tree.leaves(carry1)[0].shape[0] == 3
+  # A shallower unroll is the start of a deeper one; continuing from its carry is the rest.
+  np.testing.assert_allclose(first['logits'], longest['logits'][:1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(rest['logits'], longest['logits'][1:], rtol=1e-4, atol=1e-5)
+  # Later steps change the prediction (the recurrence does something).
+  assert np.abs(longest['logits'][0] - longest['logits'][-1]).max() > 1e-6
+
+
+def test_readout_after_last_step_only():
+  model, variables, tokens_BxL = build(tiny_cfg('mlp'))
+  _, full = jit_unroll(model, 3)(variables, tokens_BxL)
+  _, last = jit_unroll(model, 3, every_step=False)(variables, tokens_BxL)
+  assert last['logits'].shape == (1, 3, SEQ_LEN, CLASSES)
+  np.testing.assert_allclose(last['logits'][0], full['logits'][-1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['mlp', 'bert'])
+def test_detach_makes_each_step_loss_train_only_its_step(name):
+  # (TRM with T >= 2 never passes gradient into its carry; see the cycle test.)
+  model, variables, tokens_BxL = build(tiny_cfg(name))
+
+  def last_step_loss(params, detach, carry=None, depth=2):
+    _, out = models.unroll(model, {'params': params}, tokens_BxL, depth, detach=detach,
+                           carry=carry)
+    return jnp.mean(out['logits'][-1] ** 2)
+
+  grad_fn = fast_jit(jax.grad(last_step_loss), static_argnums=(1, 3))
+  grad_detached = grad_fn(variables['params'], True)
+  carry1, _ = jit_unroll(model, 1)(variables, tokens_BxL)  # A constant carry.
+  grad_reference = grad_fn(variables['params'], False, carry1, 1)
+  assert relative_diff(grad_detached, grad_reference) < 1e-4
+  grad_attached = grad_fn(variables['params'], False)
+  assert relative_diff(grad_detached, grad_attached) > 1e-2
+
+
+def test_trm_only_last_cycle_is_differentiated():
+  cfg = tiny_cfg('trm', cycles=3, inner_steps=1)
+  model, variables, tokens_BxL = build(cfg)
+  cls = type(model)
+  one_cycle = models.get_model(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB,
+                               num_classes=CLASSES, seq_len=SEQ_LEN)
+  two_cycles = models.get_model(tiny_cfg('trm', cycles=2, inner_steps=1), vocab_size=VOCAB,
+                                num_classes=CLASSES, seq_len=SEQ_LEN)
+
+  def loss_of(params, steps):
+    variables = {'params': params}
+    inputs = one_cycle.apply(variables, tokens_BxL, method=cls.encode)
+    carry = one_cycle.apply(variables, inputs, method=cls.init_carry)
+    for stepper, constant in steps:
+      carry = stepper.apply(variables, carry, inputs, method=cls.step)
+      carry = jax.lax.stop_gradient(carry) if constant else carry
+    logits = one_cycle.apply(variables, carry, method=cls.readout)['logits']
+    return jnp.mean(logits ** 2)
+
+  params = variables['params']
+  grad_of = lambda steps: fast_jit(jax.value_and_grad(lambda p: loss_of(p, steps)))(params)
+  value, grad = grad_of([(model, False)])
+  # Same computation with the first two cycles made constants by hand.
+  ref_value, ref_grad = grad_of([(two_cycles, True), (one_cycle, False)])
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  assert relative_diff(grad, ref_grad) < 1e-4
+  # Backpropagating through all three cycles gives a different gradient.
+  _, full_grad = grad_of([(one_cycle, False)] * 3)
+  assert relative_diff(grad, full_grad) > 1e-2
+  # Hence the carry entering a step gets no gradient at all.
+  inputs = model.apply(variables, tokens_BxL, method=cls.encode)
+  carry = model.apply(variables, inputs, method=cls.init_carry)
+  step_loss = lambda c: jnp.mean(model.apply(variables, c, inputs, method=cls.step)['y'] ** 2)
+  carry_grad = fast_jit(jax.grad(step_loss))(carry)
+  assert all(not np.any(g) for g in jax.tree.leaves(carry_grad))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_bfloat16_compute_float32_params(name):
+  model, variables, tokens_BxL = build(tiny_cfg(name, dtype='bfloat16'))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  carry, out = jit_unroll(model, 3, detach=True)(variables, tokens_BxL)
+  assert all(c.dtype == jnp.bfloat16 for c in jax.tree.leaves(carry))
+  assert out['logits'].dtype == jnp.float32
+  assert np.isfinite(out['logits']).all() and np.isfinite(out['halt_logit']).all()
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_tiny_model_overfits_a_fixed_batch(name):
+  model, variables, tokens_BxL = build(tiny_cfg(name), batch=8)
+  targets_BxL = np.random.default_rng(7).integers(0, CLASSES, tokens_BxL.shape, np.int32)
+  optimizer = optax.adam(3e-3)
+
+  def loss_fn(params):
+    _, out = models.unroll(model, {'params': params}, tokens_BxL, 2, detach=True)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        out['logits'], jnp.broadcast_to(targets_BxL, out['logits'].shape[:-1])).mean()
+
+  @fast_jit
+  def train_step(params, opt_state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  params = variables['params']
+  opt_state = optimizer.init(params)
+  losses = []
+  for _ in range(100):
+    params, opt_state, loss = train_step(params, opt_state)
+    losses.append(float(loss))
+  assert losses[-1] < 0.2 * losses[0], losses[::10]
+
+
+def test_bert_padding_mask_hides_padded_tokens():
+  model, variables, tokens_BxL = build(tiny_cfg('bert'))
+  mask_BxL = np.arange(SEQ_LEN)[None, :].repeat(3, 0) < 10
+  changed_BxL = tokens_BxL.copy()
+  changed_BxL[:, 10:] = (tokens_BxL[:, 10:] + 1) % VOCAB
+  masked_fn = jit_unroll(model, 2)
+  _, out = masked_fn(variables, tokens_BxL, mask_BxL=mask_BxL)
+  _, out_changed = masked_fn(variables, changed_BxL, mask_BxL=mask_BxL)
+  np.testing.assert_allclose(out['logits'][:, :, :10], out_changed['logits'][:, :, :10],
+                             rtol=1e-5, atol=1e-6)
+  _, unmasked = masked_fn(variables, changed_BxL)
+  assert not np.allclose(out['logits'][:, :, :10], unmasked['logits'][:, :, :10], atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['bert', 'trm'])
+def test_readout_positions_and_tied_head(name):
+  cfg = tiny_cfg(name, tie_embeddings=name == 'bert', prefix_len=2 if name == 'trm' else 0)
+  model = models.get_model(cfg, vocab_size=VOCAB, num_classes=VOCAB, seq_len=SEQ_LEN)
+  tokens_BxL = np.random.default_rng(1).integers(0, VOCAB, (3, SEQ_LEN), np.int32)
+  variables = fast_jit(model.init)(jax.random.key(0), tokens_BxL)
+  if name == 'bert':
+    assert 'head' not in variables['params'] and 'head_bias' in variables['params']
+  positions_BxM = np.array([[0, 5, 15]] * 3)
+  unroll_2 = jit_unroll(model, 2)
+  _, full = unroll_2(variables, tokens_BxL)
+  _, picked = unroll_2(variables, tokens_BxL, positions_BxM=positions_BxM)
+  assert picked['logits'].shape == (2, 3, 3, VOCAB)
+  np.testing.assert_allclose(picked['logits'], full['logits'][:, :, [0, 5, 15]],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_tied_head_needs_matching_classes():
+  model = models.get_model(tiny_cfg('bert', tie_embeddings=True), vocab_size=VOCAB,
+                           num_classes=CLASSES, seq_len=SEQ_LEN)
+  with pytest.raises(ValueError, match='tie_embeddings'):
+    model.init(jax.random.key(0), jnp.zeros((1, SEQ_LEN), jnp.int32))
+
+
+def test_reset_carry_picks_fresh_rows():
+  model, variables, tokens_BxL = build(tiny_cfg('trm'))
+  carry, _ = jit_unroll(model, 1)(variables, tokens_BxL)
+  fresh_fn = lambda v, t: model.apply(v, model.apply(v, t, method=type(model).encode),
+                                      method=type(model).init_carry)
+  fresh = fast_jit(fresh_fn)(variables, tokens_BxL)
+  mixed = fast_jit(models.reset_carry)(carry, fresh, np.array([True, False, True]))
+  np.testing.assert_array_equal(mixed['y'][0], fresh['y'][0])
+  np.testing.assert_array_equal(mixed['z'][1], carry['z'][1])
+  np.testing.assert_array_equal(mixed['z'][2], fresh['z'][2])
+
+
+def test_published_trm_size_is_about_5m_params():
+  cfg = tiny_cfg('trm', hidden=512, num_layers=2, inner_steps=6, cycles=3, dtype='bfloat16',
+                 prefix_len=16, pos_emb='none', norm_scale=False, mlp_multiple_of=256)
+  model = models.get_model(cfg, vocab_size=11, num_classes=11, seq_len=81)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 81), jnp.int32))
+  count = sum(x.size for x in jax.tree.leaves(shapes))
+  assert 4.9e6 < count < 5.1e6, count  # Paper: 5M; this config gives 5,036,545.
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
+  cfg = tiny_cfg(name, hidden=64, mlp_state_dim=128)
+  est = flops.estimate(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  assert est.step > 0 and est.readout > 0 and est.step_grad <= est.step
+  per_step = est.step + est.readout
+  assert est.forward(6) - est.forward(3) == 3 * per_step
+  assert est.forward(1) < est.train(1)
+  model, variables, tokens_BxL = build(cfg, batch=1)
+  logits_fn = lambda v, t: models.unroll(model, v, t, 2, scan_unroll=True)[1]['logits']
+  cost = fast_jit(logits_fn).lower(variables, tokens_BxL).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  # XLA also counts elementwise work, which the analytic estimate leaves out.
+  assert 0.95 < cost['flops'] / est.forward(2) < 1.35, (cost['flops'], est.forward(2))
+
+
+def test_registry_and_config_errors():
+  with pytest.raises(ValueError, match='valid names: mlp, bert, trm'):
+    models.get_model(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  with pytest.raises(ValueError, match='model.mixer'):
+    models.get_model(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,
+                     seq_len=SEQ_LEN)
+  with pytest.raises(ValueError, match='model.hidden'):
+    models.get_model(tiny_cfg('bert', hidden=30), vocab_size=VOCAB, num_classes=CLASSES,
+                     seq_len=SEQ_LEN)
+  with pytest.raises(ValueError, match='depth'):
+    model, variables, tokens_BxL = build(tiny_cfg('mlp'))
+    models.unroll(model, variables, tokens_BxL, 0)
+  model, variables, _ = build(tiny_cfg('mlp'))
+  with pytest.raises(ValueError, match=r'shape \[B, 16\]'):
+    model.apply(variables, jnp.zeros((2, 9), jnp.int32))
+
+
+def test_grid_relations_mark_sudoku_peers():
+  from models.layers import grid_relations
+  rel = grid_relations(81)
+  row, col, box = rel
+  assert row[0, 8] == 1 and col[0, 8] == 0 and box[0, 8] == 0
+  assert col[0, 72] == 1 and row[0, 72] == 0
+  assert box[0, 20] == 1 and row[0, 20] == 0 and col[0, 20] == 0
+  assert rel[:, 0, 40].sum() == 0
+  assert int((rel.max(0)[0] > 0).sum()) == 21  # 20 peers and the cell itself.
+  assert grid_relations(16, prefix_len=2).shape == (3, 18, 18)
+  with pytest.raises(ValueError, match='grid'):
+    grid_relations(50)
+
+
+@pytest.mark.parametrize('name', ['bert', 'trm'])
+def test_grid_attention_bias_is_learned(name):
+  import ml_collections
+  import models
+  cfg = ml_collections.ConfigDict(dict(name=name, hidden=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
+                                       mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
+                                       use_bias=True, inner_steps=1, cycles=1, dtype='float32',
+                                       tie_embeddings=False, mlp_state_dim=16, attention_bias='grid'))
+  model = models.get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (2, 16)), jnp.int32)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
+  assert variables['params']['grid_bias']['weight'].shape == (3, 2)
+
+  def loss(params):
+    _, out = models.unroll(model, {'params': params}, tokens, 2)
+    return jnp.mean(out['logits'] ** 2)
+
+  grads = jax.grad(loss)(variables['params'])
+  assert float(jnp.abs(grads['grid_bias']['weight']).sum()) > 0
