@@ -63,7 +63,8 @@ def init_act_state(model: nn.Module, params: Any, global_batch: int, seq_len: in
   inputs = model.apply(variables, puzzle_BxL, method=type(model).encode)
   carry = model.apply(variables, inputs, method=type(model).init_carry)
   return dict(carry=carry, puzzle=puzzle_BxL, solution=jnp.ones_like(puzzle_BxL),
-              steps=jnp.zeros((global_batch,), jnp.int32), halted=jnp.ones((global_batch,), bool))
+              steps=jnp.zeros((global_batch,), jnp.int32), min_steps=jnp.ones((global_batch,), jnp.int32),
+              halted=jnp.ones((global_batch,), bool))
 
 
 def act_sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, act: dict[str, Any], *,
@@ -73,11 +74,15 @@ def act_sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, ac
 
   A slot whose puzzle halted (after `max_steps` steps, or when the halting head says it is solved,
   if trained) takes the fresh puzzle of `batch` in its place and restarts from the initial carry.
-  The carry enters each step detached, as between TRM's supervision steps.
+  The carry enters each step detached, as between TRM's supervision steps. With probability
+  train.halt_exploration a new puzzle must stay at least a random 2..max_steps steps (TRM's
+  exploration), so the halting head also sees later steps.
   """
-  del rng
   variables = {'params': params}
   reset_B = act['halted']
+  explore_B = jax.random.bernoulli(jax.random.fold_in(rng, 0), float(train_cfg.halt_exploration), reset_B.shape)
+  drawn_B = jax.random.randint(jax.random.fold_in(rng, 1), reset_B.shape, 2, max(max_steps, 2) + 1)
+  min_steps_B = jnp.where(reset_B, jnp.where(explore_B, drawn_B, 1), act['min_steps'])
   puzzle_BxL = jnp.where(reset_B[:, None], batch['puzzle'], act['puzzle'])
   solution_BxL = jnp.where(reset_B[:, None], batch['solution'], act['solution'])
   inputs = model.apply(variables, puzzle_BxL, method=type(model).encode)
@@ -98,12 +103,12 @@ def act_sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, ac
     halt_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(halt_B, solved_B.astype(jnp.float32)))
     loss = loss + float(train_cfg.halt_loss_weight) * halt_loss
     metrics['halt_loss'] = halt_loss
-    halted_B = halted_B | (halt_B > 0)
+    halted_B = halted_B | ((halt_B > 0) & (steps_B >= min_steps_B))
   metrics['acc'] = jnp.sum(correct_BxL * blank_BxL) / jnp.maximum(jnp.sum(blank_BxL), 1.0)
   metrics['exact'] = jnp.mean(solved_B)
   metrics['steps_at_halt'] = jnp.sum(steps_B * halted_B) / jnp.maximum(jnp.sum(halted_B), 1)
   new_act = dict(carry=jax.lax.stop_gradient(carry), puzzle=puzzle_BxL, solution=solution_BxL,
-                 steps=steps_B, halted=halted_B)
+                 steps=steps_B, min_steps=min_steps_B, halted=halted_B)
   return loss, (metrics, new_act)
 
 
@@ -218,11 +223,12 @@ def summary_row(name: str, res: dict[str, Any], depth: int) -> list[object]:
   def at(d):
     return res['exact'][d - 1] if d <= len(res['exact']) else '-'
   return [name, res['n'], at(depth), at(2 * depth), at(4 * depth),
-          f'{res["best_exact"]:.3f} @ {res["best_depth"]}', res['cell'][min(depth, len(res['cell'])) - 1]]
+          f'{res["best_exact"]:.3f} @ {res["best_depth"]}', res['cell'][min(depth, len(res['cell'])) - 1],
+          f'{res["halt_exact"]:.3f} ({res["halt_mean_steps"]:.1f} steps)']
 
 
 SUMMARY_HEADER = ('set', 'puzzles', 'exact @ D', 'exact @ 2D', 'exact @ 4D', 'best exact @ depth',
-                  'blank-cell acc @ D')
+                  'blank-cell acc @ D', 'exact with halting (mean steps)')
 
 
 def final_line(res: dict[str, Any]) -> str:

@@ -1,0 +1,86 @@
+r"""Step time, puzzles/s and achieved FLOP/s of a Sudoku config's train step on whatever device is present.
+
+  python bench/sudoku_step.py --config=configs/sudoku.py:9x9_cpu [--config.train.batch_size=128] [--steps=10]
+
+FLOPs per step come from XLA's cost analysis of the compiled step; MFU is printed when
+--peak_tflops (the device's dense peak, e.g. 989 for an H100 SXM in bf16) is given.
+"""
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+import models
+from train import loop
+from train import optim
+from train import sharding
+from train import sudoku as sudoku_task
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/sudoku.py:9x9_cpu', 'Sudoku config.',
+                                          lock_config=True)
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after one compile step).')
+_PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'Device peak TFLOP/s for MFU (0 = skip).')
+
+
+class _RandomPuzzles:
+  """Random puzzles of the right shape: the step's cost does not depend on their content."""
+
+  def __init__(self, config, model):
+    self.size = int(config.data.size)
+    self.loss_fn = functools.partial(sudoku_task.sudoku_loss, model=model, depth=int(config.model.depth),
+                                     train_cfg=config.train)
+    if config.train.act:
+      self.loss_fn = functools.partial(sudoku_task.act_sudoku_loss, model=model,
+                                       max_steps=int(config.model.depth), train_cfg=config.train)
+      self.init_task_state = lambda params, b: sudoku_task.init_act_state(model, params, b, self.size ** 2)
+
+  def example_inputs(self):
+    return np.zeros((2, self.size ** 2), np.int32)
+
+  def train_batch(self, step, batch_size, process_index, process_count):
+    rng = np.random.default_rng(step)
+    n = batch_size // process_count
+    return {'puzzle': rng.integers(0, self.size + 1, (n, self.size ** 2)).astype(np.int32),
+            'solution': rng.integers(1, self.size + 1, (n, self.size ** 2)).astype(np.int32)}
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  size = int(config.data.size)
+  model = models.get_model(config.model, vocab_size=size + 1, num_classes=size, seq_len=size * size)
+  task = _RandomPuzzles(config, model)
+  mesh = sharding.make_mesh()
+  tx, schedule = optim.make_optimizer(config.train)
+  state = loop.init_state(model, task, config, tx, mesh)
+  step_fn = loop.jit_train_step(task, tx, schedule, config, mesh)
+  batch = sharding.put_batch(task.train_batch(0, int(config.train.batch_size), 0, 1), mesh)
+  t0 = time.perf_counter()
+  flops = loop.compiled_flops(step_fn, state, batch)
+  state, metrics = step_fn(state, batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _ in range(_STEPS.value):
+    state, metrics = step_fn(state, batch)
+  jax.block_until_ready(metrics)
+  step_s = (time.perf_counter() - t0) / _STEPS.value
+  batch_size = int(config.train.batch_size)
+  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()}  model: {config.model.name} '
+        f'({params:,} params, depth {config.model.depth}, act={config.train.act}, dtype {config.model.dtype})')
+  print(f'first step (compile + run): {compile_s:.1f} s')
+  print(f'step: {step_s * 1e3:.1f} ms  puzzles/s: {batch_size / step_s:,.0f}  (batch {batch_size})')
+  if flops:
+    # XLA counts a scan body once: the scan over depth makes this a lower bound unless act=True.
+    print(f'XLA FLOPs/step: {flops:.3g}  achieved: {flops / step_s / 1e12:.3f} TFLOP/s'
+          + (f'  MFU: {100 * flops / step_s / 1e12 / _PEAK.value:.1f}%' if _PEAK.value else ''))
+
+
+if __name__ == '__main__':
+  app.run(main)
