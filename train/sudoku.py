@@ -218,13 +218,13 @@ def make_task(config: ml_collections.ConfigDict, model: nn.Module, splits: sudok
   return (ActSudokuTask if config.train.act else SudokuTask)(config, model, splits, evaluator)
 
 
-def summary_row(name: str, res: dict[str, Any], depth: int) -> list[object]:
-  """One results-table row: exact at 1x, 2x, 4x the trained depth, best, blank-cell accuracy."""
+def summary_row(name: str, res: dict[str, Any], depth: int, halting: bool = True) -> list[object]:
+  """One results-table row: exact at 1x, 2x, 4x the trained depth, best, blank-cell accuracy, halting."""
   def at(d):
     return res['exact'][d - 1] if d <= len(res['exact']) else '-'
   return [name, res['n'], at(depth), at(2 * depth), at(4 * depth),
           f'{res["best_exact"]:.3f} @ {res["best_depth"]}', res['cell'][min(depth, len(res['cell'])) - 1],
-          f'{res["halt_exact"]:.3f} ({res["halt_mean_steps"]:.1f} steps)']
+          f'{res["halt_exact"]:.3f} ({res["halt_mean_steps"]:.1f} steps)' if halting else '- (head not trained)']
 
 
 SUMMARY_HEADER = ('set', 'puzzles', 'exact @ D', 'exact @ 2D', 'exact @ 4D', 'best exact @ depth',

@@ -94,14 +94,15 @@ def _train_one(config: ml_collections.ConfigDict, run_dir: pathlib.Path,
                  batch_size=int(config.train.batch_size), params=n_params,
                  train_seconds=result.train_seconds, sets=per_set)
   ckpt_lib.write_json(run_dir / 'results.json', results)
-  rows = [summary_row(k, v, depth) for k, v in per_set.items()]
+  halting = float(config.train.halt_loss_weight) > 0
+  rows = [summary_row(k, v, depth, halting) for k, v in per_set.items()]
   header = (f'# Sudoku {splits.size}x{splits.size}: {config.model.name} ({n_params:,} params), '
             f'trained depth D={depth}, {config.train.steps} steps x batch {config.train.batch_size}, '
             f'checkpoint step {used_step}\n\n')
   if jax.process_index() == 0:
     (run_dir / 'results.md').write_text(header + plots.markdown_table(SUMMARY_HEADER, rows))
-    plots.plot_depth_curves({f'{config.model.name} ({k})': per_set[k] for k in ('val', 'test') if k in per_set},
-                            {f'{config.model.name} ({k})': depth for k in ('val', 'test')},
+    plots.plot_depth_curves({f'{config.model.name} ({k})': v for k, v in per_set.items()},
+                            {f'{config.model.name} ({k})': depth for k in per_set},
                             run_dir / 'depth_vs_accuracy.png',
                             f'Sudoku {splits.size}x{splits.size}: accuracy vs recurrent depth')
   test = per_set.get('test') or per_set['val']
@@ -121,8 +122,9 @@ def _write_comparison(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   plots.plot_depth_curves(curves, depths, workdir / 'depth_vs_accuracy.png',
                           f'Sudoku: test accuracy vs depth, same budget ({config.train.steps} steps x '
                           f'batch {config.train.batch_size})')
+  halting = float(config.train.halt_loss_weight) > 0
   rows = [[name, r['params'], f'{r["train_seconds"]:.0f}'] + summary_row('test', r['sets']['test'],
-                                                                         r['trained_depth'])[1:]
+                                                                         r['trained_depth'], halting)[1:]
           for name, r in all_results.items()]
   header = ('model', 'params', 'train s') + SUMMARY_HEADER[1:]
   (workdir / 'results.md').write_text('# Sudoku model comparison (test set)\n\n' + plots.markdown_table(header, rows))

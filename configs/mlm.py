@@ -1,0 +1,209 @@
+r"""Masked language modelling: BERT-small vs TRM at matched training FLOPs.
+
+The study trains every model of `study.models` at every FLOP budget of
+`study.flops_budgets` and every seed of `study.seeds`, each run in
+`<workdir>/runs/<model>_<budget>_s<seed>` (resumable; finished runs are
+skipped on rerun), scores them on one fixed, seeded set of masked eval
+positions and writes `results.json`, `results.md` and `accuracy_vs_compute.png`:
+
+  python launch.py --config=configs/mlm.py --workdir=runs/mlm          # GPU, WikiText-103 via HF
+  python launch.py --config=configs/mlm.py:quick --workdir=runs/mlm_quick   # 2 CPU cores, <= 20 min
+  python launch.py --config=configs/mlm.py:smoke --workdir=/tmp/mlm_smoke \
+      --config.data.files=../shared/data/text/wiki.valid.tokens          # under a minute
+
+Re-score every finished run (on the fixed eval set, or on other text):
+
+  python launch.py --config=configs/mlm.py:quick --workdir=runs/mlm_quick --mode=eval \
+      [--config.data.eval_files=other.txt]
+
+Splits: with `data.files` the last `data.eval_fraction` of the lines evaluate
+(or all of `data.eval_files` when given); with HF (`data.files=''`) WikiText's
+'train' split trains and its 'validation' split evaluates ('test' is never read).
+
+Any field can be overridden, e.g. `--config.study.flops_budgets=1e15,1e16
+--config.models.trm.depth=4 --config.models.bert.lr=5e-4`.
+"""
+import ml_collections
+
+from data import paths
+
+VARIANTS = ('default', 'quick', 'smoke')
+MODEL_NAMES = ('bert', 'trm')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config for the comma-separated variants in `arg`."""
+  config = _base()
+  for variant in (arg or 'default').split(','):
+    variant = variant.strip()
+    if variant not in VARIANTS:
+      raise ValueError(f'unknown variant {variant!r} of configs/mlm.py; choose from {VARIANTS}')
+    _VARIANT_FNS[variant](config)
+  return config
+
+
+def _shared_text(name: str) -> str:
+  """A file of the shared text folder ($REASON_SHARED_DATA or ../shared/data beside the repo)."""
+  return str(paths.shared_data_dir() / 'text' / name)
+
+
+def _bert(hidden: int, num_layers: int, num_heads: int) -> ml_collections.ConfigDict:
+  """BERT encoder (depth 1) with BERT's MLM head tied to the token embeddings."""
+  model = ml_collections.ConfigDict()
+  model.name = 'bert'  # Registry name (models.get_model).
+  model.hidden = hidden  # Width D.
+  model.num_layers = num_layers  # Transformer blocks.
+  model.num_heads = num_heads  # Attention heads.
+  model.mlp_ratio = 4.0  # Intermediate size / hidden (BERT: 4).
+  model.mlp_act = 'gelu'  # Exact GELU, as BERT.
+  model.mixer = 'attention'  # Self-attention over the sequence.
+  model.norm = 'layernorm'  # BERT's LayerNorm.
+  model.post_norm = True  # BERT is post-norm: norm after each residual add.
+  model.norm_eps = 1e-12  # BERT's LayerNorm epsilon.
+  model.use_bias = True  # Biases in dense layers and norms, as BERT.
+  model.inner_steps = 1  # (TRM only.)
+  model.cycles = 1  # (TRM only.)
+  model.depth = 1  # Applications of the encoder: 1 = a plain BERT.
+  model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
+  model.tie_embeddings = True  # MLM head: Dense + GELU + LayerNorm, logits against the token embeddings + bias.
+  model.mlp_state_dim = 64  # (MLP baseline only.)
+  model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
+  return model
+
+
+def _trm(hidden: int, num_layers: int, num_heads: int, inner_steps: int, cycles: int,
+         depth: int) -> ml_collections.ConfigDict:
+  """TRM: one tiny attention network applied recursively, deep supervision over `depth` steps."""
+  model = ml_collections.ConfigDict()
+  model.name = 'trm'  # Registry name (models.get_model).
+  model.hidden = hidden  # Width D of the input, answer (y) and latent (z) states.
+  model.num_layers = num_layers  # Blocks in the tiny network f.
+  model.num_heads = num_heads  # Attention heads.
+  model.mlp_ratio = 4.0  # Channel-MLP width / hidden (SwiGLU keeps the parameters of 4x GELU).
+  model.mlp_act = 'swiglu'  # TRM's channel MLP.
+  model.mixer = 'attention'  # Self-attention (TRM's attention variant; the Sudoku recipe uses an MLP).
+  model.norm = 'rmsnorm'  # TRM's RMSNorm.
+  model.post_norm = True  # TRM normalises after each residual add.
+  model.norm_eps = 1e-5  # RMSNorm epsilon.
+  model.use_bias = False  # TRM has no biases.
+  model.inner_steps = inner_steps  # n: latent updates z <- f(z + y + x) per cycle.
+  model.cycles = cycles  # T: cycles per step; the first T-1 run without gradient.
+  model.depth = depth  # Supervision steps per batch (loss after each with train.deep_supervision).
+  model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
+  model.tie_embeddings = False  # TRM's head is its own matrix.
+  model.mlp_state_dim = 64  # (MLP baseline only.)
+  model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
+  return model
+
+
+def _base() -> ml_collections.ConfigDict:
+  """Full scale for one GPU: WikiText-103 from HF, BERT-small (L4/H512) vs a 2-layer TRM."""
+  config = ml_collections.ConfigDict()
+  config.task = 'mlm'  # Which task train/ runs: 'sudoku' or 'mlm'.
+  config.seed = 0  # Seed of parameter init; each run replaces it with its study seed.
+  config.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU).
+
+  config.data = data = ml_collections.ConfigDict()
+  data.files = ''  # Comma-separated local text files (one document a line); '' = HF WikiText below.
+  data.eval_files = ''  # Text files that evaluate (then all of `files` trains); --mode=eval scores these when set.
+  data.eval_fraction = 0.05  # With `files` and no `eval_files`: the last fraction of lines evaluates.
+  data.hf_name = 'Salesforce/wikitext'  # HF dataset (used when files='').
+  data.hf_config = 'wikitext-103-raw-v1'  # 'wikitext-103-raw-v1' or 'wikitext-2-raw-v1'.
+  data.vocab_size = 30_522  # WordPiece vocabulary asked of the tokenizer (BERT's size).
+  data.lowercase = True  # Lower-case before tokenizing (BERT uncased).
+  data.seq_len = 128  # Tokens per packed sequence, [CLS] included.
+  data.add_cls = True  # Start every sequence with [CLS].
+  data.mask_prob = 0.15  # Share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).
+  data.seed = 0  # Seed of training batches (batch t is a function of seed and t; same for every run).
+  data.eval_seed = 1234  # Seed of the fixed evaluation masks (same for every model and seed).
+  data.num_eval_sequences = 4096  # Eval sequences (a seeded sample; <= 0 = all).
+
+  config.study = study = ml_collections.ConfigDict()
+  study.models = 'bert,trm'  # Comma-separated keys of `models` to compare.
+  study.flops_budgets = '1e16,3e16,1e17,3e17'  # Training FLOPs per run (XLA-counted); steps = budget / FLOPs per step.
+  study.seeds = '0,1,2'  # Seeds of parameter init; every (model, budget) is trained once per seed.
+  study.warmup_fraction = 0.1  # Warmup is at most this fraction of a run's steps.
+  study.compilation_cache = True  # Keep compiled steps in <workdir>/xla_cache: runs differing only in seed compile once (if set before the process compiles anything).
+
+  config.models = ml_collections.ConfigDict()  # One section per model; copied into `model` for its runs.
+  config.models.bert = _bert(hidden=512, num_layers=4, num_heads=8)  # BERT-small (Turc et al. 2019).
+  config.models.trm = _trm(hidden=512, num_layers=2, num_heads=8, inner_steps=2, cycles=2, depth=2)
+  config.model = _bert(hidden=512, num_layers=4, num_heads=8)  # Filled from `models` for each run.
+
+  config.train = train = ml_collections.ConfigDict()
+  train.steps = 0  # Set for each run from its FLOP budget.
+  train.batch_size = 256  # Global batch (split over all devices).
+  train.lr = 5e-4  # Peak learning rate (a model's `lr` overrides it).
+  train.warmup_steps = 2000  # Linear warmup steps (clipped to study.warmup_fraction of the run).
+  train.schedule = 'cosine'  # After warmup: 'cosine' (to lr * final_lr_fraction) or 'constant'.
+  train.final_lr_fraction = 0.1  # Cosine: final lr / peak lr.
+  train.weight_decay = 0.01  # AdamW decoupled weight decay (BERT: 0.01).
+  train.b1 = 0.9  # AdamW beta1.
+  train.b2 = 0.98  # AdamW beta2.
+  train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
+  train.ema_decay = 0.0  # EMA of params used for evaluation (0 = off).
+  train.deep_supervision = True  # Loss after every depth step (TRM) or only the last.
+  train.detach = True  # Stop gradients between depth steps (TRM deep supervision).
+  train.max_predictions = 0  # Masked positions read out per sequence (0 = mean + 5 std of the masked count).
+  train.log_every = 200  # Steps between progress lines / metrics.jsonl rows.
+  train.eval_every = 0  # Steps between evaluations during a run (0 = only at the end).
+  train.checkpoint_every = 2000  # Steps between checkpoints (one is always written at the end).
+  train.keep_checkpoints = 1  # Latest checkpoints kept per run.
+
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.batch_size = 256  # Sequences per eval batch.
+  return config
+
+
+def _default(config: ml_collections.ConfigDict) -> None:
+  del config  # The base config is the default.
+
+
+def _quick(config: ml_collections.ConfigDict) -> None:
+  """2 CPU cores, <= 20 minutes: small models on WikiText-2 test + a Wikipedia sample, 3 seeds."""
+  config.data.files = ','.join([_shared_text('wiki.test.tokens'), _shared_text('enwiki_sample.txt')])
+  config.data.eval_files = _shared_text('wiki.valid.tokens')
+  config.data.vocab_size = 2048
+  config.data.seq_len = 64
+  config.data.num_eval_sequences = 512
+  config.study.flops_budgets = '1.5e11,5e11,1.5e12'
+  config.study.seeds = '0,1,2'
+  config.models.bert = _bert(hidden=64, num_layers=4, num_heads=4)
+  config.models.trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
+  config.models.trm.lr = 3e-3  # Probed at the largest budget (1e-3 / 3e-3): BERT 1e-3, TRM 3e-3.
+  config.model = _bert(hidden=64, num_layers=4, num_heads=4)
+  config.train.batch_size = 32
+  config.train.lr = 1e-3
+  config.train.warmup_steps = 100
+  config.train.b2 = 0.99
+  config.train.log_every = 50
+  config.train.checkpoint_every = 0
+  config.eval.batch_size = 64
+
+
+def _smoke(config: ml_collections.ConfigDict) -> None:
+  """Under a minute on 2 CPU cores: tiny models, 2 budgets x 1 seed; the test suite runs it."""
+  config.data.files = _shared_text('wiki.valid.tokens')
+  config.data.eval_fraction = 0.05
+  config.data.vocab_size = 512
+  config.data.seq_len = 32
+  config.data.num_eval_sequences = 64
+  config.study.flops_budgets = '2e9,6e9'
+  config.study.seeds = '0'
+  config.models.bert = _bert(hidden=32, num_layers=2, num_heads=2)
+  config.models.trm = _trm(hidden=32, num_layers=1, num_heads=2, inner_steps=1, cycles=2, depth=2)
+  config.model = _bert(hidden=32, num_layers=2, num_heads=2)
+  config.train.batch_size = 16
+  config.train.lr = 2e-3
+  config.train.warmup_steps = 10
+  config.train.b2 = 0.99
+  config.train.log_every = 10
+  config.train.checkpoint_every = 0
+  config.eval.batch_size = 32
+
+
+_VARIANT_FNS = {
+    'default': _default,
+    'quick': _quick,
+    'smoke': _smoke,
+}

@@ -1,0 +1,174 @@
+"""The MLM study end to end at smoke scale, plus the task's readout, loss and FLOP bookkeeping."""
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import models
+from configs import mlm as mlm_configs
+from data import mlm as mlm_data
+from data import paths
+from data import text as text_lib
+from train import mlm as mlm_lib
+from train import mlm_run
+
+REQUIRED_KEYS = ('model', 'flops', 'seed', 'steps', 'mlm_loss', 'masked_accuracy', 'perplexity', 'params',
+                 'flops_per_step_xla', 'flops_per_step_analytic', 'train_seconds')
+
+
+def _text_file(tmp_path: pathlib.Path) -> str:
+  """1,500 lines of WikiText-2 valid when ../shared is there, else generated sentences."""
+  source = paths.shared_data_dir() / 'text' / 'wiki.valid.tokens'
+  if source.is_file():
+    lines = text_lib.read_lines(source)[:1500]
+  else:
+    rng = np.random.default_rng(0)
+    words = [f'w{i}' for i in range(300)] + ['the', 'of', 'and', 'in', 'a', 'to', 'is', 'was']
+    lines = [' '.join(rng.choice(words, 60)) for _ in range(1500)]
+  path = tmp_path / 'text.txt'
+  path.write_text('\n'.join(lines) + '\n', encoding='utf-8')
+  return str(path)
+
+
+def smoke_config(files: str) -> ml_collections.ConfigDict:
+  config = mlm_configs.get_config('smoke')
+  with config.unlocked():
+    config.data.files = files
+    config.study.compilation_cache = False  # Leave the process-wide JAX settings alone in tests.
+  config.lock()
+  return config
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+  """Runs the smoke study once; returns (config, workdir, records, stdout of the run)."""
+  tmp = tmp_path_factory.mktemp('mlm_study')
+  config = smoke_config(_text_file(tmp))
+  workdir = tmp / 'w'
+  records = mlm_run.train_and_evaluate(config, str(workdir))
+  return config, workdir, records
+
+
+def test_smoke_study_writes_results_for_both_models(study):
+  config, workdir, records = study
+  results = json.loads((workdir / 'results.json').read_text())
+  assert len(results) == len(records) == 4  # 2 models x 2 budgets x 1 seed.
+  assert {r['model'] for r in results} == {'bert', 'trm'}
+  for r in results:
+    for key in REQUIRED_KEYS:
+      assert key in r, key
+    assert r['flops'] > 0 and r['flops_per_step_xla'] > 0 and r['steps'] >= 1
+    assert 0.0 <= r['masked_accuracy'] <= 1.0
+    assert np.isclose(r['perplexity'], np.exp(r['mlm_loss']), rtol=1e-6)
+    # Steps come from the budget: the trained FLOPs are the budget up to one step.
+    assert abs(r['flops_trained'] - r['flops']) <= r['flops_per_step_xla'] / 2 + 1
+  assert (workdir / 'accuracy_vs_compute.png').stat().st_size > 10_000
+  table = (workdir / 'results.md').read_text()
+  assert '±' in table and '| bert |' in table and '| trm |' in table
+  # The larger budget trains more steps.
+  for model in ('bert', 'trm'):
+    steps = [r['steps'] for r in results if r['model'] == model]
+    assert steps[0] < steps[1]
+  del config
+
+
+def test_xla_flops_within_sane_factor_of_analytic(study):
+  _, _, records = study
+  for r in records:
+    ratio = r['flops_per_step_xla'] / r['flops_per_step_analytic']
+    assert 0.7 < ratio < 1.6, (r['model'], ratio)
+  trm = next(r for r in records if r['model'] == 'trm')
+  bert = next(r for r in records if r['model'] == 'bert')
+  # TRM re-applies its network (cycles x (inner_steps + 1) x depth): dearer per step at similar size.
+  assert trm['flops_per_step_xla'] > 1.5 * bert['flops_per_step_xla']
+
+
+def test_rerun_skips_finished_runs(study, capsys):
+  config, workdir, _ = study
+  result_files = sorted((workdir / 'runs').glob('*/result.json'))
+  before = {p: p.stat().st_mtime_ns for p in result_files}
+  records = mlm_run.train_and_evaluate(config, str(workdir))
+  out = capsys.readouterr().out
+  assert out.count('finished earlier, skipped') == 4
+  assert {p: p.stat().st_mtime_ns for p in result_files} == before
+  assert len(records) == 4
+
+
+def test_changed_settings_are_refused_in_the_same_workdir(study):
+  config, workdir, _ = study
+  changed = ml_collections.ConfigDict(config.to_dict())
+  changed.models.bert.hidden = 48
+  with pytest.raises(ValueError, match='models?.hidden'):
+    mlm_run.train_and_evaluate(changed, str(workdir))
+
+
+def test_eval_masks_are_identical_for_both_models_and_eval_mode_reproduces_scores(study):
+  config, workdir, records = study
+  assert len({r['eval_tokens'] for r in records}) == 1  # Every run scored the same positions.
+  data = mlm_data.prepare(config.data, workdir)
+  a = mlm_lib.eval_set(data.eval_tokens_NxL, config.data, 32, data.vocab_size, data.special_ids)
+  b = mlm_lib.eval_set(data.eval_tokens_NxL, config.data, 32, data.vocab_size, data.special_ids)
+  for x, y in zip(a, b):
+    for key in ('tokens', 'positions', 'targets', 'weights'):
+      np.testing.assert_array_equal(x[key], y[key])
+  assert sum(int(x['weights'].sum()) for x in a) == records[0]['eval_tokens']
+  rescored = mlm_run.evaluate(config, str(workdir))
+  by_run = {r['run']: r for r in records}
+  for r in rescored:
+    assert r['masked_accuracy'] == pytest.approx(by_run[r['run']]['masked_accuracy'], abs=1e-6)
+    assert r['mlm_loss'] == pytest.approx(by_run[r['run']]['mlm_loss'], rel=1e-5)
+
+
+def test_to_positions_gathers_masked_positions_in_order():
+  weights = np.array([[0, 1, 0, 1, 1], [0, 0, 0, 0, 0]], np.float32)
+  batch = dict(tokens=np.arange(10).reshape(2, 5), targets=np.arange(100, 110).reshape(2, 5), weights=weights)
+  out = mlm_lib.to_positions(batch, 2)
+  np.testing.assert_array_equal(out['positions'], [[1, 3], [0, 0]])
+  np.testing.assert_array_equal(out['targets'], [[101, 103], [105, 105]])
+  np.testing.assert_array_equal(out['weights'], [[1, 1], [0, 0]])
+  np.testing.assert_array_equal(out['dropped'], [1, 0])
+  with pytest.raises(ValueError, match='max_predictions'):
+    mlm_lib.to_positions(batch, 6)
+
+
+def test_masked_readout_loss_equals_full_sequence_loss():
+  """Reading out only the masked positions gives BERT's loss over the whole sequence."""
+  cfg = mlm_configs.get_config('smoke')
+  model_cfg = cfg.models.bert
+  seq_len, vocab = 12, 40
+  model = models.get_model(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, vocab, (3, seq_len)).astype(np.int32)
+  weights = (rng.random((3, seq_len)) < 0.3).astype(np.float32)
+  weights[0, 0] = 1.0
+  params = model.init(jax.random.key(0), tokens)['params']
+  batch = mlm_lib.to_positions(dict(tokens=tokens, targets=tokens, weights=weights), seq_len)
+  loss, metrics = mlm_lib.mlm_loss(params, batch, jax.random.key(1), model=model, depth=1,
+                                   deep_supervision=True, detach=True)
+  logits = model.apply({'params': params}, tokens)['logits']
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+  expected = float((ce * weights).sum() / weights.sum())
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert float(metrics['ce']) == pytest.approx(expected, rel=1e-5)
+
+
+def test_study_grid_and_names():
+  config = mlm_configs.get_config('smoke')
+  assert mlm_run.study_grid(config) == (['bert', 'trm'], [2e9, 6e9], [0])
+  assert mlm_run.run_name('trm', 1.5e12, 2) == 'trm_1.5e12_s2'
+  assert mlm_run.steps_for_budget(10.0, 100.0) == 1
+  assert mlm_run.steps_for_budget(1e12, 3e9) == 333
+  with config.unlocked():
+    config.study.models = 'bert,gpt'
+  with pytest.raises(ValueError, match='gpt'):
+    mlm_run.study_grid(config)
+  with pytest.raises(ValueError, match='unknown variant'):
+    mlm_configs.get_config('huge')
+  for variant in mlm_configs.VARIANTS:
+    cfg = mlm_configs.get_config(variant)
+    for name in ('bert', 'trm'):
+      models.ArchConfig.from_config(cfg.models[name])  # Every section is a valid model config.

@@ -1,0 +1,189 @@
+"""MLM task: masked-position batches, weighted cross-entropy with deep supervision, evaluation.
+
+Batches from `data.mlm` mark the predicted positions with `weights` over the
+whole sequence. The task turns them into a fixed number M of readout positions
+per sequence (`positions_BxM`, `targets_BxM`, `weights_BxM`), so the output
+head (the largest matrix product at BERT-small sizes) runs on the ~15% masked
+tokens only, as BERT's original code does. M is set high enough that a
+position is dropped only with a probability around 1e-7 (the `dropped`
+training metric counts them); evaluation uses the largest count of its fixed
+set, so it drops none.
+"""
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+
+from data import mlm as mlm_data
+from models import flops as flops_lib
+from models.unroll import unroll
+from train import sharding
+
+Batch = dict[str, np.ndarray]
+
+
+def auto_max_predictions(seq_len: int, mask_prob: float) -> int:
+  """Readout positions per sequence: mean + 5 standard deviations of the masked count."""
+  mean = seq_len * mask_prob
+  std = math.sqrt(seq_len * mask_prob * (1.0 - mask_prob))
+  return int(min(seq_len, math.ceil(mean + 5.0 * std + 1.0)))
+
+
+def to_positions(batch: Batch, max_predictions: int) -> Batch:
+  """Gathers the chosen positions of an MLM batch into fixed-size [B, M] arrays.
+
+  Returns dict(tokens int32[B, L], positions int32[B, M], targets int32[B, M],
+  weights float32[B, M], dropped float32[B]); the masked positions come first in
+  sequence order, the rest of the M slots point at position 0 with weight 0.
+  `dropped` counts masked positions beyond M (left out of the loss).
+  """
+  weights_BxL = batch['weights']
+  seq_len = weights_BxL.shape[1]
+  if not 1 <= max_predictions <= seq_len:
+    raise ValueError(f'max_predictions={max_predictions} must be in [1, seq_len={seq_len}]')
+  chosen_BxL = weights_BxL > 0
+  order_BxL = np.argsort(~chosen_BxL, axis=1, kind='stable')  # Chosen positions first, in order.
+  positions_BxM = order_BxL[:, :max_predictions].astype(np.int32)
+  keep_BxM = np.take_along_axis(chosen_BxL, positions_BxM, axis=1)
+  positions_BxM = np.where(keep_BxM, positions_BxM, 0).astype(np.int32)
+  return dict(
+      tokens=batch['tokens'].astype(np.int32),
+      positions=positions_BxM,
+      targets=np.take_along_axis(batch['targets'], positions_BxM, axis=1).astype(np.int32),
+      weights=np.where(keep_BxM, np.take_along_axis(weights_BxL, positions_BxM, axis=1), 0.0).astype(
+          np.float32),
+      dropped=(chosen_BxL.sum(1) - keep_BxM.sum(1)).astype(np.float32))
+
+
+def mlm_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module, depth: int,
+             deep_supervision: bool, detach: bool, scan_unroll: int | bool = 1
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Weighted CE over the masked positions, averaged over all `depth` steps or at the last.
+
+  Metrics are of the last step: `ce` (the MLM loss), `acc` (masked accuracy).
+  """
+  del rng  # No dropout.
+  _, out = unroll(model, {'params': params}, batch['tokens'], depth, detach=detach,
+                  positions_BxM=batch['positions'], every_step=deep_supervision,
+                  scan_unroll=scan_unroll)
+  logits_DxBxMxC = out['logits']
+  targets_BxM, weights_BxM = batch['targets'], batch['weights']
+  total = jnp.maximum(jnp.sum(weights_BxM), 1.0)
+  ce_DxBxM = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxMxC, targets_BxM[None])
+  ce_D = jnp.sum(ce_DxBxM * weights_BxM[None], axis=(1, 2)) / total
+  loss = jnp.mean(ce_D)
+  correct_BxM = jnp.argmax(logits_DxBxMxC[-1], -1) == targets_BxM
+  metrics = dict(ce=ce_D[-1], acc=jnp.sum(correct_BxM * weights_BxM) / total)
+  if 'dropped' in batch:
+    metrics['dropped'] = jnp.sum(batch['dropped'])
+  return loss, metrics
+
+
+def _eval_sums(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
+               depth: int) -> dict[str, jax.Array]:
+  """Sums over one eval batch at every depth: CE, correct predictions, predicted positions."""
+  _, out = unroll(model, {'params': params}, batch['tokens'], depth, positions_BxM=batch['positions'])
+  logits_DxBxMxC = out['logits']
+  weights_BxM = batch['weights']
+  ce_DxBxM = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxMxC, batch['targets'][None])
+  correct_DxBxM = jnp.argmax(logits_DxBxMxC, -1) == batch['targets'][None]
+  return dict(ce=jnp.sum(ce_DxBxM * weights_BxM[None], axis=(1, 2)),
+              correct=jnp.sum(correct_DxBxM * weights_BxM[None], axis=(1, 2)),
+              count=jnp.sum(weights_BxM))
+
+
+def eval_set(eval_tokens_NxL: np.ndarray, data_cfg: Any, batch_size: int, vocab_size: int,
+             special_ids: Any) -> list[Batch]:
+  """The fixed, seeded eval batches in readout form (no masked position dropped)."""
+  batches = mlm_data.eval_batches(eval_tokens_NxL, data_cfg, batch_size, vocab_size, special_ids)
+  most = max(int((b['weights'] > 0).sum(1).max()) for b in batches)
+  return [to_positions(b, max(most, 1)) for b in batches]
+
+
+class Evaluator:
+  """Masked accuracy, MLM loss and perplexity of params on a fixed eval set, at every depth."""
+
+  def __init__(self, model: nn.Module, depth: int, batches: list[Batch], mesh: jax.sharding.Mesh):
+    if not batches:
+      raise ValueError('the MLM eval set is empty')
+    self.depth = depth
+    self.mesh = mesh
+    self.batches = batches
+    self._fn = jax.jit(functools.partial(_eval_sums, model=model, depth=depth),
+                       out_shardings=sharding.replicated(mesh))
+
+  def __call__(self, params: Any) -> dict[str, Any]:
+    totals = None
+    for batch in self.batches:
+      arrays = sharding.put_batch({k: batch[k] for k in ('tokens', 'positions', 'targets', 'weights')},
+                                  self.mesh)
+      sums = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(self._fn(params, arrays)))
+      totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    count = max(float(totals['count']), 1.0)
+    loss_D = totals['ce'] / count
+    acc_D = totals['correct'] / count
+    return dict(mlm_loss=float(loss_D[-1]), masked_accuracy=float(acc_D[-1]),
+                perplexity=float(math.exp(min(loss_D[-1], 700.0))), eval_tokens=int(count),
+                loss_by_depth=loss_D.tolist(), accuracy_by_depth=acc_D.tolist())
+
+
+class MLMTask:
+  """Binds MLM data, model and config into the loop's Task interface."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, data: mlm_data.MLMData,
+               evaluator: Evaluator | None = None, scan_unroll: int | bool = 1):
+    self.config = config
+    self.model = model
+    self.data = data
+    self.evaluator = evaluator
+    self.depth = int(config.model.depth)
+    self.max_predictions = max_predictions(config)
+    self.loss_fn = functools.partial(
+        mlm_loss, model=model, depth=self.depth, deep_supervision=bool(config.train.deep_supervision),
+        detach=bool(config.train.detach), scan_unroll=scan_unroll)
+    self.last_eval: tuple[int, dict[str, Any]] | None = None  # (step, metrics) of the last validate.
+
+  def example_inputs(self) -> np.ndarray:
+    return self.data.train_tokens_NxL[:2].astype(np.int32)
+
+  def train_batch(self, step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
+    batch = mlm_data.train_batch(self.data.train_tokens_NxL, self.config.data, step, batch_size,
+                                 self.data.vocab_size, self.data.special_ids, process_index, process_count)
+    return to_positions(batch, self.max_predictions)
+
+  def validate(self, params: Any, step: int) -> tuple[float, dict[str, float]]:
+    """Masked accuracy on the fixed eval set (higher is better)."""
+    if self.evaluator is None:
+      raise ValueError('MLMTask.validate needs an Evaluator')
+    res = self.evaluator(params)
+    self.last_eval = (step, res)
+    logging.info('step %d eval: masked acc %.4f, loss %.4f, ppl %.2f', step, res['masked_accuracy'],
+                 res['mlm_loss'], res['perplexity'])
+    print(f'  eval @ step {step}: masked acc {res["masked_accuracy"]:.4f}, MLM loss {res["mlm_loss"]:.4f}, '
+          f'perplexity {res["perplexity"]:.2f}', flush=True)
+    return res['masked_accuracy'], dict(masked_accuracy=res['masked_accuracy'], mlm_loss=res['mlm_loss'],
+                                        perplexity=res['perplexity'])
+
+
+def max_predictions(config: ml_collections.ConfigDict) -> int:
+  """config.train.max_predictions, or the automatic bound when it is 0."""
+  seq_len = int(config.data.seq_len)
+  asked = int(config.train.max_predictions)
+  if asked < 0 or asked > seq_len:
+    raise ValueError(f'train.max_predictions={asked} must be in [0, data.seq_len={seq_len}] (0 = automatic)')
+  return asked or auto_max_predictions(seq_len, float(config.data.mask_prob))
+
+
+def analytic_train_flops(config: ml_collections.ConfigDict, vocab_size: int) -> float:
+  """The analytic estimate (models/flops.py) of one train step's FLOPs at config.train.batch_size."""
+  estimate = flops_lib.estimate(config.model, vocab_size=vocab_size, num_classes=vocab_size,
+                                seq_len=int(config.data.seq_len), readout_positions=max_predictions(config))
+  per_example = estimate.train(int(config.model.depth), bool(config.train.deep_supervision))
+  return float(per_example) * int(config.train.batch_size)
