@@ -25,6 +25,8 @@ Any field can be overridden, e.g. `--config.study.flops_budgets=1e15,1e16
 """
 import ml_collections
 
+from configs import variants
+
 from data import paths
 
 VARIANTS = ('default', 'quick', 'smoke')
@@ -33,13 +35,7 @@ MODEL_NAMES = ('bert', 'trm')
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config for the comma-separated variants in `arg`."""
-  config = _base()
-  for variant in (arg or 'default').split(','):
-    variant = variant.strip()
-    if variant not in VARIANTS:
-      raise ValueError(f'unknown variant {variant!r} of configs/mlm.py; choose from {VARIANTS}')
-    _VARIANT_FNS[variant](config)
-  return config
+  return variants.apply_variants(_base(), arg, _VARIANT_FNS, 'configs/mlm.py')
 
 
 def _shared_text(name: str) -> str:

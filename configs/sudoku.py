@@ -21,18 +21,14 @@ Any field can be overridden, e.g. `--config.model.name=bert --config.train.steps
 """
 import ml_collections
 
+from configs import variants
+
 VARIANTS = ('default', 'smoke', '4x4', '9x9_cpu', 'trm_extreme', 'compare')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config for the comma-separated variants in `arg`."""
-  config = _base()
-  for variant in (arg or 'default').split(','):
-    variant = variant.strip()
-    if variant not in VARIANTS:
-      raise ValueError(f'unknown variant {variant!r} of configs/sudoku.py; choose from {VARIANTS}')
-    _VARIANT_FNS[variant](config)
-  return config
+  return variants.apply_variants(_base(), arg, _VARIANT_FNS, 'configs/sudoku.py')
 
 
 def _base() -> ml_collections.ConfigDict:
