@@ -6,6 +6,7 @@ r"""Runs a study from a config file.
 
 Any config field can be overridden: --config.model.name=trm --config.train.steps=2000.
 Rerunning a command with the same --workdir resumes from its latest checkpoint.
+Errors caused by input are reported in one line; --verbosity=1 shows their traceback.
 """
 import sys
 
@@ -36,6 +37,8 @@ def main(argv):
     else:
       train.evaluate(config, _WORKDIR.value)
   except train.USER_ERRORS as e:  # Bad input: say what is wrong, without a traceback.
+    if logging.level_debug():  # --verbosity=1 shows the full traceback.
+      raise
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
