@@ -53,6 +53,7 @@ def _base() -> ml_collections.ConfigDict:
   data.givens_min = 0  # Fewest givens of puzzles we make (generated, or revealed on the fly); 0 with givens_max 0 keeps the source's puzzles.
   data.givens_max = 0  # Most givens of puzzles we make.
   data.on_the_fly = False  # Re-make each training puzzle every step by revealing givens of its solution.
+  data.unique_reveal = True  # on_the_fly: made puzzles keep a unique solution (False: any k cells; most 9x9 puzzles below ~45 givens are then ambiguous).
   data.curriculum_steps = 0  # Steps over which the fewest givens goes from givens_max down to givens_min (0 = no curriculum).
   data.augment = True  # Random validity-preserving transforms (digits, rows, bands, columns, stacks, transpose) per example.
   data.eval_givens = '45,36,30'  # Extra held-out test sets made by revealing this many cells of test solutions.
@@ -77,7 +78,7 @@ def _base() -> ml_collections.ConfigDict:
   model.dtype = 'bfloat16'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
   model.tie_embeddings = False  # Output head shares the token embedding (MLM).
   model.mlp_state_dim = 1024  # MLP baseline: width of its flat state.
-  model.attention_bias = 'none'  # 'grid': learned per-head attention bias for same row/column/box cells.
+  model.attention_bias = 'none'  # Learned per-head attention bias for same row/column/box cells: 'grid' (mild, same for all heads at init) or 'grid_heads' (head k starts strongly on row, column, box or all peers); 'none'.
   model.prefix_len = 0  # TRM: learned prefix positions (the TRM code's puzzle embedding, 16 for Sudoku).
   model.pos_emb = 'learned'  # Positional embedding: 'learned' or 'none' (TRM's Sudoku code uses none).
   model.norm_scale = True  # Learnable norm scale (TRM's code: parameter-free RMSNorm).

@@ -325,22 +325,36 @@ def reveal(solutions_NxL: np.ndarray, givens, rng: np.random.Generator) -> np.nd
   return np.where(rank_NxL < k_N[:, None], sol, 0).astype(np.int8)
 
 
-def reveal_unique(solutions_NxL: np.ndarray, givens: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def reveal_unique(solutions_NxL: np.ndarray, givens, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """Puzzles with exactly `givens` givens and a unique solution, one per solution grid.
 
-  Blanks the cells of each solution in a random order, skipping a cell whose
-  removal would allow a second solution, until `givens` remain (with many
-  givens this is a uniformly random reveal). Returns (puzzles [M, L], kept [M]
-  indices into solutions_NxL); a grid that cannot get down to `givens` (below
-  what unique puzzles need) is left out.
+  givens: an int or an [N] array of counts per row. Blanks the cells of each
+  solution in a random order, skipping a cell whose removal would allow a second
+  solution, until `givens` remain (with many givens this is a uniformly random
+  reveal among unique puzzles). Returns (puzzles [M, L], kept [M] indices into
+  solutions_NxL); a grid that cannot get down to its count (below what unique
+  puzzles need) is left out.
+  """
+  puzzles = carve_unique(solutions_NxL, givens, rng)
+  k_N = np.broadcast_to(np.asarray(givens, np.int64), (len(puzzles),))
+  kept = np.flatnonzero((puzzles > 0).sum(axis=1) == k_N)
+  return puzzles[kept], kept
+
+
+def carve_unique(solutions_NxL: np.ndarray, givens, rng: np.random.Generator) -> np.ndarray:
+  """One unique-solution puzzle per solution grid with `givens` givens (int or [N]), or as close as it gets.
+
+  Where a grid cannot get down to its count, the puzzle keeps the fewest givens
+  the random removal order reached (a minimal puzzle, still unique).
   """
   sol = np.ascontiguousarray(solutions_NxL, dtype=np.int8)
   n, length = sol.shape
   size = _SIZE_OF_LENGTH[length]
+  k_N = np.ascontiguousarray(np.broadcast_to(np.asarray(givens, np.int64), (n,)))
+  if (k_N < 0).any() or (k_N > length).any():
+    raise ValueError(f'givens must be in 0..{length}')
   orders = rng.permuted(np.broadcast_to(np.arange(length, dtype=np.int32), (n, length)), axis=1)
-  puzzles = sudoku_solver.carve_many(sol, size, int(givens), np.ascontiguousarray(orders))
-  kept = np.flatnonzero((puzzles > 0).sum(axis=1) == givens)
-  return puzzles[kept], kept
+  return sudoku_solver.carve_many(sol, size, k_N, np.ascontiguousarray(orders))
 
 
 # ----------------------------------------------------------------------------

@@ -417,7 +417,9 @@ def train_batch(train: PuzzleSet, data_cfg, step: int, batch_size: int, process_
   B = batch_size // process_count. A pure function of (data_cfg.seed, step,
   process_index): puzzles drawn with replacement, then a random symmetry each
   (data_cfg.augment), then, when data_cfg.on_the_fly, a new puzzle revealing k
-  cells of the solution, k uniform in [curriculum_min_givens(step), givens_max].
+  cells of the solution, k uniform in [curriculum_min_givens(step), givens_max];
+  with data_cfg.unique_reveal the puzzle keeps a unique solution (cells whose
+  removal would allow a second one stay given), else any k cells are revealed.
   """
   if batch_size % process_count:
     raise ValueError(f'batch_size {batch_size} is not divisible by process_count {process_count}')
@@ -435,7 +437,10 @@ def train_batch(train: PuzzleSet, data_cfg, step: int, batch_size: int, process_
       raise ValueError(f'on_the_fly needs 0 <= givens_min <= givens_max, 0 < givens_max <= {train.size**2}; '
                        f'got {data_cfg.givens_min}, {hi}')
     k = rng.integers(curriculum_min_givens(data_cfg, step), hi + 1, size=local)
-    puzzles = sudoku.reveal(solutions, k, rng)
+    if data_cfg.get('unique_reveal', True):
+      puzzles = sudoku.carve_unique(solutions, k, rng)
+    else:
+      puzzles = sudoku.reveal(solutions, k, rng)
   return {'puzzle': puzzles, 'solution': solutions}
 
 

@@ -313,9 +313,9 @@ def generate_many(size, num_givens_N, seed):
 
 
 @numba.njit(cache=True)
-def carve_many(solutions_NxL, size, num_givens, orders_NxL):
-  """`carve` for every row: unique-solution puzzles from full grids, each with its own removal order."""
+def carve_many(solutions_NxL, size, num_givens_N, orders_NxL):
+  """`carve` for every row: unique-solution puzzles from full grids, each with its own givens and removal order."""
   out = np.zeros(solutions_NxL.shape, np.int8)
   for k in range(solutions_NxL.shape[0]):
-    out[k] = carve(solutions_NxL[k], size, num_givens, orders_NxL[k])
+    out[k] = carve(solutions_NxL[k], size, num_givens_N[k], orders_NxL[k])
   return out

@@ -24,7 +24,7 @@ _CHOICES = {
     'norm': ('layernorm', 'rmsnorm'),
     'dtype': tuple(DTYPES),
     'pos_emb': ('learned', 'none'),
-    'attention_bias': ('none', 'grid'),
+    'attention_bias': ('none', 'grid', 'grid_heads'),
 }
 
 # Dense default: LeCun normal (truncated), as TRM's CastedLinear.
@@ -174,17 +174,31 @@ def grid_relations(length: int, prefix_len: int = 0) -> np.ndarray:
 
 
 class GridRelationBias(nn.Module):
-  """Learned per-head attention bias w[relation, head] for same row / column / box: [N, T, T]."""
+  """Learned per-head attention bias w[relation, head] for same row / column / box: [N, T, T].
+
+  per_head=False starts every head with the same mild prior towards a cell's
+  Sudoku peers. per_head=True starts head k on one relation (k mod 4: row,
+  column, box, all three) with a strong bias, so that from the first step the
+  heads read a cell's row, column and box apart; both are learned from there.
+  """
   num_heads: int
   length: int
   prefix_len: int = 0
-  init_value: float = 1.0  # A mild prior towards a cell's Sudoku peers; learned from there.
+  per_head: bool = False
+  init_value: float = 1.0  # per_head=False: bias of every relation and head at init.
+  head_init_value: float = 5.0  # per_head=True: bias of a head's own relation at init (others 0).
+
+  def _init(self, key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
+    del key
+    if not self.per_head:
+      return jnp.full(shape, self.init_value, dtype)
+    relation_R, head_N = np.arange(shape[0])[:, None], np.arange(shape[1])[None] % 4
+    return jnp.asarray(np.where((head_N == relation_R) | (head_N == 3), self.head_init_value, 0.0), dtype)
 
   @nn.compact
   def __call__(self) -> jax.Array:
     rel_RxTxT = jnp.asarray(grid_relations(self.length, self.prefix_len))
-    weight_RxN = self.param('weight', nn.initializers.constant(self.init_value),
-                            (3, self.num_heads), jnp.float32)
+    weight_RxN = self.param('weight', self._init, (3, self.num_heads), jnp.float32)
     return jnp.einsum('rn,rst->nst', weight_RxN, rel_RxTxT)
 
 

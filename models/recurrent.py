@@ -47,8 +47,8 @@ class RecurrentModel(nn.Module):
                        f'got {tuple(tokens_BxL.shape)}')
 
   def _attention_bias(self) -> jax.Array | None:
-    """The grid relation bias [N, T, T] when model.attention_bias='grid', else None."""
-    return self.grid_bias() if self.arch.attention_bias == 'grid' else None
+    """The grid relation bias [N, T, T] when model.attention_bias is 'grid' or 'grid_heads', else None."""
+    return self.grid_bias() if self.arch.attention_bias != 'none' else None
 
   def __call__(self, tokens_BxL: jax.Array, mask_BxL: jax.Array | None = None
                ) -> dict[str, jax.Array]:
@@ -115,8 +115,10 @@ class BertModel(RecurrentModel):
     self.embed_norm = layers.make_norm(arch, 'embed_norm')
     self.blocks = [layers.Block(arch, _BERT_INIT, name=f'block_{i}')
                    for i in range(arch.num_layers)]
-    if arch.attention_bias == 'grid':
-      self.grid_bias = layers.GridRelationBias(arch.num_heads, self.seq_len, name='grid_bias')
+    if arch.attention_bias != 'none':
+      self.grid_bias = layers.GridRelationBias(arch.num_heads, self.seq_len,
+                                               per_head=arch.attention_bias == 'grid_heads',
+                                               name='grid_bias')
     if not arch.post_norm:
       self.final_norm = layers.make_norm(arch, 'final_norm')
     if arch.tie_embeddings:
@@ -185,8 +187,9 @@ class TrmModel(RecurrentModel):
       self.pos_embed = layers.PosEmbed(arch.prefix_len + self.seq_len, dim,
                                        1 / math.sqrt(dim), self.dtype, name='pos_embed')
     self.blocks = [layers.Block(arch, name=f'block_{i}') for i in range(arch.num_layers)]
-    if arch.attention_bias == 'grid':
+    if arch.attention_bias != 'none':
       self.grid_bias = layers.GridRelationBias(arch.num_heads, self.seq_len, arch.prefix_len,
+                                               per_head=arch.attention_bias == 'grid_heads',
                                                name='grid_bias')
     if not arch.post_norm:
       self.final_norm = layers.make_norm(arch, 'final_norm')

@@ -280,18 +280,21 @@ def test_grid_relations_mark_sudoku_peers():
     grid_relations(50)
 
 
-@pytest.mark.parametrize('name', ['bert', 'trm'])
-def test_grid_attention_bias_is_learned(name):
+@pytest.mark.parametrize('name,bias', [('bert', 'grid'), ('trm', 'grid'), ('bert', 'grid_heads')])
+def test_grid_attention_bias_is_learned(name, bias):
   import ml_collections
   import models
   cfg = ml_collections.ConfigDict(dict(name=name, hidden=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
                                        mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
                                        use_bias=True, inner_steps=1, cycles=1, dtype='float32',
-                                       tie_embeddings=False, mlp_state_dim=16, attention_bias='grid'))
+                                       tie_embeddings=False, mlp_state_dim=16, attention_bias=bias))
   model = models.get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (2, 16)), jnp.int32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
-  assert variables['params']['grid_bias']['weight'].shape == (3, 2)
+  weight = np.asarray(variables['params']['grid_bias']['weight'])
+  assert weight.shape == (3, 2)
+  if bias == 'grid_heads':  # Head 0 starts on rows, head 1 on columns.
+    np.testing.assert_array_equal(weight, [[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]])
 
   def loss(params):
     _, out = models.unroll(model, {'params': params}, tokens, 2)

@@ -5,6 +5,7 @@ import pytest
 
 from data import sudoku
 from data import sudoku_pipeline
+from data import sudoku_solver
 
 
 def _cfg(**overrides) -> ml_collections.ConfigDict:
@@ -107,6 +108,20 @@ def test_curriculum_moves_the_fewest_givens_down():
   assert end.min() >= 30 and end.max() <= 60 and end.min() < 40
   flat = (sudoku_pipeline.train_batch(train, _cfg(size=9, augment=False), 3, 8)['puzzle'])
   assert {p.tobytes() for p in flat} <= {p.tobytes() for p in train.puzzles}  # source puzzles kept as they are
+
+
+def test_on_the_fly_puzzles_have_a_unique_solution_unless_asked_otherwise():
+  train = sudoku.generate_puzzles(20, 9, 30, 40, seed=0)
+  unique = _cfg(size=9, augment=True, on_the_fly=True, givens_min=30, givens_max=36, unique_reveal=True)
+  batch = sudoku_pipeline.train_batch(train, unique, 0, 64)
+  counts, _ = sudoku_solver.solve_many(batch['puzzle'], 9, 2)
+  assert (counts == 1).all()
+  givens = (batch['puzzle'] > 0).sum(1)
+  assert givens.min() >= 30 and givens.max() <= 36 and sudoku.is_consistent(batch['puzzle'], batch['solution']).all()
+  # A plain reveal of 30..36 cells leaves most 9x9 puzzles with several solutions.
+  loose = _cfg(size=9, augment=True, on_the_fly=True, givens_min=30, givens_max=36, unique_reveal=False)
+  counts, _ = sudoku_solver.solve_many(sudoku_pipeline.train_batch(train, loose, 0, 64)['puzzle'], 9, 2)
+  assert (counts > 1).mean() > 0.5
 
 
 def _write_hf_csv(path, ps: sudoku.PuzzleSet) -> None:

@@ -114,12 +114,18 @@ def act_sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, ac
 
 def _depth_counts(params: Any, puzzle_BxL: jax.Array, solution_BxL: jax.Array, valid_B: jax.Array, *,
                   model: nn.Module, depth: int) -> dict[str, jax.Array]:
-  """Counts of correct blank cells and solved puzzles at every depth 1..depth (one pass)."""
+  """Counts of correct blank cells and solved puzzles at every depth 1..depth (one pass).
+
+  A puzzle counts as solved when the givens filled with the predictions at the
+  blanks make a valid Sudoku: for a unique puzzle that is its solution, and a
+  puzzle with several solutions is solved by any of them. Cell accuracy compares
+  with the reference solution.
+  """
   _, out = unroll(model, {'params': params}, puzzle_BxL, depth)
   pred_DxBxL = jnp.argmax(out['logits'], -1) + 1
   blank_BxL = puzzle_BxL == 0
   correct_DxBxL = (pred_DxBxL == solution_BxL[None]) & blank_BxL[None]
-  solved_DxB = jnp.all(correct_DxBxL | ~blank_BxL[None], axis=-1)
+  solved_DxB = _valid_grids(jnp.where(blank_BxL[None], pred_DxBxL, puzzle_BxL[None]), out['logits'].shape[-1])
   # Halting: the answer of the first step whose halt head says "done" (else the last step).
   halted_DxB = out['halt_logit'] > 0
   first_B = jnp.where(jnp.any(halted_DxB, 0), jnp.argmax(halted_DxB, 0), depth - 1)
@@ -132,6 +138,16 @@ def _depth_counts(params: Any, puzzle_BxL: jax.Array, solution_BxL: jax.Array, v
       halt_exact=jnp.sum(halt_solved_B * w),
       halt_steps=jnp.sum((first_B + 1) * w),
   )
+
+
+def _valid_grids(grids_DxBxL: jax.Array, size: int) -> jax.Array:
+  """True where a filled grid holds every digit exactly once in each row, column and box: [D, B]."""
+  member_UxL = np.zeros((3 * size, size * size), np.float32)
+  for u, cells in enumerate(sudoku_lib.unit_cells(size)):
+    member_UxL[u, cells] = 1.0
+  onehot_DxBxLxC = jax.nn.one_hot(grids_DxBxL - 1, size, dtype=jnp.float32)
+  counts_DxBxUxC = jnp.einsum('ul,dblc->dbuc', member_UxL, onehot_DxBxLxC)
+  return jnp.all(counts_DxBxUxC == 1.0, axis=(-2, -1))
 
 
 class DepthEvaluator:
