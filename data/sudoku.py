@@ -13,6 +13,7 @@ import pathlib
 
 import numba
 import numpy as np
+from absl import logging
 
 from data import sudoku_solver
 
@@ -190,7 +191,8 @@ def _read_rows(path: str) -> tuple[list[str], list[str | None], list[int]]:
   return puzzles, solutions, numbers
 
 
-def read_puzzle_file(path: str | os.PathLike, size: int | None = None, check_unique: bool = False) -> PuzzleSet:
+def read_puzzle_file(path: str | os.PathLike, size: int | None = None, check_unique: bool = False,
+                     allow_several: bool = False) -> PuzzleSet:
   """Reads puzzles (and solutions) from a file; solves those without a solution.
 
   Formats: one puzzle per line (81 or 16 characters, '.' or '0' blank; blank
@@ -200,21 +202,24 @@ def read_puzzle_file(path: str | os.PathLike, size: int | None = None, check_uni
   size: expected side (4 or 9); None infers it from the line length.
   check_unique: also verify that puzzles that come with a solution have no
   other one (puzzles without one are always checked).
+  allow_several: keep puzzles with several solutions (one of them becomes the
+  reference; scoring then accepts any valid completion) and log how many.
   Raises SudokuFormatError naming file and line for wrong length, bad
-  characters, mixed sizes, contradictory givens, no or several solutions, and
-  a given solution that is not a valid grid or disagrees with the givens.
+  characters, mixed sizes, contradictory givens, no solution, several
+  solutions (unless allowed), and a given solution that is not a valid grid or
+  disagrees with the givens.
   """
   path = str(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'puzzle file {path} does not exist')
   puzzle_texts, solution_texts, numbers = _read_rows(path)
   return puzzles_from_strings(puzzle_texts, solution_texts, numbers, path, size, check_unique,
-                              name=pathlib.Path(path).name)
+                              name=pathlib.Path(path).name, allow_several=allow_several)
 
 
 def puzzles_from_strings(puzzle_texts: list[str], solution_texts: list[str | None], numbers: list[int],
                          path: str, size: int | None = None, check_unique: bool = False,
-                         name: str = '') -> PuzzleSet:
+                         name: str = '', allow_several: bool = False) -> PuzzleSet:
   """Parses and validates grid strings (see read_puzzle_file); `numbers` are line numbers for errors."""
   if not puzzle_texts:
     raise SudokuFormatError(f'{path}: no puzzles found')
@@ -252,9 +257,13 @@ def puzzles_from_strings(puzzle_texts: list[str], solution_texts: list[str | Non
   if to_solve.any():
     idx = np.flatnonzero(to_solve)
     counts, solved = sudoku_solver.solve_many(puzzles[idx], found_size, max_solutions=2)
-    for k in np.flatnonzero(counts != 1)[:1]:
+    for k in np.flatnonzero((counts == 0) | ((counts > 1) & (not allow_several)))[:1]:
       what = 'has no solution' if counts[k] == 0 else 'has several solutions (a puzzle must have exactly one)'
       raise SudokuFormatError(f'{path}:{numbers_arr[idx[k]]}: puzzle {what}')
+    several = np.flatnonzero(counts > 1)
+    if several.size:
+      logging.warning('%s: %d of %d puzzles have several solutions (first at line %d); any valid completion '
+                      'counts as solved', path, several.size, len(puzzles), numbers_arr[idx[several[0]]])
     missing = ~given[idx]
     solutions[idx[missing]] = solved[missing]
   return PuzzleSet(puzzles, solutions, found_size, name or path)

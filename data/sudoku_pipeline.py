@@ -445,5 +445,8 @@ def train_batch(train: PuzzleSet, data_cfg, step: int, batch_size: int, process_
 
 
 def load_eval_file(path: str | os.PathLike, size: int | None = None, check_unique: bool = False) -> PuzzleSet:
-  """Reads an evaluation file (see sudoku.read_puzzle_file); puzzles without solutions get solved."""
-  return sudoku.read_puzzle_file(path, size=size, check_unique=check_unique)
+  """Reads an evaluation file (see sudoku.read_puzzle_file); puzzles without solutions get solved.
+
+  Puzzles with several solutions are kept (any valid completion scores as solved).
+  """
+  return sudoku.read_puzzle_file(path, size=size, check_unique=check_unique, allow_several=not check_unique)

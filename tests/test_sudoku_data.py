@@ -79,6 +79,15 @@ def test_errors_name_file_and_line(tmp_path, text, message):
     sudoku.read_puzzle_file(path)
 
 
+def test_puzzles_with_several_solutions_can_be_kept(tmp_path):
+  path = _write(tmp_path, 'open.txt', f'{PUZZLE_9}\n' + '.' * 81 + '\n')
+  ps = sudoku.read_puzzle_file(path, allow_several=True)
+  assert len(ps) == 2 and sudoku.is_valid_solution(ps.solutions, 9).all()
+  assert sudoku.is_consistent(ps.puzzles, ps.solutions).all()
+  with pytest.raises(sudoku.SudokuFormatError, match=r'open\.txt:2: puzzle has several solutions'):
+    sudoku.read_puzzle_file(path)
+
+
 def test_write_then_read_round_trip(tmp_path):
   ps = sudoku.generate_puzzles(5, 9, 30, 35, seed=1)
   sudoku.write_puzzle_file(tmp_path / 'g.csv', ps)
