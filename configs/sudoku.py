@@ -100,6 +100,7 @@ def _base() -> ml_collections.ConfigDict:
   train.act = False  # TRM training: one supervision step per optimizer step, carries kept across steps, a puzzle replaced after model.depth steps or when the halting head says solved.
   train.deep_supervision = True  # Loss at every step (True) or at the last step only (act=False).
   train.detach = True  # Stop gradients between steps (TRM); False backpropagates through all steps.
+  train.warm_start_max = 0  # >0: supervised steps start from the carry after a random 0..this many gradient-free steps per puzzle (learn to improve own states; costs this many forward steps).
   train.loss_cells = 'all'  # Cells in the loss: 'all' or 'blank' (metrics always count blanks only).
   train.halt_loss_weight = 0.0  # Weight of the halting head's BCE against 'the whole grid is correct' (0 = off).
   train.halt_exploration = 0.1  # act: probability that a new puzzle must stay a random 2..depth steps before it may halt (TRM).
@@ -181,10 +182,12 @@ def _small_cpu_bert(config: ml_collections.ConfigDict, hidden: int, depth: int) 
 def _9x9_cpu(config: ml_collections.ConfigDict) -> None:
   """Best 9x9 in <= 30 min on 2 CPU cores: small attention model, curriculum from 60 to 30 givens.
 
-  Two choices carry the result (measured in the README): puzzles made on the fly keep a unique
-  solution (a plain reveal of 30-36 cells is ambiguous for most grids, which teaches guessing),
-  and the attention heads start on a cell's row, column, box and all peers ('grid_heads'; a
-  mild shared prior learns that split too slowly for a 30-minute budget).
+  Three choices carry the result (measured in the README): puzzles made on the fly keep a unique
+  solution (a plain reveal of 30-36 cells is ambiguous for most grids, which teaches guessing);
+  the attention heads start on a cell's row, column, box and all peers ('grid_heads'; a mild
+  shared prior learns that split too slowly for a 30-minute budget); and the supervised steps
+  start after 0-4 gradient-free steps (warm_start_max), so the step learns to improve its own
+  intermediate states and keeps helping beyond the trained depth.
   """
   config.data.on_the_fly = True
   config.data.givens_min = 30
@@ -197,6 +200,7 @@ def _9x9_cpu(config: ml_collections.ConfigDict) -> None:
   _small_cpu_bert(config, hidden=96, depth=8)
   config.model.num_layers = 1
   config.model.attention_bias = 'grid_heads'
+  config.train.warm_start_max = 4
   config.train.steps = 1800
   config.train.warmup_steps = 200
   config.eval.max_puzzles = 1000

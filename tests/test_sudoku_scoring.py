@@ -28,3 +28,24 @@ def test_an_ambiguous_puzzle_counts_as_solved_by_either_solution():
   assert count > 1
   grids = jnp.asarray(np.stack([solution, other]).astype(np.int32))[None]
   assert np.asarray(sudoku_task._valid_grids(grids, 4)).all()
+
+
+def test_warm_start_carry_is_the_unrolled_carry_after_a_random_number_of_steps():
+  import jax
+  import ml_collections
+  import models
+  cfg = ml_collections.ConfigDict(dict(name='bert', hidden=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
+                                       mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
+                                       use_bias=True, inner_steps=1, cycles=1, dtype='float32',
+                                       tie_embeddings=False, mlp_state_dim=16))
+  model = models.get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (32, 16)), jnp.int32)
+  params = model.init(jax.random.PRNGKey(0), tokens)['params']
+  carry = sudoku_task.warm_start(params, tokens, jax.random.PRNGKey(1), model=model, max_steps=3)
+  per_depth = [models.unroll(model, {'params': params}, tokens, d)[0]['h'] for d in (1, 2, 3)]
+  fresh = jnp.zeros_like(per_depth[0])
+  matches = [np.allclose(carry['h'], h, atol=1e-5) for h in [fresh] + per_depth]
+  steps_B = [next(k for k, h in enumerate([fresh] + per_depth) if np.allclose(carry['h'][b], h[b], atol=1e-5))
+             for b in range(32)]
+  assert not any(matches)  # Puzzles do not all get the same number of steps ...
+  assert set(steps_B) == {0, 1, 2, 3}  # ... and every count in 0..3 occurs.

@@ -20,10 +20,13 @@ from train import sharding
 def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
                 depth: int, train_cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Cross-entropy at every step (deep supervision) or the last, plus the optional halting BCE."""
-  del rng  # No dropout in these models.
   puzzle_BxL = batch['puzzle']
   target_BxL = batch['solution'] - 1
-  _, out = unroll(model, {'params': params}, puzzle_BxL, depth, detach=bool(train_cfg.detach))
+  carry = None
+  warm = int(train_cfg.get('warm_start_max', 0))
+  if warm > 0:
+    carry = warm_start(params, puzzle_BxL, rng, model=model, max_steps=warm)
+  _, out = unroll(model, {'params': params}, puzzle_BxL, depth, detach=bool(train_cfg.detach), carry=carry)
   logits_DxBxLxC = out['logits']
   blank_BxL, weight_BxL = _cell_weights(puzzle_BxL, train_cfg.loss_cells)
   ce_DxBxL = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxLxC, target_BxL[None])
@@ -44,6 +47,29 @@ def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, mod
   metrics['acc'] = jnp.sum(correct_DxBxL[-1] * blank_BxL) / n_blank
   metrics['exact'] = jnp.mean(solved_DxB[-1])
   return loss, metrics
+
+
+def warm_start(params: Any, puzzle_BxL: jax.Array, rng: jax.Array, *, model: nn.Module,
+               max_steps: int) -> Any:
+  """The carry after a random 0..max_steps steps per puzzle, without gradients.
+
+  Supervised steps that start here learn to improve the model's own
+  intermediate states (incremental-progress training, Bansal et al. 2022), so
+  the trained step keeps helping beyond the trained depth. Costs max_steps
+  forward steps.
+  """
+  cls = type(model)
+  variables = {'params': jax.lax.stop_gradient(params)}
+  inputs = model.apply(variables, puzzle_BxL, method=cls.encode)
+  carry = model.apply(variables, inputs, method=cls.init_carry)
+  steps_B = jax.random.randint(rng, puzzle_BxL.shape[:1], 0, max_steps + 1)
+
+  def body(carry_in, t):
+    carry_out = model.apply(variables, carry_in, inputs, method=cls.step)
+    return reset_carry(carry_in, carry_out, t < steps_B), None
+
+  carry, _ = jax.lax.scan(body, carry, jnp.arange(max_steps))
+  return jax.lax.stop_gradient(carry)
 
 
 def _cell_weights(puzzle_BxL: jax.Array, loss_cells: str) -> tuple[jax.Array, jax.Array]:
