@@ -18,15 +18,21 @@ from train import sharding
 
 
 def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
-                depth: int, train_cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Cross-entropy at every step (deep supervision) or the last, plus the optional halting BCE."""
+                depth: int, train_cfg: ml_collections.ConfigDict, scan_unroll: int | bool = 1
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Cross-entropy at every step (deep supervision) or the last, plus the optional halting BCE.
+
+  scan_unroll=True unrolls the loops over depth (same result), so that XLA's
+  cost analysis counts every step.
+  """
   puzzle_BxL = batch['puzzle']
   target_BxL = batch['solution'] - 1
   carry = None
   warm = int(train_cfg.get('warm_start_max', 0))
   if warm > 0:
-    carry = warm_start(params, puzzle_BxL, rng, model=model, max_steps=warm)
-  _, out = unroll(model, {'params': params}, puzzle_BxL, depth, detach=bool(train_cfg.detach), carry=carry)
+    carry = warm_start(params, puzzle_BxL, rng, model=model, max_steps=warm, scan_unroll=scan_unroll)
+  _, out = unroll(model, {'params': params}, puzzle_BxL, depth, detach=bool(train_cfg.detach), carry=carry,
+                  scan_unroll=scan_unroll)
   logits_DxBxLxC = out['logits']
   blank_BxL, weight_BxL = _cell_weights(puzzle_BxL, train_cfg.loss_cells)
   ce_DxBxL = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxLxC, target_BxL[None])
@@ -50,7 +56,7 @@ def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, mod
 
 
 def warm_start(params: Any, puzzle_BxL: jax.Array, rng: jax.Array, *, model: nn.Module,
-               max_steps: int) -> Any:
+               max_steps: int, scan_unroll: int | bool = 1) -> Any:
   """The carry after a random 0..max_steps steps per puzzle, without gradients.
 
   Supervised steps that start here learn to improve the model's own
@@ -68,7 +74,7 @@ def warm_start(params: Any, puzzle_BxL: jax.Array, rng: jax.Array, *, model: nn.
     carry_out = model.apply(variables, carry_in, inputs, method=cls.step)
     return reset_carry(carry_in, carry_out, t < steps_B), None
 
-  carry, _ = jax.lax.scan(body, carry, jnp.arange(max_steps))
+  carry, _ = jax.lax.scan(body, carry, jnp.arange(max_steps), unroll=scan_unroll)
   return jax.lax.stop_gradient(carry)
 
 
