@@ -100,7 +100,7 @@ def _base() -> ml_collections.ConfigDict:
   train.act = False  # TRM training: one supervision step per optimizer step, carries kept across steps, a puzzle replaced after model.depth steps or when the halting head says solved.
   train.deep_supervision = True  # Loss at every step (True) or at the last step only (act=False).
   train.detach = True  # Stop gradients between steps (TRM); False backpropagates through all steps.
-  train.warm_start_max = 0  # >0: supervised steps start from the carry after a random 0..this many gradient-free steps per puzzle (learn to improve own states; costs this many forward steps).
+  train.warm_start_max = 0  # act=False: >0 starts the supervised steps from the carry after a random 0..this many gradient-free steps per puzzle (learn to improve own states; costs this many forward steps).
   train.loss_cells = 'all'  # Cells in the loss: 'all' or 'blank' (metrics always count blanks only).
   train.halt_loss_weight = 0.0  # Weight of the halting head's BCE against 'the whole grid is correct' (0 = off).
   train.halt_exploration = 0.1  # act: probability that a new puzzle must stay a random 2..depth steps before it may halt (TRM).

@@ -49,3 +49,14 @@ def test_warm_start_carry_is_the_unrolled_carry_after_a_random_number_of_steps()
              for b in range(32)]
   assert not any(matches)  # Puzzles do not all get the same number of steps ...
   assert set(steps_B) == {0, 1, 2, 3}  # ... and every count in 0..3 occurs.
+
+
+def test_warm_starts_are_refused_with_act_training():
+  import pytest
+  from configs import sudoku as sudoku_configs
+  config = sudoku_configs.get_config('smoke')
+  with config.unlocked():
+    config.train.act = True
+    config.train.warm_start_max = 2
+  with pytest.raises(ValueError, match='warm_start_max applies to train.act=False'):
+    sudoku_task.make_task(config, None, None, None)

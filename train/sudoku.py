@@ -263,6 +263,9 @@ class ActSudokuTask(SudokuTask):
 def make_task(config: ml_collections.ConfigDict, model: nn.Module, splits: sudoku_pipeline.SudokuSplits,
               evaluator: DepthEvaluator) -> SudokuTask:
   """The Sudoku task: deep supervision over the whole depth, or TRM/ACT steps (train.act)."""
+  if config.train.act and int(config.train.get('warm_start_max', 0)) > 0:
+    raise ValueError('train.warm_start_max applies to train.act=False; with act=True puzzles already '
+                     'continue from their own carries (set warm_start_max=0)')
   return (ActSudokuTask if config.train.act else SudokuTask)(config, model, splits, evaluator)
 
 
