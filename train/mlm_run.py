@@ -338,6 +338,7 @@ def results_markdown(records: list[dict[str, Any]], description: str, title: str
 def plot_accuracy_vs_compute(records: list[dict[str, Any]], path: pathlib.Path, title: str) -> pathlib.Path:
   """Two panels against training FLOPs (log x): masked accuracy and MLM loss, mean ± std over seeds."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  # plots sets the Agg backend.
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   summary = summarize(records)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   for ax, key, label in ((axes[0], 'masked_accuracy', 'masked-token accuracy'), (axes[1], 'mlm_loss', 'MLM loss')):
@@ -348,7 +349,11 @@ def plot_accuracy_vs_compute(records: list[dict[str, Any]], path: pathlib.Path, 
                   marker='o', markersize=4, capsize=3, color=f'C{i}',
                   label=f'{model} ({rows[0]["params"]:,} params, {seeds} seed{"s" * (seeds > 1)})')
     ax.set_xscale('log')
-    ax.set_xlabel('training FLOPs (XLA-counted)')
+    budgets = sorted({r['flops'] for r in summary})
+    ax.xaxis.set_major_locator(ticker.FixedLocator(budgets))  # One labelled tick per budget.
+    ax.xaxis.set_major_formatter(ticker.FixedFormatter([budget_label(b) for b in budgets]))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel('training FLOPs (XLA-counted; ticks at the budgets)')
     ax.set_ylabel(label)
     ax.grid(alpha=0.3, which='both')
     ax.legend(fontsize=8)
