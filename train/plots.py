@@ -15,7 +15,7 @@ def plot_depth_curves(curves: dict[str, dict[str, Sequence[float]]], trained_dep
   curves[label] holds 'exact' and 'cell' lists indexed by depth-1; a dashed line marks each
   label's trained depth (to its right the model runs deeper than it was trained).
   """
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
   for ax, key, name in ((axes[0], 'exact', 'exact-solve accuracy'),
                         (axes[1], 'cell', 'blank-cell accuracy')):
     for i, (label, curve) in enumerate(curves.items()):
@@ -28,11 +28,12 @@ def plot_depth_curves(curves: dict[str, dict[str, Sequence[float]]], trained_dep
     ax.set_ylabel(name)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+  # One legend, beside the panels, so that it never hides a curve.
+  axes[1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   path = pathlib.Path(path)
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
   return path
 
