@@ -22,7 +22,8 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
            detach: bool = False, carry: Pytree | None = None,
            mask_BxL: jax.Array | None = None, positions_BxM: jax.Array | None = None,
            every_step: bool = True, remat: bool = False,
-           scan_unroll: int | bool = 1) -> tuple[Pytree, dict[str, jax.Array]]:
+           scan_unroll: int | bool = 1,
+           steps_B: jax.Array | None = None) -> tuple[Pytree, dict[str, jax.Array]]:
   """Runs `depth` steps of `model` and reads out after each.
 
   Args:
@@ -41,6 +42,8 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
     remat: rematerialise each step in the backward pass (less memory).
     scan_unroll: passed to jax.lax.scan; True unrolls fully, which makes XLA's
       cost_analysis count every step (it counts a scan's body only once).
+    steps_B: optional int[B]: sample b takes only its first steps_B[b] steps
+      and keeps that carry afterwards (per-sample depth, e.g. warm starts).
 
   Returns:
     (final_carry, outputs) with outputs = dict(logits=f32[depth, B, L, C],
@@ -56,16 +59,17 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
   def readout(carry_now):
     return model.apply(variables, carry_now, positions_BxM, method=cls.readout)
 
-  def body(carry_in, _):
+  def body(carry_in, t):
     if detach:
       carry_in = jax.lax.stop_gradient(carry_in)
     carry_out = model.apply(variables, carry_in, inputs, method=cls.step)
+    if steps_B is not None:
+      carry_out = reset_carry(carry_in, carry_out, t < steps_B)
     return carry_out, (readout(carry_out) if every_step else None)
 
   if remat:
     body = jax.checkpoint(body)
-  final_carry, outputs = jax.lax.scan(body, carry, None, length=depth,
-                                         unroll=scan_unroll)
+  final_carry, outputs = jax.lax.scan(body, carry, jnp.arange(depth), unroll=scan_unroll)
   if not every_step:
     outputs = jax.tree.map(lambda a: a[None], readout(final_carry))
   return final_carry, outputs

@@ -64,17 +64,9 @@ def warm_start(params: Any, puzzle_BxL: jax.Array, rng: jax.Array, *, model: nn.
   the trained step keeps helping beyond the trained depth. Costs max_steps
   forward steps.
   """
-  cls = type(model)
-  variables = {'params': jax.lax.stop_gradient(params)}
-  inputs = model.apply(variables, puzzle_BxL, method=cls.encode)
-  carry = model.apply(variables, inputs, method=cls.init_carry)
   steps_B = jax.random.randint(rng, puzzle_BxL.shape[:1], 0, max_steps + 1)
-
-  def body(carry_in, t):
-    carry_out = model.apply(variables, carry_in, inputs, method=cls.step)
-    return reset_carry(carry_in, carry_out, t < steps_B), None
-
-  carry, _ = jax.lax.scan(body, carry, jnp.arange(max_steps), unroll=scan_unroll)
+  carry, _ = unroll(model, {'params': jax.lax.stop_gradient(params)}, puzzle_BxL, max_steps, steps_B=steps_B,
+                    every_step=False, scan_unroll=scan_unroll)
   return jax.lax.stop_gradient(carry)
 
 
