@@ -13,7 +13,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # Runs from a checkout too.
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app
 from absl import flags
