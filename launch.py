@@ -16,18 +16,24 @@ from absl import logging
 from ml_collections import config_flags
 
 import train
+from train import host_memory
 from train import progress
 from train import sharding
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, plots and tables.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (ends with an eval) or eval only.')
+_REUSE_SCRATCH = flags.DEFINE_bool(
+    'reuse_cpu_scratch', True, 'Run CPU steps inline and let glibc keep their scratch memory for the next '
+    'step (train/host_memory.py): about a third faster on CPU; the process keeps its peak host memory.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _REUSE_SCRATCH.value:
+    host_memory.reuse_cpu_scratch_memory()  # Before JAX creates its CPU client.
   progress.quiet_third_party_info()
   config = _CONFIG.value
   sharding.maybe_initialize_distributed(bool(config.distributed))

@@ -37,6 +37,7 @@ from configs import mlm as mlm_configs  # pylint: disable=wrong-import-position
 from data import mlm as mlm_data  # pylint: disable=wrong-import-position
 from data import paths  # pylint: disable=wrong-import-position
 from train import loop  # pylint: disable=wrong-import-position
+from train import host_memory  # pylint: disable=wrong-import-position
 from train import mlm as mlm_lib  # pylint: disable=wrong-import-position
 from train import mlm_run  # pylint: disable=wrong-import-position
 from train import optim  # pylint: disable=wrong-import-position
@@ -58,6 +59,8 @@ _WARMUP = flags.DEFINE_integer('warmup', 60, 'Linear warmup steps (then cosine t
 _EVAL_SEQUENCES = flags.DEFINE_integer('eval_sequences', 512, 'Eval sequences (fixed masks).')
 _THREADS = flags.DEFINE_integer('threads', 2, 'torch intra-op threads (JAX uses every core).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Init seeds; each model trains once per seed.')
+_REUSE_SCRATCH = flags.DEFINE_bool(
+    'reuse_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py); applies to both.')
 
 DIFFERENCES = (
     'ours reads out only the masked positions (HF computes the MLM head on every position; the loss is the same)',
@@ -179,6 +182,8 @@ def _mean_std(values: list[float]) -> str:
 
 def main(argv):
   del argv
+  if _REUSE_SCRATCH.value:
+    host_memory.reuse_cpu_scratch_memory()
   seeds = [int(s) for s in _SEEDS.value]
   cfg = make_config(seeds[0])
   data = mlm_data.prepare(cfg.data, _WORKDIR.value)

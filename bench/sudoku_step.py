@@ -19,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import models  # pylint: disable=wrong-import-position
+from train import host_memory
 from train import loop
 from train import optim
 from train import sharding
@@ -28,6 +29,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/sudoku.py:9x9_cpu',
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after one compile step).')
 _PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'Device peak TFLOP/s for MFU (0 = skip).')
+_REUSE_SCRATCH = flags.DEFINE_bool('reuse_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py).')
 
 
 class _RandomPuzzles:
@@ -54,6 +56,8 @@ class _RandomPuzzles:
 
 def main(argv):
   del argv
+  if _REUSE_SCRATCH.value:
+    host_memory.reuse_cpu_scratch_memory()
   config = _CONFIG.value
   size = int(config.data.size)
   model = models.get_model(config.model, vocab_size=size + 1, num_classes=size, seq_len=size * size)
