@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import attention
+
 Initializer = Callable[..., jax.Array]
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -218,10 +220,8 @@ class SelfAttention(nn.Module):
         (3, self.num_heads, head_dim), use_bias=self.use_bias, dtype=self.dtype,
         kernel_init=self.kernel_init, name='qkv')(x_BxLxD)
     q_BxLxNxK, k_BxLxNxK, v_BxLxNxK = (qkv_BxLx3xNxK[:, :, i] for i in range(3))
-    mask = None if mask_BxL is None else mask_BxL.astype(bool)[:, None, None, :]
-    bias = None if bias_NxLxL is None else bias_NxLxL.astype(q_BxLxNxK.dtype)[None]
-    out_BxLxNxK = jax.nn.dot_product_attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK, bias=bias,
-                                               mask=mask)
+    mask_BxL = None if mask_BxL is None else mask_BxL.astype(bool)
+    out_BxLxNxK = attention.attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK, bias_NxLxL, mask_BxL)
     return nn.DenseGeneral(dim, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
                            kernel_init=self.kernel_init, name='out')(out_BxLxNxK)
 

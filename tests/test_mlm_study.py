@@ -154,6 +154,17 @@ def test_masked_readout_loss_equals_full_sequence_loss():
   expected = float((ce * weights).sum() / weights.sum())
   assert float(loss) == pytest.approx(expected, rel=1e-5)
   assert float(metrics['ce']) == pytest.approx(expected, rel=1e-5)
+  accuracy = float(((np.argmax(logits, -1) == tokens) * weights).sum() / weights.sum())
+  assert float(metrics['acc']) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_top_class_is_argmax_with_ties_to_the_first_index():
+  logits = np.random.default_rng(0).normal(size=(4, 7, 300)).astype(np.float32)
+  logits[0, 0, [5, 9, 200]] = 50.0  # A three-way tie for the top: the first index wins.
+  logits[1, 2, :] = 0.0  # All equal: index 0.
+  top = np.asarray(jax.jit(mlm_lib.top_class)(logits))
+  np.testing.assert_array_equal(top, np.argmax(logits, -1))
+  assert top[0, 0] == 5 and top[1, 2] == 0
 
 
 def test_study_grid_and_names():

@@ -62,6 +62,17 @@ def to_positions(batch: Batch, max_predictions: int) -> Batch:
       dropped=(chosen_BxL.sum(1) - keep_BxM.sum(1)).astype(np.float32))
 
 
+def top_class(logits_Xx_C: jax.Array) -> jax.Array:
+  """jnp.argmax over the last axis (first index of the largest logit), written as two plain reductions.
+
+  XLA:CPU lowers argmax to a variadic reduction that is not vectorised: 3.7 ms for
+  the bench BERT's [32, 25, 2048] logits, against 0.9 ms for this form.
+  """
+  top_Xx1 = jnp.max(logits_Xx_C, axis=-1, keepdims=True)
+  index_Xx_C = jax.lax.broadcasted_iota(jnp.int32, logits_Xx_C.shape, logits_Xx_C.ndim - 1)
+  return jnp.min(jnp.where(logits_Xx_C == top_Xx1, index_Xx_C, logits_Xx_C.shape[-1]), axis=-1)
+
+
 def mlm_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module, depth: int,
              deep_supervision: bool, detach: bool, scan_unroll: int | bool = 1
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -79,7 +90,7 @@ def mlm_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model:
   ce_DxBxM = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxMxC, targets_BxM[None])
   ce_D = jnp.sum(ce_DxBxM * weights_BxM[None], axis=(1, 2)) / total
   loss = jnp.mean(ce_D)
-  correct_BxM = jnp.argmax(logits_DxBxMxC[-1], -1) == targets_BxM
+  correct_BxM = top_class(logits_DxBxMxC[-1]) == targets_BxM
   metrics = dict(ce=ce_D[-1], acc=jnp.sum(correct_BxM * weights_BxM) / total)
   if 'dropped' in batch:
     metrics['dropped'] = jnp.sum(batch['dropped'])
@@ -93,7 +104,7 @@ def _eval_sums(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
   logits_DxBxMxC = out['logits']
   weights_BxM = batch['weights']
   ce_DxBxM = optax.softmax_cross_entropy_with_integer_labels(logits_DxBxMxC, batch['targets'][None])
-  correct_DxBxM = jnp.argmax(logits_DxBxMxC, -1) == batch['targets'][None]
+  correct_DxBxM = top_class(logits_DxBxMxC) == batch['targets'][None]
   return dict(ce=jnp.sum(ce_DxBxM * weights_BxM[None], axis=(1, 2)),
               correct=jnp.sum(correct_DxBxM * weights_BxM[None], axis=(1, 2)),
               count=jnp.sum(weights_BxM))
