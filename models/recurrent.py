@@ -156,7 +156,7 @@ class BertModel(RecurrentModel):
     halt_logit_B = self.halt_head(h_BxLxD.mean(axis=1))
     h_BxMxD = _take_positions(h_BxLxD, positions_BxM)
     if self.arch.tie_embeddings:
-      t_BxMxD = self.head_norm(nn.gelu(self.head_dense(h_BxMxD), approximate=False))
+      t_BxMxD = self.head_norm(layers.gelu(self.head_dense(h_BxMxD)))
       logits = self.embed.attend(t_BxMxD).astype(jnp.float32) + self.head_bias
     else:
       logits = self.head(h_BxMxD).astype(jnp.float32)

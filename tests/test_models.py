@@ -302,3 +302,13 @@ def test_grid_attention_bias_is_learned(name, bias):
 
   grads = jax.grad(loss)(variables['params'])
   assert float(jnp.abs(grads['grid_bias']['weight']).sum()) > 0
+
+
+def test_gelu_is_the_exact_gelu():
+  from models import layers  # pylint: disable=g-import-not-at-top
+  x = jnp.linspace(-12.0, 12.0, 4001)
+  exact = lambda y: jax.nn.gelu(y, approximate=False)
+  np.testing.assert_allclose(layers.gelu(x), exact(x), atol=2e-6, rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(layers.gelu))(x), jax.vmap(jax.grad(exact))(x), atol=1e-6)
+  assert float(jnp.max(jnp.abs(layers.gelu(x) - jax.nn.gelu(x, approximate=True)))) > 1e-4  # Not tanh's.
+  assert layers.gelu(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
