@@ -10,7 +10,7 @@ scored on the study's fixed eval masks. Prints the final MLM loss of both
 
   pip install torch==2.13.0 transformers   # bench-only dependencies (CPU build)
   python bench/mlm_vs_hf.py                # the quick scale's BERT: hidden 64, 4 layers, vocab 2048, seq 64,
-                                           # batch 32, 600 steps, seeds 0,1,2 (about 10 min on 2 cores)
+                                           # batch 32, 600 steps, seeds 0,1,2 (about 4 min on 2 cores)
   python bench/mlm_vs_hf.py --hidden=256 --vocab=8192 --seq_len=128 --steps=1000   # larger
 
 Each implementation trains once per init seed (same batches and masks for all);
@@ -60,7 +60,7 @@ _EVAL_SEQUENCES = flags.DEFINE_integer('eval_sequences', 512, 'Eval sequences (f
 _THREADS = flags.DEFINE_integer('threads', 2, 'torch intra-op threads (JAX uses every core).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Init seeds; each model trains once per seed.')
 _REUSE_SCRATCH = flags.DEFINE_bool(
-    'reuse_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py); applies to both.')
+    'reuse_cpu_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py); applies to both.')
 
 DIFFERENCES = (
     'ours reads out only the masked positions (HF computes the MLM head on every position; the loss is the same)',

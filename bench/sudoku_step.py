@@ -29,7 +29,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/sudoku.py:9x9_cpu',
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after one compile step).')
 _PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'Device peak TFLOP/s for MFU (0 = skip).')
-_REUSE_SCRATCH = flags.DEFINE_bool('reuse_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py).')
+_REUSE_SCRATCH = flags.DEFINE_bool('reuse_cpu_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py).')
 
 
 class _RandomPuzzles:

@@ -1,7 +1,7 @@
 """Lets XLA:CPU reuse a step's scratch memory instead of mapping it fresh each step (glibc).
 
 XLA:CPU allocates a step's scratch buffer (103 MB for the MLM peer bench's
-BERT, more for the Sudoku models) on every call and frees it at the end. A
+BERT) on every call and frees it at the end. A
 block that large is mapped fresh by glibc each time, so every step faulted in
 ~25,000 new pages, a third of the CPU train step. Two changes make the memory
 come back warm instead:
@@ -24,7 +24,6 @@ import sys
 
 from absl import logging
 import jax
-from jax._src import xla_bridge
 
 # <malloc.h> parameter numbers.
 _M_TRIM_THRESHOLD = -1
@@ -45,16 +44,25 @@ def _mallopt():
   return mallopt
 
 
+def _jax_started() -> bool:
+  """Whether JAX has created its backends (private API; False where it is missing)."""
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return False
+
+
 def reuse_cpu_scratch_memory() -> bool:
   """Applies both settings; True when they took effect (False without glibc or after JAX started)."""
+  if _jax_started():
+    logging.warning('reuse_cpu_scratch_memory came after JAX started; left the settings as they are '
+                    '(call it before the first JAX array or device query)')
+    return False
   mallopt = _mallopt()
   if mallopt is None:
     return False
   if not (mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1):
-    return False
-  if getattr(xla_bridge, 'backends_are_initialized', lambda: False)():
-    logging.warning('reuse_cpu_scratch_memory came after JAX started: CPU steps stay asynchronous and '
-                    'their scratch memory is mapped fresh each step')
     return False
   jax.config.update('jax_cpu_enable_async_dispatch', False)
   return True
