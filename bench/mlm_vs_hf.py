@@ -18,8 +18,11 @@ the losses compared are the means over seeds, printed beside their spread, since
 the step where MLM leaves the unigram plateau varies from one init to another.
 
 Timing covers one optimizer step (device transfer, forward, backward, update)
-and excludes making the batch (shared by both). The two trainings run one after
-the other, never at the same time.
+and excludes making the batch (shared by both). The two trainings never run at
+the same time: they take turns every --block steps, so that both see the same
+machine (on a shared VM the speed of 2-thread work moves by about 1.35x for
+seconds at a time; a plain NumPy matmul shows it too). Besides the ratio of
+the median step times, the bench prints the ratio within each turn.
 """
 import math
 import pathlib
@@ -59,11 +62,14 @@ _WARMUP = flags.DEFINE_integer('warmup', 60, 'Linear warmup steps (then cosine t
 _EVAL_SEQUENCES = flags.DEFINE_integer('eval_sequences', 512, 'Eval sequences (fixed masks).')
 _THREADS = flags.DEFINE_integer('threads', 2, 'torch intra-op threads (JAX uses every core).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Init seeds; each model trains once per seed.')
+_BLOCK = flags.DEFINE_integer('block', 25, 'The two peers take turns every this many steps (0 = one whole run '
+                              'after the other).')
 _REUSE_SCRATCH = flags.DEFINE_bool(
     'reuse_cpu_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py); applies to both.')
 
 DIFFERENCES = (
-    'ours reads out only the masked positions (HF computes the MLM head on every position; the loss is the same)',
+    'ours reads out only the masked positions, pooled over the batch (HF computes the MLM head on every '
+    'position; the loss is the same)',
     'HF adds a learned token-type embedding (all type 0): a constant vector before the embedding LayerNorm, '
     'which ours folds into the position embeddings',
     'ours carries an unused halting head (hidden + 1 params) that gets no gradient',
@@ -95,85 +101,119 @@ def _progress(who: str, done: int, total: int, loss: float, times: list[float]) 
     print(f'  {who}: step {done}/{total} loss {loss:.4f}, {np.median(times[-50:]) * 1000:.0f} ms/step', flush=True)
 
 
-def run_ours(cfg, data, batches, eval_batches):
-  """Trains our BERT with the study's train step; returns losses, step times, eval scores."""
-  mesh = sharding.make_mesh()
-  model = mlm_run.build_model(cfg, data.vocab_size)
-  task = mlm_lib.MLMTask(cfg, model, data)
-  tx, schedule = optim.make_optimizer(cfg.train)
-  state = loop.init_state(model, task, cfg, tx, mesh)
-  step_fn = loop.jit_train_step(task, tx, schedule, cfg, mesh)
-  losses, times = [], []
-  for batch in batches:
-    start = time.perf_counter()
-    state, metrics = step_fn(state, sharding.put_batch(batch, mesh))
-    loss = float(metrics['loss'])  # Blocks until the step is done.
-    times.append(time.perf_counter() - start)
-    losses.append(loss)
-    _progress('ours', len(losses), len(batches), loss, times)
-  scores = mlm_lib.Evaluator(model, 1, eval_batches, mesh)(state.params)
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  return losses, times, scores, n_params
+class Ours:
+  """Our BERT with the study's train step (loop.jit_train_step), stepped one batch at a time."""
+
+  def __init__(self, cfg, data):
+    self.mesh = sharding.make_mesh()
+    self.model = mlm_run.build_model(cfg, data.vocab_size)
+    task = mlm_lib.MLMTask(cfg, self.model, data)
+    tx, schedule = optim.make_optimizer(cfg.train)
+    self.state = loop.init_state(self.model, task, cfg, tx, self.mesh)
+    self.step_fn = loop.jit_train_step(task, tx, schedule, cfg, self.mesh)
+    self.params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
+
+  def step(self, step: int, batch) -> float:
+    del step  # The schedule is in the train state.
+    self.state, metrics = self.step_fn(self.state, sharding.put_batch(batch, self.mesh))
+    return float(metrics['loss'])  # Blocks until the step is done.
+
+  def evaluate(self, eval_batches) -> dict[str, float]:
+    return mlm_lib.Evaluator(self.model, 1, eval_batches, self.mesh)(self.state.params)
+
+
+def _sequence_positions(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(sequence, position, target, weight) of every kept readout slot of a batch from `to_positions`."""
+  batch_size, seq_len = batch['tokens'].shape
+  group = batch_size // len(batch['positions'])
+  keep_GxM = batch['weights'] > 0
+  flat = batch['positions'][keep_GxM]
+  rows = np.broadcast_to(np.arange(len(keep_GxM))[:, None], keep_GxM.shape)[keep_GxM]
+  return (rows * group + flat // seq_len, flat % seq_len, batch['targets'][keep_GxM],
+          batch['weights'][keep_GxM])
 
 
 def _labels(batch, torch):
   """HF labels: the target at every kept masked position, -100 elsewhere."""
   labels_BxL = np.full(batch['tokens'].shape, -100, np.int64)
-  rows_BxM = np.broadcast_to(np.arange(len(labels_BxL))[:, None], batch['positions'].shape)
-  keep_BxM = batch['weights'] > 0
-  labels_BxL[rows_BxM[keep_BxM], batch['positions'][keep_BxM]] = batch['targets'][keep_BxM]
+  sequences, positions, targets, _ = _sequence_positions(batch)
+  labels_BxL[sequences, positions] = targets
   return torch.from_numpy(labels_BxL)
 
 
-def run_hf(cfg, data, batches, eval_batches):
-  """Trains transformers' BertForMaskedLM on the same batches; returns losses, step times, eval scores."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(_THREADS.value)
-  torch.manual_seed(int(cfg.seed))
-  model_cfg = cfg.model
-  hf_config = transformers.BertConfig(
-      vocab_size=data.vocab_size, hidden_size=model_cfg.hidden, num_hidden_layers=model_cfg.num_layers,
-      num_attention_heads=model_cfg.num_heads, intermediate_size=int(model_cfg.mlp_ratio * model_cfg.hidden),
-      hidden_act='gelu', hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-      max_position_embeddings=int(cfg.data.seq_len), type_vocab_size=1, initializer_range=0.02,
-      layer_norm_eps=float(model_cfg.norm_eps), pad_token_id=data.special_ids.pad, tie_word_embeddings=True)
-  model = transformers.BertForMaskedLM(hf_config)
-  model.train()
-  _, schedule = optim.make_optimizer(cfg.train)
-  tcfg = cfg.train
-  opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.lr), betas=(float(tcfg.b1), float(tcfg.b2)),
-                          eps=1e-8, weight_decay=float(tcfg.weight_decay))
-  losses, times = [], []
-  for step, batch in enumerate(batches):
-    start = time.perf_counter()
-    for group in opt.param_groups:
-      group['lr'] = float(schedule(step))  # optax's lr for update `step` (0 at the first step).
-    out = model(input_ids=torch.from_numpy(batch['tokens'].astype(np.int64)), labels=_labels(batch, torch))
-    opt.zero_grad(set_to_none=True)
+class HF:
+  """transformers' BertForMaskedLM at the same config, with torch's AdamW on the same schedule."""
+
+  def __init__(self, cfg, data):
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    self.versions = (transformers.__version__, torch.__version__)
+    torch.set_num_threads(_THREADS.value)
+    torch.manual_seed(int(cfg.seed))
+    model_cfg = cfg.model
+    hf_config = transformers.BertConfig(
+        vocab_size=data.vocab_size, hidden_size=model_cfg.hidden, num_hidden_layers=model_cfg.num_layers,
+        num_attention_heads=model_cfg.num_heads, intermediate_size=int(model_cfg.mlp_ratio * model_cfg.hidden),
+        hidden_act='gelu', hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        max_position_embeddings=int(cfg.data.seq_len), type_vocab_size=1, initializer_range=0.02,
+        layer_norm_eps=float(model_cfg.norm_eps), pad_token_id=data.special_ids.pad, tie_word_embeddings=True)
+    self.model = transformers.BertForMaskedLM(hf_config)
+    self.model.train()
+    _, self.schedule = optim.make_optimizer(cfg.train)
+    self.tcfg = tcfg = cfg.train
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr), betas=(float(tcfg.b1), float(tcfg.b2)),
+                                 eps=1e-8, weight_decay=float(tcfg.weight_decay))
+    self.params = sum(p.numel() for p in self.model.parameters())
+
+  def step(self, step: int, batch) -> float:
+    torch = self.torch
+    for group in self.opt.param_groups:
+      group['lr'] = float(self.schedule(step))  # optax's lr for update `step` (0 at the first step).
+    out = self.model(input_ids=torch.from_numpy(batch['tokens'].astype(np.int64)), labels=_labels(batch, torch))
+    self.opt.zero_grad(set_to_none=True)
     out.loss.backward()
-    if float(tcfg.grad_clip) > 0:
-      torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.grad_clip))
-    opt.step()
-    times.append(time.perf_counter() - start)
-    losses.append(float(out.loss.detach()))
-    _progress('HF', len(losses), len(batches), losses[-1], times)
-  model.eval()
-  ce_sum = correct = count = 0.0
-  with torch.no_grad():
-    for batch in eval_batches:
-      logits_BxLxC = model(input_ids=torch.from_numpy(batch['tokens'].astype(np.int64))).logits
-      rows_BxM = torch.arange(logits_BxLxC.shape[0])[:, None]
-      logits_BxMxC = logits_BxLxC[rows_BxM, torch.from_numpy(batch['positions'].astype(np.int64))]
-      targets_BxM = torch.from_numpy(batch['targets'].astype(np.int64))
-      weights_BxM = torch.from_numpy(batch['weights'])
-      ce_BxM = torch.nn.functional.cross_entropy(logits_BxMxC.transpose(1, 2), targets_BxM, reduction='none')
-      ce_sum += float((ce_BxM * weights_BxM).sum())
-      correct += float(((logits_BxMxC.argmax(-1) == targets_BxM) * weights_BxM).sum())
-      count += float(weights_BxM.sum())
-  scores = dict(mlm_loss=ce_sum / count, masked_accuracy=correct / count, perplexity=math.exp(ce_sum / count))
-  n_params = sum(p.numel() for p in model.parameters())
-  return losses, times, scores, n_params, transformers.__version__, torch.__version__
+    if float(self.tcfg.grad_clip) > 0:
+      torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.tcfg.grad_clip))
+    self.opt.step()
+    return float(out.loss.detach())
+
+  def evaluate(self, eval_batches) -> dict[str, float]:
+    torch = self.torch
+    self.model.eval()
+    ce_sum = correct = count = 0.0
+    with torch.no_grad():
+      for batch in eval_batches:
+        logits_BxLxC = self.model(input_ids=torch.from_numpy(batch['tokens'].astype(np.int64))).logits
+        sequences, positions, targets, weights = (torch.from_numpy(np.asarray(a))
+                                                  for a in _sequence_positions(batch))
+        logits_PxC = logits_BxLxC[sequences.long(), positions.long()]
+        targets_P = targets.long()
+        ce_P = torch.nn.functional.cross_entropy(logits_PxC, targets_P, reduction='none')
+        ce_sum += float((ce_P * weights).sum())
+        correct += float(((logits_PxC.argmax(-1) == targets_P) * weights).sum())
+        count += float(weights.sum())
+    return dict(mlm_loss=ce_sum / count, masked_accuracy=correct / count, perplexity=math.exp(ce_sum / count))
+
+
+def train_in_turns(peers: dict, batches, block: int) -> dict[str, dict[str, list[float]]]:
+  """Trains every peer on `batches`, taking turns every `block` steps; returns losses and step times.
+
+  Turns of a second or two keep both peers on the same machine conditions: on a
+  shared VM the speed of 2-thread work moves by about 1.35x for seconds at a
+  time (a plain NumPy matmul shows it too), which would bias one whole run.
+  """
+  runs = {name: dict(losses=[], times=[]) for name in peers}
+  block = block if block > 0 else len(batches)
+  for start in range(0, len(batches), block):
+    for name, peer in peers.items():
+      run = runs[name]
+      for step in range(start, min(start + block, len(batches))):
+        t0 = time.perf_counter()
+        run['losses'].append(peer.step(step, batches[step]))
+        run['times'].append(time.perf_counter() - t0)
+        _progress(name, step + 1, len(batches), run['losses'][-1], run['times'])
+  return runs
 
 
 def _mean_std(values: list[float]) -> str:
@@ -190,7 +230,7 @@ def main(argv):
   task = mlm_lib.MLMTask(cfg, mlm_run.build_model(cfg, data.vocab_size), data)
   batches = [task.train_batch(step, int(cfg.train.batch_size), 0, 1) for step in range(int(cfg.train.steps))]
   eval_batches = mlm_lib.eval_set(data.eval_tokens_NxL, cfg.data, int(cfg.eval.batch_size), data.vocab_size,
-                                  data.special_ids)
+                                  data.special_ids, mlm_lib.readout_group(cfg, int(cfg.eval.batch_size)))
   print(f'config: hidden {cfg.model.hidden}, {cfg.model.num_layers} layers, {cfg.model.num_heads} heads, '
         f'intermediate {int(cfg.model.mlp_ratio * cfg.model.hidden)}, vocab {data.vocab_size}, seq {cfg.data.seq_len}, '
         f'batch {cfg.train.batch_size}, {cfg.train.steps} steps, AdamW lr {cfg.train.lr:g} (warmup '
@@ -202,16 +242,20 @@ def main(argv):
   ours, hf = [], []
   for seed in seeds:
     cfg = make_config(seed)
-    losses, times, scores, n_params = run_ours(cfg, data, batches, eval_batches)
-    ours.append(dict(losses=losses, times=times, scores=scores, params=n_params))
-    print(f'ours seed {seed}: {n_params:,} params, eval MLM loss {scores["mlm_loss"]:.4f}', flush=True)
-    losses, times, scores, n_params, hf_version, torch_version = run_hf(cfg, data, batches, eval_batches)
-    hf.append(dict(losses=losses, times=times, scores=scores, params=n_params))
-    print(f'HF seed {seed}: {n_params:,} params, eval MLM loss {scores["mlm_loss"]:.4f}', flush=True)
+    peers = dict(ours=Ours(cfg, data), HF=HF(cfg, data))
+    runs = train_in_turns(peers, batches, _BLOCK.value)
+    for name, peer, results in (('ours', peers['ours'], ours), ('HF', peers['HF'], hf)):
+      run = dict(runs[name], scores=peer.evaluate(eval_batches), params=peer.params)
+      results.append(run)
+      print(f'{name} seed {seed}: {peer.params:,} params, eval MLM loss {run["scores"]["mlm_loss"]:.4f}', flush=True)
+    hf_version, torch_version = peers['HF'].versions
 
   skip = min(5, len(batches) - 1)  # Compilation / warm-up steps.
   ours_step = float(np.median([t for r in ours for t in r['times'][skip:]]))
   hf_step = float(np.median([t for r in hf for t in r['times'][skip:]]))
+  block = _BLOCK.value if _BLOCK.value > 0 else len(batches)
+  turn_ratios = [np.median(o['times'][max(a, skip):a + block]) / np.median(h['times'][max(a, skip):a + block])
+                 for o, h in zip(ours, hf) for a in range(0, len(batches), block) if a + block > skip]
   tail = max(1, len(batches) // 10)
   column = lambda runs, fn: _mean_std([fn(r) for r in runs])
   ours_loss = float(np.mean([r['scores']['mlm_loss'] for r in ours]))
@@ -233,7 +277,8 @@ def main(argv):
   print('\nDifferences that remain:\n' + '\n'.join(f'- {d}' for d in DIFFERENCES))
   print(f'\nfinal_mlm_loss ours={ours_loss:.4f} hf={hf_loss:.4f} '
         f'rel_diff={rel:.2%} ({"within" if rel <= 0.03 else "NOT within"} 3%)')
-  print(f'step_time_ratio ours/hf={ours_step / hf_step:.3f} (goal <= 0.7)')
+  print(f'step_time_ratio ours/hf={ours_step / hf_step:.3f} (goal <= 0.7); per turn of {block} steps: median '
+        f'{np.median(turn_ratios):.3f}, range {min(turn_ratios):.3f}-{max(turn_ratios):.3f} over {len(turn_ratios)} turns')
 
 
 if __name__ == '__main__':

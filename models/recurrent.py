@@ -4,10 +4,13 @@ Every model has the same interface; `models.unroll` drives it over depth:
   encode(tokens_BxL, mask_BxL=None) -> inputs   (computed once per batch)
   init_carry(inputs) -> carry                    (pytree, leading batch dim)
   step(carry, inputs) -> carry                   (ONE unit of depth)
-  readout(carry, positions_BxM=None) -> dict(logits=f32[B,L,C], halt_logit=f32[B])
+  readout(carry, positions_GxM=None) -> dict(logits=f32[B,L,C], halt_logit=f32[B])
   __call__(tokens_BxL, mask_BxL=None)            (init only: one step + readout)
-`positions_BxM` reads out only the given positions (logits f32[B,M,C]), e.g. the
-masked tokens of MLM. `mask_BxL` (1 = real token) masks padding in attention.
+`positions_GxM` reads out only the given positions (logits f32[G,M,C]), e.g. the
+masked tokens of MLM: the batch is split into G groups of B/G consecutive
+sequences (G divides B), and row g indexes the tokens of its group laid end to
+end (sequence i of the group, position l -> i * L + l); G = B is one row per
+sequence. `mask_BxL` (1 = real token) masks padding in attention.
 """
 import math
 from typing import Any
@@ -24,10 +27,16 @@ Pytree = Any  # Carry and inputs: dicts of arrays with a leading batch axis.
 _BERT_INIT = nn.initializers.normal(0.02)
 
 
-def _take_positions(x_BxLx_: jax.Array, positions_BxM: jax.Array | None) -> jax.Array:
-  if positions_BxM is None:
-    return x_BxLx_
-  return jnp.take_along_axis(x_BxLx_, positions_BxM[:, :, None], axis=1)
+def _take_positions(x_BxLxD: jax.Array, positions_GxM: jax.Array | None) -> jax.Array:
+  """x at the positions of each group of B/G sequences laid end to end: [G, M, D] (see above)."""
+  if positions_GxM is None:
+    return x_BxLxD
+  batch, length, dim = x_BxLxD.shape
+  groups = positions_GxM.shape[0]
+  if batch % groups:
+    raise ValueError(f'readout positions have {groups} rows, which does not divide the batch of {batch}')
+  x_GxTxD = x_BxLxD.reshape(groups, batch // groups * length, dim)
+  return jnp.take_along_axis(x_GxTxD, positions_GxM[:, :, None], axis=1)
 
 
 class RecurrentModel(nn.Module):
@@ -86,11 +95,11 @@ class MlpModel(RecurrentModel):
       h_BxH = h_BxH + mlp(norm(h_BxH + x_BxH))
     return {'h': h_BxH.astype(self.dtype)}
 
-  def readout(self, carry: Pytree, positions_BxM: jax.Array | None = None
+  def readout(self, carry: Pytree, positions_GxM: jax.Array | None = None
               ) -> dict[str, jax.Array]:
     h_BxH = self.out_norm(carry['h'])
     logits_BxLxC = self.head(h_BxH).reshape(h_BxH.shape[0], self.seq_len, self.num_classes)
-    return {'logits': _take_positions(logits_BxLxC, positions_BxM).astype(jnp.float32),
+    return {'logits': _take_positions(logits_BxLxC, positions_GxM).astype(jnp.float32),
             'halt_logit': self.halt_head(h_BxH)}
 
 
@@ -148,18 +157,18 @@ class BertModel(RecurrentModel):
       h_BxLxD = block(h_BxLxD, inputs['mask'], inputs['bias'])
     return {'h': h_BxLxD.astype(self.dtype)}
 
-  def readout(self, carry: Pytree, positions_BxM: jax.Array | None = None
+  def readout(self, carry: Pytree, positions_GxM: jax.Array | None = None
               ) -> dict[str, jax.Array]:
     h_BxLxD = carry['h']
     if not self.arch.post_norm:
       h_BxLxD = self.final_norm(h_BxLxD)
     halt_logit_B = self.halt_head(h_BxLxD.mean(axis=1))
-    h_BxMxD = _take_positions(h_BxLxD, positions_BxM)
+    h_GxMxD = _take_positions(h_BxLxD, positions_GxM)
     if self.arch.tie_embeddings:
-      t_BxMxD = self.head_norm(layers.gelu(self.head_dense(h_BxMxD)))
-      logits = self.embed.attend(t_BxMxD).astype(jnp.float32) + self.head_bias
+      t_GxMxD = self.head_norm(layers.gelu(self.head_dense(h_GxMxD)))
+      logits = self.embed.attend(t_GxMxD).astype(jnp.float32) + self.head_bias
     else:
-      logits = self.head(h_BxMxD).astype(jnp.float32)
+      logits = self.head(h_GxMxD).astype(jnp.float32)
     return {'logits': logits, 'halt_logit': halt_logit_B}
 
 
@@ -242,14 +251,14 @@ class TrmModel(RecurrentModel):
     y_BxLxD, z_BxLxD = self._cycle(y_BxLxD, z_BxLxD, inputs)
     return {'y': y_BxLxD.astype(self.dtype), 'z': z_BxLxD.astype(self.dtype)}
 
-  def readout(self, carry: Pytree, positions_BxM: jax.Array | None = None
+  def readout(self, carry: Pytree, positions_GxM: jax.Array | None = None
               ) -> dict[str, jax.Array]:
     y_BxLxD = carry['y']
     if not self.arch.post_norm:
       y_BxLxD = self.final_norm(y_BxLxD)
     prefix_len = self.arch.prefix_len
     pooled_BxD = y_BxLxD[:, 0] if prefix_len else y_BxLxD.mean(axis=1)
-    y_BxLxD = _take_positions(y_BxLxD[:, prefix_len:], positions_BxM)
+    y_BxLxD = _take_positions(y_BxLxD[:, prefix_len:], positions_GxM)
     return {'logits': self.head(y_BxLxD).astype(jnp.float32),
             'halt_logit': self.halt_head(pooled_BxD)}
 

@@ -20,7 +20,7 @@ Pytree = Any
 
 def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: int, *,
            detach: bool = False, carry: Pytree | None = None,
-           mask_BxL: jax.Array | None = None, positions_BxM: jax.Array | None = None,
+           mask_BxL: jax.Array | None = None, positions_GxM: jax.Array | None = None,
            every_step: bool = True, remat: bool = False,
            scan_unroll: int | bool = 1,
            steps_B: jax.Array | None = None) -> tuple[Pytree, dict[str, jax.Array]]:
@@ -36,7 +36,8 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
     carry: continue from this carry instead of `init_carry` (TRM/ACT training,
       where samples persist across batches).
     mask_BxL: optional padding mask (1 = real token) for the attention models.
-    positions_BxM: read out only these positions (logits f32[depth, B, M, C]).
+    positions_GxM: read out only these positions (logits f32[depth, G, M, C]); row g
+      indexes group g of B/G consecutive sequences laid end to end (models/recurrent.py).
     every_step: False reads out only after the last step (outputs keep a
       leading axis of size 1); saves the head's compute and memory.
     remat: rematerialise each step in the backward pass (less memory).
@@ -57,7 +58,7 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
     carry = model.apply(variables, inputs, method=cls.init_carry)
 
   def readout(carry_now):
-    return model.apply(variables, carry_now, positions_BxM, method=cls.readout)
+    return model.apply(variables, carry_now, positions_GxM, method=cls.readout)
 
   def body(carry_in, t):
     if detach:

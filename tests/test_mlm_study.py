@@ -135,6 +135,39 @@ def test_to_positions_gathers_masked_positions_in_order():
     mlm_lib.to_positions(batch, 6)
 
 
+def test_to_positions_pools_a_group_of_sequences():
+  weights = np.array([[0, 1, 0, 1, 1], [0, 0, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], np.float32)
+  batch = dict(tokens=np.arange(20).reshape(4, 5), targets=np.arange(100, 120).reshape(4, 5), weights=weights)
+  out = mlm_lib.to_positions(batch, 4, group=2)  # Rows: sequences 0-1 and 2-3, 10 tokens each.
+  np.testing.assert_array_equal(out['positions'], [[1, 3, 4, 7], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(out['targets'], [[101, 103, 104, 107], [110, 110, 110, 110]])
+  np.testing.assert_array_equal(out['weights'], [[1, 1, 1, 1], [1, 0, 0, 0]])
+  np.testing.assert_array_equal(out['dropped'], [0, 0])
+  np.testing.assert_array_equal(mlm_lib.to_positions(batch, 3, group=4)['dropped'], [2])
+  with pytest.raises(ValueError, match='readout_group=3'):
+    mlm_lib.to_positions(batch, 2, group=3)
+  # Pooling needs fewer slots: 32 sequences of 64 at 15% take 389 together, 25 each alone.
+  assert mlm_lib.auto_max_predictions(64, 0.15) == 25
+  assert mlm_lib.auto_max_predictions(64, 0.15, group=32) == 389
+
+
+def test_readout_group_and_slots_from_config():
+  config = mlm_configs.get_config('smoke')  # Batch 16 on one device.
+  assert mlm_lib.readout_group(config, 16) == 16
+  with config.unlocked():
+    config.train.readout_group = 4
+  assert mlm_lib.readout_group(config, 16) == 4
+  assert mlm_lib.max_predictions(config, 4) == mlm_lib.auto_max_predictions(32, 0.15, 4)
+  with config.unlocked():
+    config.train.readout_group = 5
+  with pytest.raises(ValueError, match='train.readout_group=5'):
+    mlm_lib.readout_group(config, 16)
+  with config.unlocked():
+    config.train.max_predictions = 200
+  with pytest.raises(ValueError, match='train.max_predictions=200'):
+    mlm_lib.max_predictions(config, 4)
+
+
 def test_masked_readout_loss_equals_full_sequence_loss():
   """Reading out only the masked positions gives BERT's loss over the whole sequence."""
   cfg = mlm_configs.get_config('smoke')
@@ -146,16 +179,18 @@ def test_masked_readout_loss_equals_full_sequence_loss():
   weights = (rng.random((3, seq_len)) < 0.3).astype(np.float32)
   weights[0, 0] = 1.0
   params = model.init(jax.random.key(0), tokens)['params']
-  batch = mlm_lib.to_positions(dict(tokens=tokens, targets=tokens, weights=weights), seq_len)
-  loss, metrics = mlm_lib.mlm_loss(params, batch, jax.random.key(1), model=model, depth=1,
-                                   deep_supervision=True, detach=True)
   logits = model.apply({'params': params}, tokens)['logits']
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
   expected = float((ce * weights).sum() / weights.sum())
-  assert float(loss) == pytest.approx(expected, rel=1e-5)
-  assert float(metrics['ce']) == pytest.approx(expected, rel=1e-5)
   accuracy = float(((np.argmax(logits, -1) == tokens) * weights).sum() / weights.sum())
-  assert float(metrics['acc']) == pytest.approx(accuracy, abs=1e-6)
+  for group, slots in ((1, seq_len), (3, int(weights.sum()))):  # One row per sequence, or one for all.
+    batch = mlm_lib.to_positions(dict(tokens=tokens, targets=tokens, weights=weights), slots, group)
+    assert batch['positions'].shape == (3 // group, slots) and batch['dropped'].sum() == 0
+    loss, metrics = mlm_lib.mlm_loss(params, batch, jax.random.key(1), model=model, depth=1,
+                                     deep_supervision=True, detach=True)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics['ce']) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics['acc']) == pytest.approx(accuracy, abs=1e-6)
 
 
 def test_top_class_is_argmax_with_ties_to_the_first_index():

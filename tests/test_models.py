@@ -196,12 +196,17 @@ def test_readout_positions_and_tied_head(name):
   variables = fast_jit(model.init)(jax.random.key(0), tokens_BxL)
   if name == 'bert':
     assert 'head' not in variables['params'] and 'head_bias' in variables['params']
-  positions_BxM = np.array([[0, 5, 15]] * 3)
+  positions_GxM = np.array([[0, 5, 15]] * 3)
   unroll_2 = jit_unroll(model, 2)
   _, full = unroll_2(variables, tokens_BxL)
-  _, picked = unroll_2(variables, tokens_BxL, positions_BxM=positions_BxM)
+  _, picked = unroll_2(variables, tokens_BxL, positions_GxM=positions_GxM)
   assert picked['logits'].shape == (2, 3, 3, VOCAB)
   np.testing.assert_allclose(picked['logits'], full['logits'][:, :, [0, 5, 15]],
+                             rtol=1e-5, atol=1e-6)
+  # One row for all 3 sequences laid end to end: sequence 2, position 4 is index 2 * L + 4.
+  _, pooled = unroll_2(variables, tokens_BxL, positions_GxM=np.array([[2 * SEQ_LEN + 4, 5, SEQ_LEN]]))
+  assert pooled['logits'].shape == (2, 1, 3, VOCAB)
+  np.testing.assert_allclose(pooled['logits'][:, 0], full['logits'][:, [2, 0, 1], [4, 5, 0]],
                              rtol=1e-5, atol=1e-6)
 
 

@@ -36,7 +36,7 @@ RESULT_FILE = 'result.json'
 PLOT_FILE = 'accuracy_vs_compute.png'
 # Train fields that, with the model section and the data below, define what a run computes.
 _KEY_TRAIN_FIELDS = ('batch_size', 'lr', 'schedule', 'final_lr_fraction', 'weight_decay', 'b1', 'b2',
-                     'grad_clip', 'ema_decay', 'deep_supervision', 'detach', 'max_predictions')
+                     'grad_clip', 'ema_decay', 'deep_supervision', 'detach', 'max_predictions', 'readout_group')
 _KEY_DATA_FIELDS = ('vocab_size', 'lowercase', 'seq_len', 'add_cls', 'mask_prob', 'seed')
 
 
@@ -228,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   mesh = sharding.make_mesh()
   eval_bs = int(config.eval.batch_size)
   sharding.check_batch_size(eval_bs, mesh, 'eval.batch_size')
-  batches = mlm_lib.eval_set(data.eval_tokens_NxL, config.data, eval_bs, data.vocab_size, data.special_ids)
+  batches = mlm_lib.eval_set(data.eval_tokens_NxL, config.data, eval_bs, data.vocab_size, data.special_ids,
+                             mlm_lib.readout_group(config, eval_bs))
   total_runs = len(names) * len(budgets) * len(seeds)
   done = 0
   records = []
@@ -429,7 +430,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
   mesh = sharding.make_mesh()
   eval_bs = int(config.eval.batch_size)
   sharding.check_batch_size(eval_bs, mesh, 'eval.batch_size')
-  batches = mlm_lib.eval_set(eval_tokens_NxL, study_cfg.data, eval_bs, data.vocab_size, data.special_ids)
+  batches = mlm_lib.eval_set(eval_tokens_NxL, study_cfg.data, eval_bs, data.vocab_size, data.special_ids,
+                             mlm_lib.readout_group(config, eval_bs))
   print(f'scoring {len(run_dirs)} runs on {eval_files or "the study eval set"}: '
         f'{sum(int((b["weights"] > 0).sum()) for b in batches):,} masked positions', flush=True)
   evaluators: dict[str, tuple[Any, mlm_lib.Evaluator]] = {}
