@@ -1,9 +1,11 @@
 """BERT-style WordPiece tokenizer trained with HF `tokenizers`, kept in the workdir.
 
-WordPiece training in `tokenizers` is not bit-reproducible (ties between equal
-counts follow Rust hash-map order), so the saved `<workdir>/tokenizer.json` is
-the single source of token ids: train it once per study workdir and reuse it on
-resume, in evaluation and across every model and seed that is compared.
+WordPiece training in `tokenizers` learns the same vocabulary every time but
+numbers it in Rust hash-map order, which changes from run to run. The trained
+vocabulary is renumbered canonically (special tokens first, then the rest in
+code-point order), so the same text gives the same ids, hence the same batches
+and results, in every fresh workdir. The saved `<workdir>/tokenizer.json` is
+reused on resume and in evaluation.
 """
 from collections.abc import Sequence
 import dataclasses
@@ -80,6 +82,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.Pat
       vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
   start = time.perf_counter()
   tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+  _renumber_canonically(tokenizer)
   logging.info('Trained WordPiece on %d documents in %.2fs: vocab %d (asked %d).', len(texts),
                time.perf_counter() - start, tokenizer.get_vocab_size(), vocab_size)
   workdir = pathlib.Path(workdir)
@@ -88,6 +91,24 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.Pat
   _write_atomically(workdir / _META_FILE, json.dumps(meta))
   _write_atomically(workdir / TOKENIZER_FILE, tokenizer.to_str())
   return tokenizer
+
+
+def _renumber_canonically(tokenizer: Tokenizer) -> None:
+  """Gives the trained vocabulary fixed ids: SPECIAL_TOKENS as 0..4, the rest in code-point order.
+
+  WordPiece encodes by greedy longest match over the vocabulary, so renumbering
+  changes ids only, never how a text is split.
+  """
+  vocab = tokenizer.get_vocab()
+  missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+  if missing:
+    raise ValueError(f'the trained tokenizer lacks the special tokens {missing}')
+  ordered = list(SPECIAL_TOKENS) + sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+  trained = tokenizer.model
+  tokenizer.model = models.WordPiece(
+      {token: i for i, token in enumerate(ordered)}, unk_token=trained.unk_token,
+      continuing_subword_prefix=trained.continuing_subword_prefix,
+      max_input_chars_per_word=trained.max_input_chars_per_word)
 
 
 def load_tokenizer(workdir: str | os.PathLike[str]) -> Tokenizer:
