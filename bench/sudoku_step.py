@@ -85,8 +85,9 @@ def main(argv):
         f'({params:,} params, depth {config.model.depth}, act={config.train.act}, dtype {config.model.dtype})')
   print(f'first step (compile + run): {compile_s:.1f} s')
   print(f'step: {step_s * 1e3:.1f} ms  puzzles/s: {batch_size / step_s:,.0f}  (batch {batch_size})')
-  if flops:
-    print(f'XLA FLOPs/step: {flops:.3g}  achieved: {flops / step_s / 1e12:.3f} TFLOP/s'
+  if flops:  # XLA's cost analysis of a program partitioned over N devices counts one device's share.
+    share = f' (one device of {jax.device_count()})' if jax.device_count() > 1 else ''
+    print(f'XLA FLOPs/step{share}: {flops:.3g}  achieved: {flops / step_s / 1e12:.3f} TFLOP/s'
           + (f'  MFU: {100 * flops / step_s / 1e12 / _PEAK.value:.1f}%' if _PEAK.value else ''))
 
 

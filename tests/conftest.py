@@ -1,5 +1,7 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and helpers."""
+import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -18,3 +20,18 @@ def shared_data() -> pathlib.Path:
   if not path.is_dir():
     pytest.skip(f'real data folder {path} is absent (set REASON_SHARED_DATA to use another)')
   return path
+
+
+def launch(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+  """Runs `python launch.py *args` from the repo root on the CPU, as a user would."""
+  full_env = dict(os.environ, **(env or {}))
+  full_env.setdefault('JAX_PLATFORMS', 'cpu')
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO_ROOT, env=full_env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+  """The output of a launch that must have succeeded (its tail is the failure message otherwise)."""
+  out = proc.stdout + proc.stderr
+  assert proc.returncode == 0, out[-4000:]
+  return out

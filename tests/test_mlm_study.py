@@ -15,6 +15,8 @@ from data import paths
 from data import text as text_lib
 from train import mlm as mlm_lib
 from train import mlm_run
+from tests.conftest import launch
+from tests.conftest import ok
 
 REQUIRED_KEYS = ('model', 'flops', 'seed', 'steps', 'mlm_loss', 'masked_accuracy', 'perplexity', 'params',
                  'flops_per_step_xla', 'flops_per_step_analytic', 'train_seconds')
@@ -218,3 +220,24 @@ def test_study_grid_and_names():
     cfg = mlm_configs.get_config(variant)
     for name in ('bert', 'trm'):
       models.ArchConfig.from_config(cfg.models[name])  # Every section is a valid model config.
+
+
+def test_eight_simulated_devices_match_one(tmp_path):
+  """The same run on 8 CPU devices (batch and readout rows sharded on 'data') trains the same steps, the
+  same loss curve and the same eval loss as on 1: FLOPs are counted for the whole batch, not one device's share."""
+  args = ['--config=configs/mlm.py:smoke', f'--config.data.files={_text_file(tmp_path)}',
+          '--config.study.models=bert', '--config.study.flops_budgets=2e9', '--config.train.log_every=1',
+          '--config.study.compilation_cache=False', '--config.train.readout_group=2']
+  ok(launch(*args, f'--workdir={tmp_path / "one"}'))
+  ok(launch(*args, f'--workdir={tmp_path / "eight"}', env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}))
+
+  def run(workdir):
+    record = json.loads((workdir / 'results.json').read_text())[0]
+    rows = [json.loads(l) for l in next((workdir / 'runs').iterdir()).joinpath('metrics.jsonl').read_text().splitlines()]
+    return record, np.array([r['loss'] for r in rows if r['kind'] == 'train'])
+
+  (one, losses_one), (eight, losses_eight) = run(tmp_path / 'one'), run(tmp_path / 'eight')
+  assert one['steps'] == eight['steps'] > 10
+  assert one['flops_per_step_xla'] == eight['flops_per_step_xla']
+  np.testing.assert_allclose(losses_eight, losses_one, rtol=2e-4, atol=1e-5)
+  assert eight['mlm_loss'] == pytest.approx(one['mlm_loss'], rel=1e-4)

@@ -10,21 +10,11 @@ import time
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import launch
+from tests.conftest import ok
+
 SMOKE = 'configs/sudoku.py:smoke'
-
-
-def _launch(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-  full_env = dict(os.environ, **(env or {}))
-  full_env.setdefault('JAX_PLATFORMS', 'cpu')
-  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO, env=full_env, capture_output=True,
-                        text=True, timeout=timeout)
-
-
-def _ok(proc: subprocess.CompletedProcess) -> str:
-  out = proc.stdout + proc.stderr
-  assert proc.returncode == 0, out[-4000:]
-  return out
 
 
 def _final_params(workdir: pathlib.Path) -> list[np.ndarray]:
@@ -40,7 +30,7 @@ def _final_params(workdir: pathlib.Path) -> list[np.ndarray]:
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory) -> tuple[pathlib.Path, str]:
   workdir = tmp_path_factory.mktemp('smoke')
-  out = _ok(_launch(f'--config={SMOKE}', f'--workdir={workdir}'))
+  out = ok(launch(f'--config={SMOKE}', f'--workdir={workdir}'))
   return workdir, out
 
 
@@ -60,7 +50,7 @@ def test_smoke_train_writes_everything(smoke_run):
 
 def test_rerun_resumes_from_checkpoint(smoke_run):
   workdir, _ = smoke_run
-  out = _ok(_launch(f'--config={SMOKE}', f'--workdir={workdir}'))
+  out = ok(launch(f'--config={SMOKE}', f'--workdir={workdir}'))
   assert 'restored step 20' in out
 
 
@@ -69,8 +59,8 @@ def test_eval_mode_on_puzzle_file_without_solutions(smoke_run, tmp_path):
   puzzles = tmp_path / 'mine.txt'
   # Two 4x4 puzzles, one per line, '.' and '0' blanks, no solutions: our solver completes them.
   puzzles.write_text('...3.32..4....1.\n2000000030010432\n')
-  proc = _launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval', f'--config.data.eval_file={puzzles}')
-  _ok(proc)
+  proc = launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval', f'--config.data.eval_file={puzzles}')
+  ok(proc)
   last = proc.stdout.strip().splitlines()[-1]  # The line scripts read: stdout's last.
   assert last.startswith('exact_accuracy=') and ' depth=' in last, last
   saved = json.loads((workdir / 'eval_mine.json').read_text())
@@ -81,15 +71,15 @@ def test_eval_mode_names_bad_line(smoke_run, tmp_path):
   workdir, _ = smoke_run
   bad = tmp_path / 'bad.txt'
   bad.write_text('...3.32..4....1.\n...3.32..4....1\n')
-  proc = _launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval', f'--config.data.eval_file={bad}')
+  proc = launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval', f'--config.data.eval_file={bad}')
   assert proc.returncode != 0
   assert 'bad.txt:2' in proc.stderr and 'Traceback' not in proc.stderr
 
 
 def test_wrong_config_key_or_type_exits_nonzero_naming_it(tmp_path):
-  proc = _launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.model.hiden=3')
+  proc = launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.model.hiden=3')
   assert proc.returncode != 0 and 'hiden' in proc.stderr
-  proc = _launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.train.steps=many')
+  proc = launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.train.steps=many')
   assert proc.returncode != 0 and 'steps' in proc.stderr
 
 
@@ -98,7 +88,7 @@ def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
   args = [f'--config={SMOKE}', '--config.train.steps=40', '--config.train.checkpoint_every=5',
           '--config.train.eval_every=0']
   straight = tmp_path / 'straight'
-  _ok(_launch(*args, f'--workdir={straight}'))
+  ok(launch(*args, f'--workdir={straight}'))
 
   killed = tmp_path / 'killed'
   env = dict(os.environ, JAX_PLATFORMS='cpu')
@@ -114,7 +104,7 @@ def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  out = _ok(_launch(*args, f'--workdir={killed}'))
+  out = ok(launch(*args, f'--workdir={killed}'))
   assert 'restored step' in out, 'the rerun did not resume'
   for a, b in zip(_final_params(straight), _final_params(killed)):
     np.testing.assert_array_equal(a, b)
@@ -123,8 +113,8 @@ def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
 def test_eight_simulated_devices_match_one(tmp_path):
   """The same run on 8 CPU devices (batch sharded on 'data') gives the 1-device loss curve."""
   args = [f'--config={SMOKE}', '--config.train.log_every=1', '--config.train.eval_every=0']
-  _ok(_launch(*args, f'--workdir={tmp_path / "one"}'))
-  _ok(_launch(*args, f'--workdir={tmp_path / "eight"}',
+  ok(launch(*args, f'--workdir={tmp_path / "one"}'))
+  ok(launch(*args, f'--workdir={tmp_path / "eight"}',
               env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}))
 
   def losses(d):
@@ -137,7 +127,7 @@ def test_eight_simulated_devices_match_one(tmp_path):
 
 
 def test_compare_trains_three_models_into_one_plot(tmp_path):
-  out = _ok(_launch('--config=configs/sudoku.py:smoke,compare', f'--workdir={tmp_path}',
+  out = ok(launch('--config=configs/sudoku.py:smoke,compare', f'--workdir={tmp_path}',
                     '--config.train.steps=6', '--config.train.eval_every=0'))
   results = json.loads((tmp_path / 'results.json').read_text())
   assert sorted(results) == ['bert', 'mlp', 'trm']
@@ -155,14 +145,14 @@ def test_act_training_resumes_and_evaluates(tmp_path):
   args = ['--config=configs/sudoku.py:smoke', '--config.model.name=trm', '--config.train.act=True',
           '--config.train.halt_loss_weight=0.5', '--config.train.steps=12', '--config.train.eval_every=0',
           '--config.train.checkpoint_every=6']
-  out = _ok(_launch(*args, f'--workdir={tmp_path}'))
+  out = ok(launch(*args, f'--workdir={tmp_path}'))
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
   assert all('steps_at_halt' in r and 'halt_loss' in r for r in rows)
   assert 'exact_accuracy=' in out
-  out = _ok(_launch(*args[:-3], '--config.train.steps=18', f'--workdir={tmp_path}'))
+  out = ok(launch(*args[:-3], '--config.train.steps=18', f'--workdir={tmp_path}'))
   assert 'restored step 12' in out
   puzzles = tmp_path / 'p.txt'
   puzzles.write_text('...3.32..4....1.\n')
-  proc = _launch(*args, f'--workdir={tmp_path}', '--mode=eval', f'--config.data.eval_file={puzzles}')
-  _ok(proc)
+  proc = launch(*args, f'--workdir={tmp_path}', '--mode=eval', f'--config.data.eval_file={puzzles}')
+  ok(proc)
   assert proc.stdout.strip().splitlines()[-1].startswith('exact_accuracy=')

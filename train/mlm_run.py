@@ -116,24 +116,28 @@ def _check_key(path: pathlib.Path, saved_key: dict[str, Any] | None, key: dict[s
 # --- FLOPs per step ---------------------------------------------------------------------------------
 
 
-def measure_flops(cfg: ml_collections.ConfigDict, model, data: mlm_data.MLMData,
-                  mesh: jax.sharding.Mesh) -> dict[str, float]:
+def measure_flops(cfg: ml_collections.ConfigDict, model, data: mlm_data.MLMData) -> dict[str, float]:
   """FLOPs of one train step: XLA's cost analysis of the compiled step, and the analytic estimate.
 
   The step is compiled with the depth scan fully unrolled, because XLA counts
-  the body of a loop only once; the runs themselves train with the loop.
+  the body of a loop only once; the runs themselves train with the loop. It is
+  compiled for one device and the whole global batch: the cost analysis of a
+  program partitioned over N devices counts one device's share, which would
+  make a run on N devices train N times its FLOP budget. The readout slots are
+  those of the real run (train.readout_group is resolved for all devices).
   """
   cfg = copy.deepcopy(cfg)
   with cfg.unlocked():
     cfg.train.steps = max(int(cfg.train.steps), 1000)  # Any value: FLOPs do not depend on the schedule.
+  one_device = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
   task = mlm_lib.MLMTask(cfg, model, data, scan_unroll=True)
   tx, schedule = optim.make_optimizer(cfg.train)
-  abstract_state = jax.eval_shape(lambda: loop.init_state(model, task, cfg, tx, mesh))
-  batch = sharding.put_batch(task.train_batch(0, int(cfg.train.batch_size), jax.process_index(),
-                                              jax.process_count()), mesh)
-  step_fn = loop.jit_train_step(task, tx, schedule, cfg, mesh)
+  abstract_state = jax.eval_shape(lambda: loop.init_state(model, task, cfg, tx, one_device))
+  global_batch = task.train_batch(0, int(cfg.train.batch_size), 0, 1)
+  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in global_batch.items()}
+  step_fn = loop.jit_train_step(task, tx, schedule, cfg, one_device)
   start = time.perf_counter()
-  xla = loop.compiled_flops(step_fn, abstract_state, batch)
+  xla = loop.compiled_flops(step_fn, abstract_state, abstract_batch)
   analytic = mlm_lib.analytic_train_flops(cfg, data.vocab_size)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
   logging.info('%s: FLOPs per train step %.4g (XLA, compiled in %.1fs), %.4g (analytic)', cfg.model.name, xla,
@@ -251,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
           records.append(record)
           continue
         if flops is None:
-          flops = measure_flops(base, model, data, mesh)
+          flops = measure_flops(base, model, data)
           print(f'{name}: {flops["params"]:,} params; FLOPs per train step (batch {base.train.batch_size}): '
                 f'{flops["xla"]:.4g} XLA cost analysis, {flops["analytic"]:.4g} analytic '
                 f'(ratio {flops["xla"] / max(flops["analytic"], 1):.3f})', flush=True)
