@@ -163,7 +163,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.data.vocab_size = 2048
   config.data.seq_len = 64
   config.data.num_eval_sequences = 512
-  config.study.flops_budgets = '1.5e11,5e11,1.5e12'
+  config.study.flops_budgets = '1.5e11,5e11,1.5e12,4e12'
   config.study.seeds = '0,1,2'
   config.models.bert = _bert(hidden=64, num_layers=4, num_heads=4)
   config.models.trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)

@@ -71,6 +71,7 @@ def test_smoke_study_writes_results_for_both_models(study):
   assert (workdir / 'accuracy_vs_compute.png').stat().st_size > 10_000
   table = (workdir / 'results.md').read_text()
   assert '±' in table and '| bert |' in table and '| trm |' in table
+  assert 'Without context (unigram of the eval targets): masked accuracy 0.' in table
   # The larger budget trains more steps.
   for model in ('bert', 'trm'):
     steps = [r['steps'] for r in results if r['model'] == model]
@@ -193,6 +194,15 @@ def test_masked_readout_loss_equals_full_sequence_loss():
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(metrics['ce']) == pytest.approx(expected, rel=1e-5)
     assert float(metrics['acc']) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_unigram_baseline_scores_a_model_without_context():
+  batch = dict(targets=np.array([[7, 7, 9, 3], [7, 9, 1, 1]]), weights=np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32))
+  baseline = mlm_lib.unigram_baseline([batch])  # Targets 7, 7, 9, 7, 9: the weight-0 slots do not count.
+  assert baseline['accuracy'] == pytest.approx(0.6)
+  assert baseline['mlm_loss'] == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)))
+  with pytest.raises(ValueError, match='no masked position'):
+    mlm_lib.unigram_baseline([dict(batch, weights=np.zeros((2, 4), np.float32))])
 
 
 def test_top_class_is_argmax_with_ties_to_the_first_index():

@@ -133,6 +133,17 @@ def eval_set(eval_tokens_NxL: np.ndarray, data_cfg: Any, batch_size: int, vocab_
   return [to_positions(b, max(most, 1), group) for b in batches]
 
 
+def unigram_baseline(batches: list[Batch]) -> dict[str, float]:
+  """What a model that ignores the context scores on an eval set: `accuracy` always predicting the most
+  frequent target, `mlm_loss` predicting the targets' own frequencies (the entropy of their distribution)."""
+  targets = np.concatenate([b['targets'][b['weights'] > 0] for b in batches])
+  if not targets.size:
+    raise ValueError('the MLM eval set has no masked position')
+  counts = np.bincount(targets).astype(np.float64)
+  freq = counts[counts > 0] / targets.size
+  return dict(accuracy=float(freq.max()), mlm_loss=float(-(freq * np.log(freq)).sum()))
+
+
 class Evaluator:
   """Masked accuracy, MLM loss and perplexity of params on a fixed eval set, at every depth."""
 

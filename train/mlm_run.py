@@ -234,6 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   sharding.check_batch_size(eval_bs, mesh, 'eval.batch_size')
   batches = mlm_lib.eval_set(data.eval_tokens_NxL, config.data, eval_bs, data.vocab_size, data.special_ids,
                              mlm_lib.readout_group(config, eval_bs))
+  baseline = mlm_lib.unigram_baseline(batches)
   total_runs = len(names) * len(budgets) * len(seeds)
   done = 0
   records = []
@@ -267,8 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
         record = _train_run(cfg, run_dir, model, data, evaluator, flops, budget, run_key(base))
         print(f'[run {done}/{total_runs}] {overall_line(record)}', flush=True)
         records.append(record)
-        write_outputs(workdir, collect_records(workdir), describe(config, data))
-  write_outputs(workdir, collect_records(workdir), describe(config, data))
+        write_outputs(workdir, collect_records(workdir), describe(config, data), baseline)
+  write_outputs(workdir, collect_records(workdir), describe(config, data), baseline)
   print(f'study done in {time.perf_counter() - start:.0f}s: {workdir / "results.md"}, {workdir / PLOT_FILE}',
         flush=True)
   return records
@@ -319,7 +320,8 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return rows
 
 
-def results_markdown(records: list[dict[str, Any]], description: str, title: str = '') -> str:
+def results_markdown(records: list[dict[str, Any]], description: str, baseline: dict[str, float],
+                     title: str = '') -> str:
   """results.md: mean ± std over seeds per model and budget, then every run."""
   summary = summarize(records)
   pm = lambda row, k, f: f'{row[k]:{f}} ± {row[k + "_std"]:{f}}'  # pylint: disable=unnecessary-lambda-assignment
@@ -333,20 +335,27 @@ def results_markdown(records: list[dict[str, Any]], description: str, title: str
               f'{r["mlm_loss"]:.4f}', f'{r["perplexity"]:.2f}', f'{r["train_seconds"]:.1f}'] for r in records]
   return (f'# {title or "MLM study: masked accuracy and loss at matched training FLOPs"}\n\n{description}\n'
           'Mean ± sample std over seeds; FLOPs per step from XLA\'s cost analysis of the compiled train step '
-          '(steps = budget / that).\n\n'
+          '(steps = budget / that). Without context (unigram of the eval targets): masked accuracy '
+          f'{baseline["accuracy"]:.4f} (always the most frequent target), MLM loss {baseline["mlm_loss"]:.4f}.\n\n'
           + plots.markdown_table(header, rows)
           + '\n## Runs\n\n'
           + plots.markdown_table(('run', 'steps', 'FLOPs trained', 'masked accuracy', 'MLM loss', 'perplexity',
                                   'train s'), per_run))
 
 
-def plot_accuracy_vs_compute(records: list[dict[str, Any]], path: pathlib.Path, title: str) -> pathlib.Path:
-  """Two panels against training FLOPs (log x): masked accuracy and MLM loss, mean ± std over seeds."""
+def plot_accuracy_vs_compute(records: list[dict[str, Any]], path: pathlib.Path, title: str,
+                             baseline: dict[str, float]) -> pathlib.Path:
+  """Two panels against training FLOPs (log x): masked accuracy and MLM loss, mean ± std over seeds,
+  with the unigram baseline (what ignoring the context scores) as a dashed line."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  # plots sets the Agg backend.
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   summary = summarize(records)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  for ax, key, label in ((axes[0], 'masked_accuracy', 'masked-token accuracy'), (axes[1], 'mlm_loss', 'MLM loss')):
+  panels = ((axes[0], 'masked_accuracy', 'masked-token accuracy', 'accuracy', 'always the most frequent token'),
+            (axes[1], 'mlm_loss', 'MLM loss', 'mlm_loss', 'unigram frequencies'))
+  for ax, key, label, baseline_key, baseline_label in panels:
+    ax.axhline(baseline[baseline_key], color='0.5', linestyle='--', linewidth=1,
+               label=f'no context: {baseline_label} ({baseline[baseline_key]:.3f})')
     for i, model in enumerate(sorted({r['model'] for r in summary})):
       rows = [r for r in summary if r['model'] == model]
       seeds = max(r['seeds'] for r in rows)
@@ -370,14 +379,14 @@ def plot_accuracy_vs_compute(records: list[dict[str, Any]], path: pathlib.Path, 
 
 
 def write_outputs(workdir: pathlib.Path, records: list[dict[str, Any]], description: str,
-                  suffix: str = '') -> None:
+                  baseline: dict[str, float], suffix: str = '') -> None:
   """results{suffix}.json / .md and accuracy_vs_compute{suffix}.png in workdir (process 0)."""
   if jax.process_index() != 0 or not records:
     return
   ckpt_lib.write_json(workdir / f'results{suffix}.json', records)
-  (workdir / f'results{suffix}.md').write_text(results_markdown(records, description))
+  (workdir / f'results{suffix}.md').write_text(results_markdown(records, description, baseline))
   plot_accuracy_vs_compute(records, workdir / f'{pathlib.Path(PLOT_FILE).stem}{suffix}.png',
-                           'MLM: accuracy and loss vs training compute (mean ± std over seeds)')
+                           'MLM: accuracy and loss vs training compute (mean ± std over seeds)', baseline)
 
 
 # --- evaluation mode --------------------------------------------------------------------------------
@@ -457,7 +466,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
   records.sort(key=lambda r: (r['model'], r['flops'], r['seed']))
   source = eval_files if suffix else ''
   write_outputs(workdir, records, describe(study_cfg, mlm_data.MLMData(
-      data.tokenizer, data.vocab_size, data.special_ids, data.train_tokens_NxL, eval_tokens_NxL), source), suffix)
+      data.tokenizer, data.vocab_size, data.special_ids, data.train_tokens_NxL, eval_tokens_NxL), source),
+                mlm_lib.unigram_baseline(batches), suffix)
   print(plots.markdown_table(('model', 'FLOPs', 'masked acc', 'MLM loss'),
                              [[r['model'], f'{r["flops"]:.3g}', f'{r["masked_accuracy"]:.4f} ± '
                                f'{r["masked_accuracy_std"]:.4f}', f'{r["mlm_loss"]:.4f} ± {r["mlm_loss_std"]:.4f}']
