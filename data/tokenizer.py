@@ -1,11 +1,15 @@
 """BERT-style WordPiece tokenizer trained with HF `tokenizers`, kept in the workdir.
 
-WordPiece training in `tokenizers` learns the same vocabulary every time but
-numbers it in Rust hash-map order, which changes from run to run. The trained
-vocabulary is renumbered canonically (special tokens first, then the rest in
-code-point order), so the same text gives the same ids, hence the same batches
-and results, in every fresh workdir. The saved `<workdir>/tokenizer.json` is
-reused on resume and in evaluation.
+WordPiece training in `tokenizers` is not reproducible by itself: it numbers
+the continuation pieces of the alphabet ('##e') in Rust hash-map order, which
+changes from run to run, and breaks ties between equally frequent pairs by
+those numbers, so the learned vocabulary itself can differ ('manuf' in one
+training, '##fact' in the next). We hand the trainer the whole alphabet and its
+continuation pieces in sorted order up front, which fixes every number and tie,
+then renumber the result canonically (special tokens first, the rest in
+code-point order): the same text gives the same vocabulary and ids, hence the
+same batches and results, in every fresh workdir. The saved
+`<workdir>/tokenizer.json` is reused on resume and in evaluation.
 """
 from collections.abc import Sequence
 import dataclasses
@@ -13,6 +17,8 @@ import json
 import os
 import pathlib
 import time
+
+import unicodedata
 
 from absl import logging
 import numpy as np
@@ -65,12 +71,39 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
   os.replace(tmp, path)
 
 
+def _is_punctuation(char: str) -> bool:
+  """BERT's punctuation (ASCII symbols and Unicode P*): the pre-tokeniser makes each such character a word."""
+  code = ord(char)
+  return (33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+          or unicodedata.category(char).startswith('P'))
+
+
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0x2F800, 0x2FA1F))
+
+
+def _stands_alone(char: str) -> bool:
+  """Whether the normaliser and pre-tokeniser always make `char` a word of its own (no '##' piece)."""
+  code = ord(char)
+  return _is_punctuation(char) or any(lo <= code <= hi for lo, hi in _CJK_RANGES)  # BERT spaces out CJK.
+
+
+def _alphabet(tokenizer: Tokenizer, texts: Sequence[str]) -> list[str]:
+  """Every character of the normalised texts, then the continuation piece of each that can continue a word."""
+  chars: set[str] = set()
+  for text in texts:
+    chars.update(tokenizer.normalizer.normalize_str(text))
+  ordered = sorted(c for c in chars if not c.isspace())
+  return ordered + [f'##{c}' for c in ordered if not _stands_alone(c)]
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.PathLike[str],
                     lowercase: bool = True) -> Tokenizer:
   """Trains WordPiece on `texts` (training text only) and saves `<workdir>/tokenizer.json`.
 
-  The trained vocabulary can be smaller than `vocab_size` on a small corpus;
-  use `tokenizer.get_vocab_size()` for the model.
+  The same texts and settings give the same tokenizer every time (see the module
+  docstring). The trained vocabulary can be smaller than `vocab_size` on a small
+  corpus; use `tokenizer.get_vocab_size()` for the model.
   """
   if vocab_size <= len(SPECIAL_TOKENS):
     raise ValueError(
@@ -78,11 +111,15 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.Pat
   if not texts:
     raise ValueError('cannot train a tokenizer on no text')
   tokenizer = new_tokenizer(lowercase)
+  alphabet = _alphabet(tokenizer, texts)
+  if vocab_size < len(SPECIAL_TOKENS) + len(alphabet):
+    raise ValueError(f'data.vocab_size={vocab_size} leaves no room for merges: the text has {len(alphabet)} '
+                     f'characters and continuation pieces, plus {len(SPECIAL_TOKENS)} special tokens')
   trainer = trainers.WordPieceTrainer(
-      vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+      vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS) + alphabet, show_progress=False)
   start = time.perf_counter()
   tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
-  _renumber_canonically(tokenizer)
+  tokenizer = _canonical(tokenizer, lowercase)
   logging.info('Trained WordPiece on %d documents in %.2fs: vocab %d (asked %d).', len(texts),
                time.perf_counter() - start, tokenizer.get_vocab_size(), vocab_size)
   workdir = pathlib.Path(workdir)
@@ -93,22 +130,26 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.Pat
   return tokenizer
 
 
-def _renumber_canonically(tokenizer: Tokenizer) -> None:
-  """Gives the trained vocabulary fixed ids: SPECIAL_TOKENS as 0..4, the rest in code-point order.
+def _canonical(trained: Tokenizer, lowercase: bool) -> Tokenizer:
+  """The trained vocabulary with fixed ids (SPECIAL_TOKENS as 0..4, the rest in code-point order), in a
+  fresh tokenizer whose only special tokens are SPECIAL_TOKENS (the alphabet was special for training only).
 
-  WordPiece encodes by greedy longest match over the vocabulary, so renumbering
-  changes ids only, never how a text is split.
+  WordPiece encodes by greedy longest match over the vocabulary, so the ids
+  never change how a text is split.
   """
-  vocab = tokenizer.get_vocab()
+  vocab = trained.get_vocab(with_added_tokens=False)
   missing = [t for t in SPECIAL_TOKENS if t not in vocab]
   if missing:
     raise ValueError(f'the trained tokenizer lacks the special tokens {missing}')
   ordered = list(SPECIAL_TOKENS) + sorted(t for t in vocab if t not in SPECIAL_TOKENS)
-  trained = tokenizer.model
+  model = trained.model
+  tokenizer = new_tokenizer(lowercase)
   tokenizer.model = models.WordPiece(
-      {token: i for i, token in enumerate(ordered)}, unk_token=trained.unk_token,
-      continuing_subword_prefix=trained.continuing_subword_prefix,
-      max_input_chars_per_word=trained.max_input_chars_per_word)
+      {token: i for i, token in enumerate(ordered)}, unk_token=model.unk_token,
+      continuing_subword_prefix=model.continuing_subword_prefix,
+      max_input_chars_per_word=model.max_input_chars_per_word)
+  tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+  return tokenizer
 
 
 def load_tokenizer(workdir: str | os.PathLike[str]) -> Tokenizer:
