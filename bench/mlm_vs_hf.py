@@ -229,8 +229,9 @@ def main(argv):
   data = mlm_data.prepare(cfg.data, _WORKDIR.value)
   task = mlm_lib.MLMTask(cfg, mlm_run.build_model(cfg, data.vocab_size), data)
   batches = [task.train_batch(step, int(cfg.train.batch_size), 0, 1) for step in range(int(cfg.train.steps))]
-  eval_batches = mlm_lib.eval_set(data.eval_tokens_NxL, cfg.data, int(cfg.eval.batch_size), data.vocab_size,
-                                  data.special_ids, mlm_lib.readout_group(cfg, int(cfg.eval.batch_size)))
+  eval_bs = int(cfg.eval.batch_size)
+  eval_batches = mlm_lib.eval_set(data.eval_tokens_NxL, cfg.data, eval_bs, data.vocab_size, data.special_ids,
+                                  mlm_lib.readout_group(cfg, eval_bs, 'eval.batch_size'))
   print(f'config: hidden {cfg.model.hidden}, {cfg.model.num_layers} layers, {cfg.model.num_heads} heads, '
         f'intermediate {int(cfg.model.mlp_ratio * cfg.model.hidden)}, vocab {data.vocab_size}, seq {cfg.data.seq_len}, '
         f'batch {cfg.train.batch_size}, {cfg.train.steps} steps, AdamW lr {cfg.train.lr:g} (warmup '
@@ -278,7 +279,8 @@ def main(argv):
   print(f'\nfinal_mlm_loss ours={ours_loss:.4f} hf={hf_loss:.4f} '
         f'rel_diff={rel:.2%} ({"within" if rel <= 0.03 else "NOT within"} 3%)')
   print(f'step_time_ratio ours/hf={ours_step / hf_step:.3f} (goal <= 0.7); per turn of {block} steps: median '
-        f'{np.median(turn_ratios):.3f}, range {min(turn_ratios):.3f}-{max(turn_ratios):.3f} over {len(turn_ratios)} turns')
+        f'{np.median(turn_ratios):.3f}, range {min(turn_ratios):.3f}-{max(turn_ratios):.3f} '
+        f'over {len(turn_ratios)} turns')
 
 
 if __name__ == '__main__':

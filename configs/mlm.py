@@ -140,7 +140,7 @@ def _base() -> ml_collections.ConfigDict:
   train.ema_decay = 0.0  # EMA of params used for evaluation (0 = off).
   train.deep_supervision = True  # Loss after every depth step (TRM) or only the last.
   train.detach = True  # Stop gradients between depth steps (TRM deep supervision).
-  train.readout_group = 0  # Sequences whose masked positions share one list of readout slots (0 = each device's batch; 1 = per sequence).
+  train.readout_group = 0  # Sequences sharing one list of readout slots (0 = each device's batch; 1 = per sequence).
   train.max_predictions = 0  # Readout slots per list (0 = mean + 5 std of the group's masked count).
   train.log_every = 200  # Steps between progress lines / metrics.jsonl rows.
   train.eval_every = 0  # Steps between evaluations during a run (0 = only at the end).

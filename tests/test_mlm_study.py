@@ -197,7 +197,8 @@ def test_masked_readout_loss_equals_full_sequence_loss():
 
 
 def test_unigram_baseline_scores_a_model_without_context():
-  batch = dict(targets=np.array([[7, 7, 9, 3], [7, 9, 1, 1]]), weights=np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32))
+  batch = dict(targets=np.array([[7, 7, 9, 3], [7, 9, 1, 1]]),
+               weights=np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32))
   baseline = mlm_lib.unigram_baseline([batch])  # Targets 7, 7, 9, 7, 9: the weight-0 slots do not count.
   assert baseline['accuracy'] == pytest.approx(0.6)
   assert baseline['mlm_loss'] == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)))
@@ -243,7 +244,8 @@ def test_eight_simulated_devices_match_one(tmp_path):
 
   def run(workdir):
     record = json.loads((workdir / 'results.json').read_text())[0]
-    rows = [json.loads(l) for l in next((workdir / 'runs').iterdir()).joinpath('metrics.jsonl').read_text().splitlines()]
+    metrics = next((workdir / 'runs').iterdir()) / 'metrics.jsonl'
+    rows = [json.loads(l) for l in metrics.read_text().splitlines()]
     return record, np.array([r['loss'] for r in rows if r['kind'] == 'train'])
 
   (one, losses_one), (eight, losses_eight) = run(tmp_path / 'one'), run(tmp_path / 'eight')

@@ -210,13 +210,13 @@ class MLMTask:
                                         perplexity=res['perplexity'])
 
 
-def readout_group(config: ml_collections.ConfigDict, global_batch: int) -> int:
+def readout_group(config: ml_collections.ConfigDict, global_batch: int, what: str = 'train.batch_size') -> int:
   """Sequences per readout row: config.train.readout_group, or each device's whole batch when it is 0."""
   per_device = global_batch // jax.device_count()
   asked = int(config.train.readout_group)
   if asked < 0 or (asked and per_device % asked):
-    raise ValueError(f'train.readout_group={asked} must divide the per-device batch of {per_device} '
-                     'sequences (0 = all of them)')
+    raise ValueError(f'train.readout_group={asked} must divide the per-device batch of {per_device} sequences '
+                     f'({what}={global_batch} over {jax.device_count()} devices; 0 = all of them)')
   return asked or max(per_device, 1)
 
 

@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   eval_bs = int(config.eval.batch_size)
   sharding.check_batch_size(eval_bs, mesh, 'eval.batch_size')
   batches = mlm_lib.eval_set(data.eval_tokens_NxL, config.data, eval_bs, data.vocab_size, data.special_ids,
-                             mlm_lib.readout_group(config, eval_bs))
+                             mlm_lib.readout_group(config, eval_bs, 'eval.batch_size'))
   baseline = mlm_lib.unigram_baseline(batches)
   total_runs = len(names) * len(budgets) * len(seeds)
   done = 0
@@ -444,7 +444,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
   eval_bs = int(config.eval.batch_size)
   sharding.check_batch_size(eval_bs, mesh, 'eval.batch_size')
   batches = mlm_lib.eval_set(eval_tokens_NxL, study_cfg.data, eval_bs, data.vocab_size, data.special_ids,
-                             mlm_lib.readout_group(config, eval_bs))
+                             mlm_lib.readout_group(config, eval_bs, 'eval.batch_size'))
   print(f'scoring {len(run_dirs)} runs on {eval_files or "the study eval set"}: '
         f'{sum(int((b["weights"] > 0).sum()) for b in batches):,} masked positions', flush=True)
   evaluators: dict[str, tuple[Any, mlm_lib.Evaluator]] = {}
