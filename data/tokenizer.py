@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import time
-
 import unicodedata
 
 from absl import logging

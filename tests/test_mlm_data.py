@@ -121,13 +121,7 @@ def test_tokenizer_saves_and_reloads_identical_ids(wiki_lines, wiki_tokenizer, t
 
 
 def test_training_is_reproducible_and_keeps_five_special_tokens(wiki_lines, wiki_tokenizer, tmp_path):
-  # The trainer alone numbers its vocabulary in hash-map order, and can learn another vocabulary on ties.
-  from tokenizers import trainers
-  raw = [tokenizer_lib.new_tokenizer() for _ in range(4)]
-  for tok in raw:
-    tok.train_from_iterator(wiki_lines, trainers.WordPieceTrainer(
-        vocab_size=2000, special_tokens=list(tokenizer_lib.SPECIAL_TOKENS), show_progress=False))
-  assert len({tok.to_str() for tok in raw}) > 1
+  # HF's trainer alone gives other ids (and now and then another vocabulary) from one training to the next.
   again = [tokenizer_lib.train_tokenizer(wiki_lines, 2000, tmp_path / str(i)) for i in range(4)]
   assert {tok.to_str() for tok in again} == {wiki_tokenizer.to_str()}
   # The alphabet was special for training only: single letters are not split out of words.
