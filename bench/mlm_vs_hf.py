@@ -3,7 +3,7 @@ r"""Peer check: our BERT MLM vs HF transformers' BertForMaskedLM (PyTorch, CPU),
 Both train the same architecture (post-norm BERT, exact GELU, biases, LayerNorm
 eps 1e-12, MLM head tied to the word embeddings with its own bias, no dropout)
 from the same WordPiece tokenizer, on the same batches and masks (`data.mlm.
-train_batch` via the study's MLMTask), with AdamW, the same warmup + cosine
+train_batch` via the study's objective), with AdamW, the same warmup + cosine
 schedule and gradient clipping, for the same number of steps; then both are
 scored on the study's fixed eval masks. Prints the final MLM loss of both
 (goal: within 3%) and the step-time ratio ours / HF (goal: <= 0.7).
@@ -37,12 +37,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import mlm as mlm_configs  # pylint: disable=wrong-import-position
-from data import mlm as mlm_data  # pylint: disable=wrong-import-position
+from data import mlm_batches as mlm_data  # pylint: disable=wrong-import-position
 from data import paths  # pylint: disable=wrong-import-position
 from train import loop  # pylint: disable=wrong-import-position
 from train import host_memory  # pylint: disable=wrong-import-position
-from train import mlm as mlm_lib  # pylint: disable=wrong-import-position
-from train import mlm_run  # pylint: disable=wrong-import-position
+from train import sweep  # pylint: disable=wrong-import-position
+from train.tasks import mlm as mlm_task  # pylint: disable=wrong-import-position
+from train.tasks.mlm import masked_lm as mlm_lib  # pylint: disable=wrong-import-position
 from train import optim  # pylint: disable=wrong-import-position
 from train import sharding  # pylint: disable=wrong-import-position
 
@@ -93,7 +94,7 @@ def make_config(seed: int = 0):
     config.train.lr = _LR.value
     config.train.warmup_steps = _WARMUP.value
     config.eval.batch_size = 64
-  return mlm_run.config_for_model(config, 'bert')
+  return sweep.point_config(config, sweep.Point('bert', (('model', 'bert'),)))
 
 
 def _progress(who: str, done: int, total: int, loss: float, times: list[float]) -> None:
@@ -106,11 +107,11 @@ class Ours:
 
   def __init__(self, cfg, data):
     self.mesh = sharding.make_mesh()
-    self.model = mlm_run.build_model(cfg, data.vocab_size)
-    task = mlm_lib.MLMTask(cfg, self.model, data)
+    self.model = mlm_task.build_model(cfg, data.vocab_size)
+    objective = mlm_lib.make_objective(cfg, self.model, data)
     tx, schedule = optim.make_optimizer(cfg.train)
-    self.state = loop.init_state(self.model, task, cfg, tx, self.mesh)
-    self.step_fn = loop.jit_train_step(task, tx, schedule, cfg, self.mesh)
+    self.state = loop.init_state(self.model, objective, cfg, tx, self.mesh)
+    self.step_fn = loop.jit_train_step(objective, tx, schedule, cfg, self.mesh)
     self.params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
 
   def step(self, step: int, batch) -> float:
@@ -227,8 +228,8 @@ def main(argv):
   seeds = [int(s) for s in _SEEDS.value]
   cfg = make_config(seeds[0])
   data = mlm_data.prepare(cfg.data, _WORKDIR.value)
-  task = mlm_lib.MLMTask(cfg, mlm_run.build_model(cfg, data.vocab_size), data)
-  batches = [task.train_batch(step, int(cfg.train.batch_size), 0, 1) for step in range(int(cfg.train.steps))]
+  objective = mlm_lib.make_objective(cfg, mlm_task.build_model(cfg, data.vocab_size), data)
+  batches = [objective.train_batch(step, int(cfg.train.batch_size), 0, 1) for step in range(int(cfg.train.steps))]
   eval_bs = int(cfg.eval.batch_size)
   eval_batches = mlm_lib.eval_set(data.eval_tokens_NxL, cfg.data, eval_bs, data.vocab_size, data.special_ids,
                                   mlm_lib.readout_group(cfg, eval_bs, 'eval.batch_size'))

@@ -5,10 +5,10 @@ r"""Step time, puzzles/s and achieved FLOP/s of a Sudoku config's train step on 
 FLOPs per step come from XLA's cost analysis of the compiled step; MFU is printed when
 --peak_tflops (the device's dense peak, e.g. 989 for an H100 SXM in bf16) is given.
 """
-import functools
 import pathlib
 import sys
 import time
+from types import SimpleNamespace
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # Runs from a checkout too.
 
@@ -18,12 +18,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-import models  # pylint: disable=wrong-import-position
 from train import host_memory
 from train import loop
 from train import optim
 from train import sharding
-from train import sudoku as sudoku_task
+from train.tasks import sudoku as sudoku_task
+from train.tasks.sudoku import losses
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/sudoku.py:9x9_cpu', 'Sudoku config.',
                                           lock_config=True)
@@ -32,26 +32,20 @@ _PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'Device peak TFLOP/s for MFU (0 =
 _REUSE_SCRATCH = flags.DEFINE_bool('reuse_cpu_scratch', True, 'Reuse XLA:CPU scratch memory across steps (train/host_memory.py).')
 
 
-class _RandomPuzzles:
-  """Random puzzles of the right shape: the step's cost does not depend on their content."""
+def random_puzzles(config, model, scan_unroll: int | bool = 1) -> loop.Objective:
+  """The Sudoku objective on random puzzles of the right shape: the step's cost does not depend on them."""
+  size = int(config.data.size)
+  splits = SimpleNamespace(train=SimpleNamespace(puzzles=np.zeros((2, size ** 2), np.int32)))
+  objective = losses.make_objective(config, model, splits, scan_unroll=scan_unroll)
 
-  def __init__(self, config, model, scan_unroll: int | bool = 1):
-    self.size = int(config.data.size)
-    self.loss_fn = functools.partial(sudoku_task.sudoku_loss, model=model, depth=int(config.model.depth),
-                                     train_cfg=config.train, scan_unroll=scan_unroll)
-    if config.train.act:
-      self.loss_fn = functools.partial(sudoku_task.act_sudoku_loss, model=model,
-                                       max_steps=int(config.model.depth), train_cfg=config.train)
-      self.init_task_state = lambda params, b: sudoku_task.init_act_state(model, params, b, self.size ** 2)
-
-  def example_inputs(self):
-    return np.zeros((2, self.size ** 2), np.int32)
-
-  def train_batch(self, step, batch_size, process_index, process_count):
+  def train_batch(step, batch_size, process_index, process_count):
     rng = np.random.default_rng(step)
     n = batch_size // process_count
-    return {'puzzle': rng.integers(0, self.size + 1, (n, self.size ** 2)).astype(np.int32),
-            'solution': rng.integers(1, self.size + 1, (n, self.size ** 2)).astype(np.int32)}
+    return {'puzzle': rng.integers(0, size + 1, (n, size ** 2)).astype(np.int32),
+            'solution': rng.integers(1, size + 1, (n, size ** 2)).astype(np.int32)}
+
+  objective.train_batch = train_batch
+  return objective
 
 
 def main(argv):
@@ -60,15 +54,15 @@ def main(argv):
     host_memory.reuse_cpu_scratch_memory()
   config = _CONFIG.value
   size = int(config.data.size)
-  model = models.get_model(config.model, vocab_size=size + 1, num_classes=size, seq_len=size * size)
-  task = _RandomPuzzles(config, model)
+  model = sudoku_task.build_model(config, size)
+  task = random_puzzles(config, model)
   mesh = sharding.make_mesh()
   tx, schedule = optim.make_optimizer(config.train)
   state = loop.init_state(model, task, config, tx, mesh)
   step_fn = loop.jit_train_step(task, tx, schedule, config, mesh)
   batch = sharding.put_batch(task.train_batch(0, int(config.train.batch_size), 0, 1), mesh)
   # XLA counts a loop body once: FLOPs come from the same step with the depth loops unrolled.
-  counting_task = _RandomPuzzles(config, model, scan_unroll=True)
+  counting_task = random_puzzles(config, model, scan_unroll=True)
   flops = loop.compiled_flops(loop.jit_train_step(counting_task, tx, schedule, config, mesh), state, batch)
   t0 = time.perf_counter()
   state, metrics = step_fn(state, batch)

@@ -1,15 +1,27 @@
 r"""Masked language modelling: BERT-small vs TRM at matched training FLOPs.
 
-The study trains every model of `study.models` at every FLOP budget of
-`study.flops_budgets` and every seed of `study.seeds`, each run in
-`<workdir>/runs/<model>_<budget>_s<seed>` (resumable; finished runs are
-skipped on rerun), scores them on one fixed, seeded set of masked eval
-positions and writes `results.json`, `results.md` and `accuracy_vs_compute.png`:
+The study is a sweep (train/sweep.py): every model section of `models` x FLOP
+budget x seed in `sweep.grid`, each run in `<workdir>/runs/<model>_<budget>_s<seed>`
+(resumable; finished runs are skipped on rerun), scored on one fixed, seeded set
+of masked eval positions; it writes `results.json`, `results.md`,
+`accuracy_vs_compute.png` and `sweep.md`:
 
   python launch.py --config=configs/mlm.py --workdir=runs/mlm          # GPU, WikiText-103 via HF
   python launch.py --config=configs/mlm.py:quick --workdir=runs/mlm_quick   # 2 CPU cores, <= 20 min
   python launch.py --config=configs/mlm.py:smoke --workdir=/tmp/mlm_smoke \
       --config.data.files=../shared/data/text/wiki.valid.tokens          # under a minute
+
+The hyperparameter ablation (one axis at a time around the quick-scale models at one budget,
+3 seeds; writes ablation.md and ablation.png), and its smoke form:
+
+  python launch.py --config=configs/mlm.py:ablation --workdir=runs/mlm_ablation
+  python launch.py --config=configs/mlm.py:ablation,smoke --workdir=/tmp/abl \
+      --config.data.files=../shared/data/text/wiki.valid.tokens
+
+Split a sweep over a job array (shard i of n into one shared workdir), then collect it:
+
+  python launch.py --config=configs/mlm.py:quick --workdir=W --config.sweep.shard=$i/$n
+  python launch.py --config=configs/mlm.py:quick --workdir=W --mode=report
 
 Re-score every finished run (on the fixed eval set, or on other text):
 
@@ -20,8 +32,9 @@ Splits: with `data.files` the last `data.eval_fraction` of the lines evaluate
 (or all of `data.eval_files` when given); with HF (`data.files=''`) WikiText's
 'train' split trains and its 'validation' split evaluates ('test' is never read).
 
-Any field can be overridden, e.g. `--config.study.flops_budgets=1e15,1e16
---config.models.trm.depth=4 --config.models.bert.lr=5e-4`.
+Any field can be overridden, e.g. `--config.sweep.grid='model=bert,trm; flops_budget=1e15,1e16;
+seed=0,1,2' --config.models.trm.depth=4 --config.models.bert.lr=5e-4`. There is no `model`
+section to override: the `model` axis copies a section of `models` into each run.
 """
 import ml_collections
 
@@ -29,7 +42,7 @@ from configs import variants
 
 from data import paths
 
-VARIANTS = ('default', 'quick', 'smoke')
+VARIANTS = ('default', 'quick', 'smoke', 'ablation')
 MODEL_NAMES = ('bert', 'trm')
 
 
@@ -63,6 +76,7 @@ def _bert(hidden: int, num_layers: int, num_heads: int) -> ml_collections.Config
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
   model.tie_embeddings = True  # MLM head: Dense + GELU + LayerNorm, logits against the token embeddings + bias.
   model.mlp_state_dim = 64  # (MLP baseline only.)
+  model.dropout = 0.0  # BERT's hidden and attention dropout in training (BERT: 0.1); evaluation runs without.
   model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
   return model
 
@@ -88,6 +102,7 @@ def _trm(hidden: int, num_layers: int, num_heads: int, inner_steps: int, cycles:
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
   model.tie_embeddings = False  # TRM's head is its own matrix.
   model.mlp_state_dim = 64  # (MLP baseline only.)
+  model.dropout = 0.0  # Dropout on attention probabilities and block outputs in training (0 = none).
   model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
   return model
 
@@ -95,9 +110,10 @@ def _trm(hidden: int, num_layers: int, num_heads: int, inner_steps: int, cycles:
 def _base() -> ml_collections.ConfigDict:
   """Full scale for one GPU: WikiText-103 from HF, BERT-small (L4/H512) vs a 2-layer TRM."""
   config = ml_collections.ConfigDict()
-  config.task = 'mlm'  # Which task train/ runs: 'sudoku' or 'mlm'.
-  config.seed = 0  # Seed of parameter init; each run replaces it with its study seed.
+  config.task = 'mlm'  # Which task package of train/tasks/ runs this config.
+  config.seed = 0  # Seed of parameter init and dropout (the `seed` axis sets it per run).
   config.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU).
+  config.flops_budget = 1e16  # Training FLOPs of a run (XLA-counted): steps = this / FLOPs per step; 0 = train.steps.
 
   config.data = data = ml_collections.ConfigDict()
   data.files = ''  # Comma-separated local text files (one document a line); '' = HF WikiText below.
@@ -114,23 +130,22 @@ def _base() -> ml_collections.ConfigDict:
   data.eval_seed = 1234  # Seed of the fixed evaluation masks (same for every model and seed).
   data.num_eval_sequences = 4096  # Eval sequences (a seeded sample; <= 0 = all).
 
-  config.study = study = ml_collections.ConfigDict()
-  study.models = 'bert,trm'  # Comma-separated keys of `models` to compare.
-  study.flops_budgets = '1e16,3e16,1e17,3e17'  # Training FLOPs per run (XLA-counted); steps = budget / FLOPs per step.
-  study.seeds = '0,1,2'  # Seeds of parameter init; every (model, budget) is trained once per seed.
-  study.warmup_fraction = 0.1  # Warmup is at most this fraction of a run's steps.
-  study.compilation_cache = True  # Keep compiled steps in <workdir>/xla_cache: runs differing only in seed compile once (if set before the process compiles anything).
+  config.sweep = sweep = ml_collections.ConfigDict()  # train/sweep.py: the runs of the study.
+  sweep.grid = 'model=bert,trm; flops_budget=1e16,3e16,1e17,3e17; seed=0,1,2'  # Axes whose product is run ('model' picks a section of `models`).
+  sweep.vary = ''  # Axes varied one at a time around the config's values (the ablation), crossed with the grid.
+  sweep.shard = ''  # 'i/n': run every n-th point from the i-th (a job array into one shared workdir).
+  sweep.compilation_cache = True  # Keep compiled steps in <workdir>/xla_cache: runs differing only in seed compile once (if set before the process compiles anything).
 
-  config.models = ml_collections.ConfigDict()  # One section per model; copied into `model` for its runs.
+  config.models = ml_collections.ConfigDict()  # One section per model; the `model` axis copies one into each run.
   config.models.bert = _bert(hidden=512, num_layers=4, num_heads=8)  # BERT-small (Turc et al. 2019).
   config.models.trm = _trm(hidden=512, num_layers=2, num_heads=8, inner_steps=2, cycles=2, depth=2)
-  config.model = _bert(hidden=512, num_layers=4, num_heads=8)  # Filled from `models` for each run.
 
   config.train = train = ml_collections.ConfigDict()
-  train.steps = 0  # Set for each run from its FLOP budget.
+  train.steps = 0  # Set for each run from flops_budget (used as given when flops_budget is 0).
   train.batch_size = 256  # Global batch (split over all devices).
   train.lr = 5e-4  # Peak learning rate (a model's `lr` overrides it).
-  train.warmup_steps = 2000  # Linear warmup steps (clipped to study.warmup_fraction of the run).
+  train.warmup_steps = 2000  # Linear warmup steps (clipped to warmup_fraction of the run).
+  train.warmup_fraction = 0.1  # Warmup is at most this fraction of a run's steps.
   train.schedule = 'cosine'  # After warmup: 'cosine' (to lr * final_lr_fraction) or 'constant'.
   train.final_lr_fraction = 0.1  # Cosine: final lr / peak lr.
   train.weight_decay = 0.01  # AdamW decoupled weight decay (BERT: 0.01).
@@ -163,12 +178,10 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.data.vocab_size = 2048
   config.data.seq_len = 64
   config.data.num_eval_sequences = 512
-  config.study.flops_budgets = '1.5e11,5e11,1.5e12,4e12'
-  config.study.seeds = '0,1,2'
+  config.sweep.grid = 'model=bert,trm; flops_budget=1.5e11,5e11,1.5e12,4e12; seed=0,1,2'
   config.models.bert = _bert(hidden=64, num_layers=4, num_heads=4)
   config.models.trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
   config.models.trm.lr = 3e-3  # Probed at the largest budget (1e-3 / 3e-3): BERT 1e-3, TRM 3e-3.
-  config.model = _bert(hidden=64, num_layers=4, num_heads=4)
   config.train.batch_size = 32
   config.train.lr = 1e-3
   config.train.warmup_steps = 100
@@ -185,11 +198,12 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.data.vocab_size = 512
   config.data.seq_len = 32
   config.data.num_eval_sequences = 64
-  config.study.flops_budgets = '2e9,6e9'
-  config.study.seeds = '0'
+  config.sweep.grid = 'model=bert,trm; flops_budget=2e9,6e9; seed=0'
+  if config.sweep.vary:  # ablation,smoke: one model, one seed, the smaller budget.
+    config.sweep.grid = 'model=bert; seed=0'
+    config.flops_budget = 4e9
   config.models.bert = _bert(hidden=32, num_layers=2, num_heads=2)
   config.models.trm = _trm(hidden=32, num_layers=1, num_heads=2, inner_steps=1, cycles=2, depth=2)
-  config.model = _bert(hidden=32, num_layers=2, num_heads=2)
   config.train.batch_size = 16
   config.train.lr = 2e-3
   config.train.warmup_steps = 10
@@ -199,8 +213,24 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.eval.batch_size = 32
 
 
+def _ablation(config: ml_collections.ConfigDict) -> None:
+  """One axis at a time around the quick-scale BERT and TRM at 1.5e12 FLOPs, 3 seeds (`ablation,smoke`: seconds).
+
+  The axes of the earlier MoE notes: learning rate, warmup, dropout, gradient clipping. Warmup is
+  given as a fraction of the run's steps (train.warmup_steps is set out of the way).
+  """
+  _quick(config)
+  config.flops_budget = 1.5e12
+  config.models.bert.lr = 1e-3  # The quick study's BERT lr (train.lr), stated so that the lr axis has a baseline.
+  config.train.warmup_steps = 1_000_000
+  config.sweep.grid = 'model=bert,trm; seed=0,1,2'
+  config.sweep.vary = ('model.lr=5e-5,2e-4,6e-4,2e-3,6e-3; train.warmup_fraction=0,0.02,0.3; '
+                       'model.dropout=0.05,0.1; train.grad_clip=0.5,0')
+
+
 _VARIANT_FNS = {
     'default': _default,
     'quick': _quick,
     'smoke': _smoke,
+    'ablation': _ablation,
 }

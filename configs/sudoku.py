@@ -11,14 +11,15 @@ Variants (`:name`, several joined by commas, e.g. `:4x4,compare`):
   9x9_cpu   best 9x9 result reachable in <= 30 minutes on 2 CPU cores (curriculum from many givens);
             ~99% exact on held-out 45-given puzzles.
   trm_extreme  the published TRM Sudoku-Extreme recipe (needs a GPU).
-  compare   trains mlp, bert and trm with the same budget; one curve per model in the plot.
+  compare   a sweep over model.name=mlp,bert,trm with the same budget; one curve per model in the plot.
 
 Evaluate a trained run on any puzzle file (one puzzle per line, or CSV `puzzle,solution`):
 
   python launch.py --config=configs/sudoku.py:4x4 --workdir=runs/sudoku_4x4 --mode=eval \
       --config.data.eval_file=puzzles.txt
 
-Any field can be overridden, e.g. `--config.model.name=bert --config.train.steps=2000`.
+Any field can be overridden, e.g. `--config.model.name=bert --config.train.steps=2000`; a sweep
+over any fields is `--config.sweep.grid='model.name=bert,trm; seed=0,1,2'` (train/sweep.py).
 """
 import ml_collections
 
@@ -35,10 +36,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _base() -> ml_collections.ConfigDict:
   """9x9, TRM, sized for one GPU."""
   config = ml_collections.ConfigDict()
-  config.task = 'sudoku'  # Which task train/ runs: 'sudoku' or 'mlm'.
+  config.task = 'sudoku'  # Which task package of train/tasks/ runs this config.
   config.seed = 0  # Seed of parameter init and dropout; data has its own seed.
-  config.compare = ''  # Comma-separated model names trained one after another with the same budget (e.g. 'mlp,bert,trm'); '' = only model.name.
   config.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU).
+
+  config.sweep = sweep = ml_collections.ConfigDict()  # train/sweep.py; no axes = one run in the workdir.
+  sweep.grid = ''  # Axes whose product is run, e.g. 'model.name=mlp,bert,trm; seed=0,1'; each point in W/runs/<name>.
+  sweep.vary = ''  # Axes varied one at a time around this config's values (an ablation), crossed with the grid.
+  sweep.shard = ''  # 'i/n': run every n-th point from the i-th (a job array into one shared workdir).
+  sweep.compilation_cache = True  # Keep compiled steps in W/xla_cache, so points that differ only in seed compile once.
 
   config.data = data = ml_collections.ConfigDict()
   data.size = 9  # Grid side: 4 or 9.
@@ -84,6 +90,7 @@ def _base() -> ml_collections.ConfigDict:
   model.pos_emb = 'learned'  # Positional embedding: 'learned' or 'none' (TRM's Sudoku code uses none).
   model.norm_scale = True  # Learnable norm scale (TRM's code: parameter-free RMSNorm).
   model.mlp_multiple_of = 1  # Round MLP widths up to a multiple of this (TRM's code: 256).
+  model.dropout = 0.0  # Dropout on attention probabilities and block outputs in training (0 = none).
 
   config.train = train = ml_collections.ConfigDict()
   train.steps = 20_000  # Optimizer steps.
@@ -247,8 +254,8 @@ def _trm_recipe(config: ml_collections.ConfigDict) -> None:
 
 
 def _compare(config: ml_collections.ConfigDict) -> None:
-  """Train mlp, bert and trm one after another with the same data, steps and batch."""
-  config.compare = 'mlp,bert,trm'
+  """A sweep: mlp, bert and trm one after another with the same data, steps and batch."""
+  config.sweep.grid = 'model.name=mlp,bert,trm'
 
 
 _VARIANT_FNS = {

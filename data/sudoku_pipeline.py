@@ -17,9 +17,9 @@ from absl import logging
 import numpy as np
 
 from data import paths
-from data import sudoku
+from data import sudoku_grids
 
-PuzzleSet = sudoku.PuzzleSet
+PuzzleSet = sudoku_grids.PuzzleSet
 CACHE_VERSION = 1  # bump when the way splits are built changes
 _HF_COLUMNS = ('source', 'question', 'answer', 'rating')  # sapientinc/sudoku-extreme's CSV header
 _HF_SPLIT_MARGIN = 1.1  # rows drawn from a big HF split per row needed (duplicates are dropped)
@@ -121,7 +121,7 @@ def load_hf_sudoku(name: str, data_files=None, size: int = 9, max_rows: dict[str
     elif 'puzzle' in columns and 'solution' in columns:
       q_col, a_col = 'puzzle', 'solution'
     else:
-      raise sudoku.SudokuFormatError(f'{name}[{split}]: expected columns question,answer (or puzzle,solution), '
+      raise sudoku_grids.SudokuFormatError(f'{name}[{split}]: expected columns question,answer (or puzzle,solution), '
                                      f'got {columns}')
     rows = np.arange(len(table))
     limit = (max_rows or {}).get(split)
@@ -132,7 +132,7 @@ def load_hf_sudoku(name: str, data_files=None, size: int = 9, max_rows: dict[str
     questions = [str(q).strip() for q in table[q_col]]
     answers = [str(a).strip() or None if a is not None else None for a in table[a_col]]
     # Row r of the split is line r + 2 of a CSV with a header.
-    out[split] = sudoku.puzzles_from_strings(questions, answers, list(rows + 2), f'{name}[{split}]', size,
+    out[split] = sudoku_grids.puzzles_from_strings(questions, answers, list(rows + 2), f'{name}[{split}]', size,
                                              name=f'{name}[{split}]')
   return out
 
@@ -150,14 +150,14 @@ def _load_source(data_cfg, total_needed: int | None) -> list[tuple[str, PuzzleSe
     if hi <= 0:
       raise ValueError('data.source=generate needs data.givens_max > 0 (target number of givens)')
     logging.info('Generating %d unique-solution %dx%d puzzles with %d..%d givens', count, size, size, lo, hi)
-    return [('generated', sudoku.generate_puzzles(count, size, lo, hi, int(data_cfg.seed)))]
+    return [('generated', sudoku_grids.generate_puzzles(count, size, lo, hi, int(data_cfg.seed)))]
   if source == 'shared':
-    return [(p.stem, sudoku.read_puzzle_file(p, size=size)) for p in _shared_files(data_cfg)]
+    return [(p.stem, sudoku_grids.read_puzzle_file(p, size=size)) for p in _shared_files(data_cfg)]
   if source == 'file':
     if not data_cfg.train_file:
       raise ValueError('data.source=file needs data.train_file')
     path = pathlib.Path(data_cfg.train_file).expanduser()
-    return [(path.stem, sudoku.read_puzzle_file(path, size=size))]
+    return [(path.stem, sudoku_grids.read_puzzle_file(path, size=size))]
   if source == 'hf':
     limits = None
     if total_needed is not None:
@@ -172,14 +172,14 @@ def _load_source(data_cfg, total_needed: int | None) -> list[tuple[str, PuzzleSe
 
 def _all_4x4(data_cfg) -> PuzzleSet:
   """Every 4x4 puzzle class with givens in range, each shown as a random member."""
-  classes = sudoku.all_puzzle_classes(4)
+  classes = sudoku_grids.all_puzzle_classes(4)
   lo, hi = int(data_cfg.givens_min), int(data_cfg.givens_max)
   if hi <= 0:
     lo, hi = 0, 16
   givens = classes.num_givens()
   chosen = classes.subset((givens >= lo) & (givens <= hi))
   rng = np.random.default_rng([int(data_cfg.seed), 4])
-  puzzles, solutions = sudoku.augment(chosen.puzzles, chosen.solutions, rng, 4)
+  puzzles, solutions = sudoku_grids.augment(chosen.puzzles, chosen.solutions, rng, 4)
   return PuzzleSet(puzzles, solutions, 4, f'all 4x4 puzzle classes with {lo}..{hi} givens')
 
 
@@ -231,7 +231,7 @@ def split_by_groups(group_keys: list[bytes], num_test: int, num_val: int, num_tr
 
 def _build(data_cfg) -> SudokuSplits:
   size = int(data_cfg.size)
-  sudoku.box_side(size)
+  sudoku_grids.box_side(size)
   if data_cfg.split_by not in ('solution', 'puzzle'):
     raise ValueError(f"data.split_by must be 'solution' or 'puzzle', got {data_cfg.split_by!r}")
   if size == 4 and data_cfg.split_by == 'solution':
@@ -245,7 +245,7 @@ def _build(data_cfg) -> SudokuSplits:
   for name, pool in pools:
     if pool.size != size:
       raise ValueError(f'source {name} holds {pool.size}x{pool.size} puzzles but data.size={size}')
-  merged = sudoku.concat([p for _, p in pools])
+  merged = sudoku_grids.concat([p for _, p in pools])
   origin_N = np.concatenate([np.full(len(p), k) for k, (_, p) in enumerate(pools)])
   test_only_N = np.concatenate([np.full(len(p), name.startswith('test:')) for name, p in pools])
 
@@ -256,14 +256,14 @@ def _build(data_cfg) -> SudokuSplits:
     keep = np.sort(rng.choice(len(merged), size=int(total * 1.2) + 500, replace=False))
     merged, origin_N, test_only_N = merged.subset(keep), origin_N[keep], test_only_N[keep]
 
-  puzzle_keys = sudoku.canonical_keys(merged.puzzles, size)
+  puzzle_keys = sudoku_grids.canonical_keys(merged.puzzles, size)
   _, first = np.unique(np.array(puzzle_keys, dtype=object), return_index=True)
   first = np.sort(first)
   if len(first) < len(merged):
     logging.info('Dropped %d duplicate puzzles (same up to symmetry)', len(merged) - len(first))
   merged, origin_N, test_only_N = merged.subset(first), origin_N[first], test_only_N[first]
   if data_cfg.split_by == 'solution':
-    group_keys = sudoku.canonical_keys(merged.solutions, size)
+    group_keys = sudoku_grids.canonical_keys(merged.solutions, size)
   else:
     group_keys = [puzzle_keys[k] for k in first]
   train_idx, val_idx, test_idx = split_by_groups(group_keys, num_test, num_val, num_train, int(data_cfg.seed),
@@ -284,12 +284,12 @@ def _build(data_cfg) -> SudokuSplits:
   label = data_cfg.source
   splits = SudokuSplits(size, merged.subset(train_idx, f'{label}:train'), merged.subset(val_idx, f'{label}:val'),
                         merged.subset(test_idx, f'{label}:test'))
-  val_givens = int(data_cfg.get('val_givens', 0))
+  val_givens = int(data_cfg.val_givens)
   if val_givens:  # Validate on the training distribution: val solutions with this many givens revealed.
     if not 0 < val_givens <= size * size:
       raise ValueError(f'data.val_givens={val_givens} is not in 1..{size * size}')
     rng = np.random.default_rng([int(data_cfg.seed), val_givens, 2000])
-    puzzles, kept = sudoku.reveal_unique(splits.val.solutions, val_givens, rng)
+    puzzles, kept = sudoku_grids.reveal_unique(splits.val.solutions, val_givens, rng)
     splits.val = PuzzleSet(puzzles, splits.val.solutions[kept], size,
                            f'val solutions with {val_givens} givens revealed')
   # Each shared file's held-out part, when there are several files.
@@ -303,7 +303,7 @@ def _build(data_cfg) -> SudokuSplits:
     if not 0 < givens <= size * size:
       raise ValueError(f'data.eval_givens entry {givens} is not in 1..{size * size}')
     rng = np.random.default_rng([int(data_cfg.seed), givens, 1000])
-    puzzles, kept = sudoku.reveal_unique(splits.test.solutions, givens, rng)
+    puzzles, kept = sudoku_grids.reveal_unique(splits.test.solutions, givens, rng)
     if len(kept) < len(splits.test):
       logging.warning('givens%d: %d of %d test solutions gave no unique puzzle and were left out', givens,
                       len(splits.test) - len(kept), len(splits.test))
@@ -331,14 +331,22 @@ def _source_fingerprint(data_cfg) -> list:
   return out
 
 
+# Which data fields the split cache depends on. Every field of configs/sudoku.py's `data` section is in
+# one of these three (tests/test_sudoku_pipeline.py checks), so a new field cannot be forgotten.
+SPLIT_FIELDS = ('size', 'source', 'num_train', 'num_val', 'num_test', 'split_by', 'eval_givens', 'val_givens', 'seed')
+# Fields that name the source: they enter the key for their source only (the files through their fingerprint).
+SOURCE_FIELDS = {'generate': ('givens_min', 'givens_max'), 'hf': ('hf_name',),
+                 'shared': ('shared_dir', 'shared_files'), 'file': ('train_file',)}
+# Fields that change only the batches (or what --mode=eval reads), not the splits.
+BATCH_FIELDS = ('on_the_fly', 'unique_reveal', 'curriculum_steps', 'augment', 'eval_file', 'givens_min',
+                'givens_max')
+
+
 def cache_key(data_cfg) -> str:
   """Hash of every config field that changes the splits (not those that only change batches)."""
-  fields = {k: data_cfg.get(k) for k in ('size', 'source', 'num_train', 'num_val', 'num_test', 'split_by',
-                                         'eval_givens', 'val_givens', 'seed')}
-  if data_cfg.source == 'generate':
-    fields.update(givens_min=data_cfg.givens_min, givens_max=data_cfg.givens_max)
-  elif data_cfg.source == 'hf':
-    fields.update(hf_name=data_cfg.hf_name)
+  fields = {k: data_cfg[k] for k in SPLIT_FIELDS}
+  if data_cfg.source in ('generate', 'hf'):
+    fields.update({k: data_cfg[k] for k in SOURCE_FIELDS[data_cfg.source]})
   fields.update(version=CACHE_VERSION, files=_source_fingerprint(data_cfg))
   text = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -430,23 +438,23 @@ def train_batch(train: PuzzleSet, data_cfg, step: int, batch_size: int, process_
   index = rng.integers(0, len(train), size=local)
   puzzles, solutions = train.puzzles[index], train.solutions[index]
   if data_cfg.augment:
-    puzzles, solutions = sudoku.augment(puzzles, solutions, rng, train.size)
+    puzzles, solutions = sudoku_grids.augment(puzzles, solutions, rng, train.size)
   if data_cfg.on_the_fly:
     hi = int(data_cfg.givens_max)
     if not 0 < hi <= train.size**2 or int(data_cfg.givens_min) > hi:
       raise ValueError(f'on_the_fly needs 0 <= givens_min <= givens_max, 0 < givens_max <= {train.size**2}; '
                        f'got {data_cfg.givens_min}, {hi}')
     k = rng.integers(curriculum_min_givens(data_cfg, step), hi + 1, size=local)
-    if data_cfg.get('unique_reveal', True):
-      puzzles = sudoku.carve_unique(solutions, k, rng)
+    if data_cfg.unique_reveal:
+      puzzles = sudoku_grids.carve_unique(solutions, k, rng)
     else:
-      puzzles = sudoku.reveal(solutions, k, rng)
+      puzzles = sudoku_grids.reveal(solutions, k, rng)
   return {'puzzle': puzzles, 'solution': solutions}
 
 
 def load_eval_file(path: str | os.PathLike, size: int | None = None, check_unique: bool = False) -> PuzzleSet:
-  """Reads an evaluation file (see sudoku.read_puzzle_file); puzzles without solutions get solved.
+  """Reads an evaluation file (see sudoku_grids.read_puzzle_file); puzzles without solutions get solved.
 
   Puzzles with several solutions are kept (any valid completion scores as solved).
   """
-  return sudoku.read_puzzle_file(path, size=size, check_unique=check_unique, allow_several=not check_unique)
+  return sudoku_grids.read_puzzle_file(path, size=size, check_unique=check_unique, allow_several=not check_unique)

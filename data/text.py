@@ -85,7 +85,7 @@ def load_texts(data_cfg: Any, hf_loader: HFLoader | None = None) -> dict[str, li
   files = split_files(data_cfg.files)
   if files:
     train = _read_all(files)
-    eval_files = split_files(data_cfg.get('eval_files', ''))
+    eval_files = split_files(data_cfg.eval_files)
     if eval_files:
       return {TRAIN: train, EVAL: _read_all(eval_files)}
     fraction = float(data_cfg.eval_fraction)
@@ -96,7 +96,7 @@ def load_texts(data_cfg: Any, hf_loader: HFLoader | None = None) -> dict[str, li
     num_eval = min(len(train) - 1, max(1, round(fraction * len(train))))
     return {TRAIN: train[:-num_eval], EVAL: train[-num_eval:]}
 
-  name = data_cfg.get('hf_name', DEFAULT_HF_NAME) or DEFAULT_HF_NAME
+  name = data_cfg.hf_name or DEFAULT_HF_NAME
   config = data_cfg.hf_config
   if not config:
     raise ValueError('data.files is empty, so data.hf_config must name a WikiText config, '
@@ -119,7 +119,7 @@ def source_key(data_cfg: Any) -> str:
   files = split_files(data_cfg.files)
   if files:
     parts = ['files']
-    for group in (files, split_files(data_cfg.get('eval_files', ''))):
+    for group in (files, split_files(data_cfg.eval_files)):
       for f in group:
         path = pathlib.Path(f).expanduser().resolve()
         stat = path.stat() if path.is_file() else None
@@ -128,5 +128,5 @@ def source_key(data_cfg: Any) -> str:
       parts.append('|')
     parts.append(f'eval_fraction={float(data_cfg.eval_fraction)!r}')
   else:
-    parts = ['hf', str(data_cfg.get('hf_name', DEFAULT_HF_NAME)), str(data_cfg.hf_config)]
+    parts = ['hf', str(data_cfg.hf_name or DEFAULT_HF_NAME), str(data_cfg.hf_config)]
   return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]

@@ -76,3 +76,13 @@ def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 attention.defvjp(_forward, _backward)
+
+
+def attention_with_dropout(q_BxLxNxK: jax.Array, k_BxSxNxK: jax.Array, v_BxSxNxK: jax.Array,
+                           bias_NxLxS: jax.Array | None, mask_BxS: jax.Array | None, *, rate: float,
+                           rng: jax.Array) -> jax.Array:
+  """`attention` with dropout on the probabilities (BERT's attention dropout), by plain autodiff."""
+  probs_BxNxLxS = _probs(q_BxLxNxK, k_BxSxNxK, bias_NxLxS, mask_BxS)
+  keep_BxNxLxS = jax.random.bernoulli(rng, 1.0 - rate, probs_BxNxLxS.shape)
+  probs_BxNxLxS = jnp.where(keep_BxNxLxS, probs_BxNxLxS / (1.0 - rate), 0.0)
+  return _attend(probs_BxNxLxS, v_BxSxNxK)

@@ -54,13 +54,13 @@ def block_flops(arch: ArchConfig, length: int) -> int:
 
 
 def estimate(cfg: Any, *, vocab_size: int, num_classes: int, seq_len: int,
-             readout_positions: int | None = None) -> FlopEstimate:
+             readout_positions: int | None = None, task_keys: tuple[str, ...] = ()) -> FlopEstimate:
   """FLOPs per example of the model `cfg` describes (a model ConfigDict or ArchConfig).
 
   `readout_positions` counts the head on that many positions (MLM reads out
-  only the masked ones) instead of all `seq_len`.
+  only the masked ones) instead of all `seq_len`. `task_keys` as in models.get_model.
   """
-  arch = ArchConfig.from_config(cfg)
+  arch = ArchConfig.from_config(cfg, allowed_extra=task_keys)
   out_len = seq_len if readout_positions is None else readout_positions
   if arch.name == 'mlp':
     width = arch.mlp_state_dim

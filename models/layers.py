@@ -64,6 +64,9 @@ class ArchConfig:
   # 'grid': learned per-head attention bias for cells in the same row / column / box of an
   # N x N grid (Sudoku); the sequence must be a grid of N*N cells with N a square.
   attention_bias: str = 'none'
+  # BERT's hidden and attention-probability dropout rate, active only when the caller passes a
+  # 'dropout' rng (training); evaluation never does. 0 adds no op at all.
+  dropout: float = 0.0
 
   def __post_init__(self):
     for key, choices in _CHOICES.items():
@@ -76,6 +79,8 @@ class ArchConfig:
         raise ValueError(f'model.{key}={getattr(self, key)} must be >= 1')
     if self.prefix_len < 0:
       raise ValueError(f'model.prefix_len={self.prefix_len} must be >= 0')
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f'model.dropout={self.dropout} must be in [0, 1)')
     if self.mlp_ratio <= 0:
       raise ValueError(f'model.mlp_ratio={self.mlp_ratio} must be > 0')
     if self.mixer == 'attention' and self.hidden % self.num_heads:
@@ -87,12 +92,20 @@ class ArchConfig:
     return DTYPES[self.dtype]
 
   @classmethod
-  def from_config(cls, cfg: Any) -> 'ArchConfig':
-    """Builds from a ConfigDict/mapping/ArchConfig; unknown keys (e.g. depth) are ignored."""
+  def from_config(cls, cfg: Any, allowed_extra: tuple[str, ...] = ()) -> 'ArchConfig':
+    """Builds from a ConfigDict/mapping/ArchConfig; a key that is neither a field nor in `allowed_extra`
+    (fields read elsewhere, such as depth) raises, naming it."""
     if isinstance(cfg, ArchConfig):
       return cfg
     if not isinstance(cfg, Mapping):
       cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else vars(cfg)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - names - set(allowed_extra))
+    if unknown:
+      import difflib  # pylint: disable=g-import-not-at-top
+      hints = [f'model.{k}' + (f' (did you mean {close[0]!r}?)' if (close := difflib.get_close_matches(
+          k, sorted(names | set(allowed_extra)), 1)) else '') for k in unknown]
+      raise ValueError(f'unknown model field {", ".join(hints)}')
     kwargs = {}
     for field in dataclasses.fields(cls):
       if field.name not in cfg:
@@ -215,11 +228,13 @@ class GridRelationBias(nn.Module):
 
 
 class SelfAttention(nn.Module):
-  """Bidirectional multi-head self-attention; optional key padding mask and logit bias."""
+  """Bidirectional multi-head self-attention; optional key padding mask, logit bias, and dropout on
+  the probabilities (only when a 'dropout' rng is given)."""
   num_heads: int
   use_bias: bool = True
   dtype: Any = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, mask_BxL: jax.Array | None = None,
@@ -231,7 +246,11 @@ class SelfAttention(nn.Module):
         kernel_init=self.kernel_init, name='qkv')(x_BxLxD)
     q_BxLxNxK, k_BxLxNxK, v_BxLxNxK = (qkv_BxLx3xNxK[:, :, i] for i in range(3))
     mask_BxL = None if mask_BxL is None else mask_BxL.astype(bool)
-    out_BxLxNxK = attention.attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK, bias_NxLxL, mask_BxL)
+    if self.dropout > 0 and self.has_rng('dropout'):
+      out_BxLxNxK = attention.attention_with_dropout(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK, bias_NxLxL, mask_BxL,
+                                                     rate=self.dropout, rng=self.make_rng('dropout'))
+    else:
+      out_BxLxNxK = attention.attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK, bias_NxLxL, mask_BxL)
     return nn.DenseGeneral(dim, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
                            kernel_init=self.kernel_init, name='out')(out_BxLxNxK)
 
@@ -294,7 +313,7 @@ class Block(nn.Module):
     arch = self.arch
     dtype = arch.compute_dtype
     if arch.mixer == 'attention':
-      attention = SelfAttention(arch.num_heads, arch.use_bias, dtype, self.kernel_init,
+      attention = SelfAttention(arch.num_heads, arch.use_bias, dtype, self.kernel_init, arch.dropout,
                                 name='attention')
       mixer = lambda h, m: attention(h, m, bias_NxLxL)
     else:
@@ -304,11 +323,20 @@ class Block(nn.Module):
     mlp = Mlp(hidden, arch.mlp_act, use_bias=arch.use_bias, dtype=dtype,
               kernel_init=self.kernel_init, name='mlp')
     norm_mix, norm_mlp = make_norm(arch, 'norm_mix'), make_norm(arch, 'norm_mlp')
+    drop = lambda h: dropout(h, arch.dropout, self)  # pylint: disable=unnecessary-lambda-assignment
     if arch.post_norm:
-      x_BxLxD = norm_mix(x_BxLxD + mixer(x_BxLxD, mask_BxL))
-      return norm_mlp(x_BxLxD + mlp(x_BxLxD))
-    x_BxLxD = x_BxLxD + mixer(norm_mix(x_BxLxD), mask_BxL)
-    return x_BxLxD + mlp(norm_mlp(x_BxLxD))
+      x_BxLxD = norm_mix(x_BxLxD + drop(mixer(x_BxLxD, mask_BxL)))
+      return norm_mlp(x_BxLxD + drop(mlp(x_BxLxD)))
+    x_BxLxD = x_BxLxD + drop(mixer(norm_mix(x_BxLxD), mask_BxL))
+    return x_BxLxD + drop(mlp(norm_mlp(x_BxLxD)))
+
+
+def dropout(x: jax.Array, rate: float, module: nn.Module) -> jax.Array:
+  """Dropout inside `module` when rate > 0 and the caller gave a 'dropout' rng (training); else x as is."""
+  if rate <= 0 or not module.has_rng('dropout'):
+    return x
+  keep = jax.random.bernoulli(module.make_rng('dropout'), 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 class HaltHead(nn.Module):

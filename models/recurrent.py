@@ -146,7 +146,8 @@ class BertModel(RecurrentModel):
     x_BxLxD = self.embed(tokens_BxL)
     if self.arch.pos_emb == 'learned':
       x_BxLxD = x_BxLxD + self.pos_embed()[None]
-    return {'x': self.embed_norm(x_BxLxD), 'mask': mask_BxL, 'bias': self._attention_bias()}
+    x_BxLxD = layers.dropout(self.embed_norm(x_BxLxD), self.arch.dropout, self)
+    return {'x': x_BxLxD, 'mask': mask_BxL, 'bias': self._attention_bias()}
 
   def init_carry(self, inputs: Pytree) -> Pytree:
     return {'h': jnp.zeros_like(inputs['x'])}

@@ -23,7 +23,8 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
            mask_BxL: jax.Array | None = None, positions_GxM: jax.Array | None = None,
            every_step: bool = True, remat: bool = False,
            scan_unroll: int | bool = 1,
-           steps_B: jax.Array | None = None) -> tuple[Pytree, dict[str, jax.Array]]:
+           steps_B: jax.Array | None = None,
+           dropout_rng: jax.Array | None = None) -> tuple[Pytree, dict[str, jax.Array]]:
   """Runs `depth` steps of `model` and reads out after each.
 
   Args:
@@ -45,6 +46,8 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
       cost_analysis count every step (it counts a scan's body only once).
     steps_B: optional int[B]: sample b takes only its first steps_B[b] steps
       and keeps that carry afterwards (per-sample depth, e.g. warm starts).
+    dropout_rng: turns on the model's dropout (model.dropout > 0) with this key, folded with
+      the step; None (evaluation) runs without dropout.
 
   Returns:
     (final_carry, outputs) with outputs = dict(logits=f32[depth, B, L, C],
@@ -53,7 +56,8 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
   if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
     raise ValueError(f'unroll: depth must be a Python int >= 1, got {depth!r}')
   cls = type(model)
-  inputs = model.apply(variables, tokens_BxL, mask_BxL, method=cls.encode)
+  rngs = lambda t: {} if dropout_rng is None else {'rngs': {'dropout': jax.random.fold_in(dropout_rng, t)}}  # pylint: disable=unnecessary-lambda-assignment
+  inputs = model.apply(variables, tokens_BxL, mask_BxL, method=cls.encode, **rngs(depth))
   if carry is None:
     carry = model.apply(variables, inputs, method=cls.init_carry)
 
@@ -63,7 +67,7 @@ def unroll(model: nn.Module, variables: Pytree, tokens_BxL: jax.Array, depth: in
   def body(carry_in, t):
     if detach:
       carry_in = jax.lax.stop_gradient(carry_in)
-    carry_out = model.apply(variables, carry_in, inputs, method=cls.step)
+    carry_out = model.apply(variables, carry_in, inputs, method=cls.step, **rngs(t))
     if steps_B is not None:
       carry_out = reset_carry(carry_in, carry_out, t < steps_B)
     return carry_out, (readout(carry_out) if every_step else None)

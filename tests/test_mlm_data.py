@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data import mlm
+from data import mlm_batches
 from data import text as text_lib
 from data import tokenizer as tokenizer_lib
 
@@ -145,22 +145,22 @@ def test_encode_to_array_puts_sep_after_each_document(wiki_tokenizer):
 
 def test_pack_sequences_lengths():
   stream = np.arange(100, 203, dtype=np.int32)  # 103 tokens.
-  rows = mlm.pack_sequences(stream, 10)
+  rows = mlm_batches.pack_sequences(stream, 10)
   assert rows.shape == (10, 10) and rows.dtype == np.int32
   np.testing.assert_array_equal(rows.reshape(-1), stream[:100])
-  with_cls = mlm.pack_sequences(stream, 10, cls_id=2)
+  with_cls = mlm_batches.pack_sequences(stream, 10, cls_id=2)
   assert with_cls.shape == (11, 10)
   assert (with_cls[:, 0] == 2).all()
   np.testing.assert_array_equal(with_cls[:, 1:].reshape(-1), stream[:99])
   with pytest.raises(ValueError, match='too few'):
-    mlm.pack_sequences(stream[:5], 10)
+    mlm_batches.pack_sequences(stream[:5], 10)
 
 
 def test_prepare_packs_caches_and_resumes_without_text(wiki_lines, tmp_path, monkeypatch):
   path = write(tmp_path / 'wiki.txt', wiki_lines)
   cfg = make_cfg(files=path, vocab_size=1500, seq_len=64, eval_fraction=0.2)
   workdir = tmp_path / 'work'
-  data = mlm.prepare(cfg, workdir)
+  data = mlm_batches.prepare(cfg, workdir)
   assert data.vocab_size == data.tokenizer.get_vocab_size() <= 1500
   for tokens in (data.train_tokens_NxL, data.eval_tokens_NxL):
     assert tokens.dtype == np.int32 and tokens.shape[1] == 64 and tokens.shape[0] > 10
@@ -168,18 +168,18 @@ def test_prepare_packs_caches_and_resumes_without_text(wiki_lines, tmp_path, mon
     assert (tokens[:, 1:] != data.special_ids.cls).all()
     assert (tokens == data.special_ids.sep).any() and tokens.max() < data.vocab_size
   assert data.train_tokens_NxL.shape[0] > 3 * data.eval_tokens_NxL.shape[0]
-  assert len(list((workdir / mlm.CACHE_DIR).glob('*.npy'))) == 2
+  assert len(list((workdir / mlm_batches.CACHE_DIR).glob('*.npy'))) == 2
 
   def no_text(*args, **kwargs):
     raise AssertionError('text was read again on resume')
 
   monkeypatch.setattr(text_lib, 'load_texts', no_text)
-  again = mlm.prepare(cfg, workdir)
+  again = mlm_batches.prepare(cfg, workdir)
   np.testing.assert_array_equal(again.train_tokens_NxL, data.train_tokens_NxL)
   np.testing.assert_array_equal(again.eval_tokens_NxL, data.eval_tokens_NxL)
   # Another seq_len is another cache key: it needs the text.
   with pytest.raises(AssertionError, match='read again'):
-    mlm.prepare(make_cfg(files=path, vocab_size=1500, seq_len=32, eval_fraction=0.2), workdir)
+    mlm_batches.prepare(make_cfg(files=path, vocab_size=1500, seq_len=32, eval_fraction=0.2), workdir)
 
 
 # --- masking --------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def synthetic_tokens(num_rows: int, seq_len: int, vocab_size: int, seed: int = 0
 def test_masking_statistics():
   vocab = 500
   tokens = synthetic_tokens(1024, 128, vocab)
-  batch = mlm.mask_tokens(tokens, np.random.default_rng(7), 0.15, vocab, SPECIALS)
+  batch = mlm_batches.mask_tokens(tokens, np.random.default_rng(7), 0.15, vocab, SPECIALS)
   assert batch['tokens'].dtype == np.int32 and batch['targets'].dtype == np.int32
   assert batch['weights'].dtype == np.float32
   np.testing.assert_array_equal(batch['targets'], tokens)
@@ -223,28 +223,28 @@ def test_train_batch_is_a_pure_function_of_seed_step_and_process():
   cfg = make_cfg(seed=3)
   args = (tokens, cfg)
   kw = dict(batch_size=16, vocab_size=300, special_ids=SPECIALS)
-  a = mlm.train_batch(*args, step=5, **kw)
-  b = mlm.train_batch(*args, step=5, **kw)
+  a = mlm_batches.train_batch(*args, step=5, **kw)
+  b = mlm_batches.train_batch(*args, step=5, **kw)
   for key in ('tokens', 'targets', 'weights'):
     np.testing.assert_array_equal(a[key], b[key])
   assert a['tokens'].shape == (16, 32) and a['weights'].sum() > 0
-  assert not np.array_equal(a['targets'], mlm.train_batch(*args, step=6, **kw)['targets'])
-  other_seed = mlm.train_batch(tokens, make_cfg(seed=4), step=5, **kw)
+  assert not np.array_equal(a['targets'], mlm_batches.train_batch(*args, step=6, **kw)['targets'])
+  other_seed = mlm_batches.train_batch(tokens, make_cfg(seed=4), step=5, **kw)
   assert not np.array_equal(a['targets'], other_seed['targets'])
-  host0 = mlm.train_batch(*args, step=5, process_index=0, process_count=2, **kw)
-  host1 = mlm.train_batch(*args, step=5, process_index=1, process_count=2, **kw)
+  host0 = mlm_batches.train_batch(*args, step=5, process_index=0, process_count=2, **kw)
+  host1 = mlm_batches.train_batch(*args, step=5, process_index=1, process_count=2, **kw)
   assert host0['tokens'].shape == (8, 32)
   assert not np.array_equal(host0['targets'], host1['targets'])
   with pytest.raises(ValueError, match='divisible'):
-    mlm.train_batch(*args, step=0, process_count=3, **kw)
+    mlm_batches.train_batch(*args, step=0, process_count=3, **kw)
 
 
 def test_eval_batches_are_fixed_and_independent_of_batch_size():
   tokens = synthetic_tokens(100, 32, 300, seed=1)
   cfg = make_cfg(num_eval_sequences=40, eval_seed=11)
   kw = dict(vocab_size=300, special_ids=SPECIALS)
-  first = mlm.eval_batches(tokens, cfg, batch_size=16, **kw)
-  second = mlm.eval_batches(tokens, cfg, batch_size=16, **kw)
+  first = mlm_batches.eval_batches(tokens, cfg, batch_size=16, **kw)
+  second = mlm_batches.eval_batches(tokens, cfg, batch_size=16, **kw)
   assert len(first) == 3
   assert all(b['tokens'].shape == (16, 32) for b in first)
   for x, y in zip(first, second):
@@ -253,7 +253,7 @@ def test_eval_batches_are_fixed_and_independent_of_batch_size():
   # Padding rows (40 = 16 + 16 + 8) carry no weight.
   assert (first[-1]['weights'][8:] == 0).all() and (first[-1]['tokens'][8:] == SPECIALS.pad).all()
   # Same rows and masks with another batch size.
-  by_ten = mlm.eval_batches(tokens, cfg, batch_size=10, **kw)
+  by_ten = mlm_batches.eval_batches(tokens, cfg, batch_size=10, **kw)
   assert len(by_ten) == 4
   for key in ('tokens', 'targets', 'weights'):
     np.testing.assert_array_equal(np.concatenate([b[key] for b in first])[:40],
@@ -263,6 +263,14 @@ def test_eval_batches_are_fixed_and_independent_of_batch_size():
   assert len({r.tobytes() for r in rows}) == 40
   assert all((tokens == r).all(axis=1).any() for r in rows)
   # Another eval seed gives other masks; num_eval_sequences <= 0 takes every row.
-  other = mlm.eval_batches(tokens, make_cfg(num_eval_sequences=40, eval_seed=12), batch_size=16, **kw)
+  other = mlm_batches.eval_batches(tokens, make_cfg(num_eval_sequences=40, eval_seed=12), batch_size=16, **kw)
   assert not np.array_equal(other[0]['weights'], first[0]['weights'])
-  assert len(mlm.eval_batches(tokens, make_cfg(num_eval_sequences=0), batch_size=50, **kw)) == 2
+  assert len(mlm_batches.eval_batches(tokens, make_cfg(num_eval_sequences=0), batch_size=50, **kw)) == 2
+
+
+def test_every_data_field_is_declared_as_token_cache_or_batch_field():
+  from configs import mlm as mlm_configs
+  declared = set(mlm_batches.TOKEN_CACHE_FIELDS) | set(mlm_batches.BATCH_FIELDS)
+  assert not set(mlm_batches.TOKEN_CACHE_FIELDS) & set(mlm_batches.BATCH_FIELDS)
+  for variant in mlm_configs.VARIANTS:
+    assert set(mlm_configs.get_config(variant).data) == declared, variant

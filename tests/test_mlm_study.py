@@ -10,11 +10,15 @@ import pytest
 
 import models
 from configs import mlm as mlm_configs
-from data import mlm as mlm_data
+from data import mlm_batches as mlm_data
 from data import paths
 from data import text as text_lib
-from train import mlm as mlm_lib
-from train import mlm_run
+import train
+from train import registry
+from train import sweep
+from train.errors import ConfigError, WorkdirError
+from train.tasks.mlm import masked_lm as mlm_lib
+from train.tasks.mlm import steps_for_budget
 from tests.conftest import launch
 from tests.conftest import ok
 
@@ -40,7 +44,7 @@ def smoke_config(files: str) -> ml_collections.ConfigDict:
   config = mlm_configs.get_config('smoke')
   with config.unlocked():
     config.data.files = files
-    config.study.compilation_cache = False  # Leave the process-wide JAX settings alone in tests.
+    config.sweep.compilation_cache = False  # Leave the process-wide JAX settings alone in tests.
   config.lock()
   return config
 
@@ -51,7 +55,7 @@ def study(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('mlm_study')
   config = smoke_config(_text_file(tmp))
   workdir = tmp / 'w'
-  records = mlm_run.train_and_evaluate(config, str(workdir))
+  records = train.train_and_evaluate(config, str(workdir))
   return config, workdir, records
 
 
@@ -94,7 +98,7 @@ def test_rerun_skips_finished_runs(study, capsys):
   config, workdir, _ = study
   result_files = sorted((workdir / 'runs').glob('*/result.json'))
   before = {p: p.stat().st_mtime_ns for p in result_files}
-  records = mlm_run.train_and_evaluate(config, str(workdir))
+  records = train.train_and_evaluate(config, str(workdir))
   out = capsys.readouterr().out
   assert out.count('finished earlier, skipped') == 4
   assert {p: p.stat().st_mtime_ns for p in result_files} == before
@@ -105,8 +109,8 @@ def test_changed_settings_are_refused_in_the_same_workdir(study):
   config, workdir, _ = study
   changed = ml_collections.ConfigDict(config.to_dict())
   changed.models.bert.hidden = 48
-  with pytest.raises(ValueError, match='models?.hidden'):
-    mlm_run.train_and_evaluate(changed, str(workdir))
+  with pytest.raises(WorkdirError, match=r'model.hidden: 32 -> 48'):
+    train.train_and_evaluate(changed, str(workdir))
 
 
 def test_eval_masks_are_identical_for_both_models_and_eval_mode_reproduces_scores(study):
@@ -119,8 +123,9 @@ def test_eval_masks_are_identical_for_both_models_and_eval_mode_reproduces_score
     for key in ('tokens', 'positions', 'targets', 'weights'):
       np.testing.assert_array_equal(x[key], y[key])
   assert sum(int(x['weights'].sum()) for x in a) == records[0]['eval_tokens']
-  rescored = mlm_run.evaluate(config, str(workdir))
+  rescored = [r['record'] for r in train.evaluate(config, str(workdir)).values()]
   by_run = {r['run']: r for r in records}
+  assert len(rescored) == len(records)
   for r in rescored:
     assert r['masked_accuracy'] == pytest.approx(by_run[r['run']]['masked_accuracy'], abs=1e-6)
     assert r['mlm_loss'] == pytest.approx(by_run[r['run']]['mlm_loss'], rel=1e-5)
@@ -176,7 +181,8 @@ def test_masked_readout_loss_equals_full_sequence_loss():
   cfg = mlm_configs.get_config('smoke')
   model_cfg = cfg.models.bert
   seq_len, vocab = 12, 40
-  model = models.get_model(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len)
+  model = models.get_model(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len,
+                           task_keys=mlm_lib.MODEL_TASK_KEYS)
   rng = np.random.default_rng(0)
   tokens = rng.integers(5, vocab, (3, seq_len)).astype(np.int32)
   weights = (rng.random((3, seq_len)) < 0.3).astype(np.float32)
@@ -215,30 +221,30 @@ def test_top_class_is_argmax_with_ties_to_the_first_index():
   assert top[0, 0] == 5 and top[1, 2] == 0
 
 
-def test_study_grid_and_names():
+def test_sweep_points_names_and_steps():
   config = mlm_configs.get_config('smoke')
-  assert mlm_run.study_grid(config) == (['bert', 'trm'], [2e9, 6e9], [0])
-  assert mlm_run.run_name('trm', 1.5e12, 2) == 'trm_1.5e12_s2'
-  assert mlm_run.steps_for_budget(10.0, 100.0) == 1
-  assert mlm_run.steps_for_budget(1e12, 3e9) == 333
+  task = registry.get_task('mlm')
+  assert [p.name for p in sweep.points(config, task)] == ['bert_2e9_s0', 'bert_6e9_s0', 'trm_2e9_s0', 'trm_6e9_s0']
+  assert steps_for_budget(10.0, 100.0) == 1
+  assert steps_for_budget(1e12, 3e9) == 333
   with config.unlocked():
-    config.study.models = 'bert,gpt'
-  with pytest.raises(ValueError, match='gpt'):
-    mlm_run.study_grid(config)
+    config.sweep.grid = 'model=bert,gpt'
+  with pytest.raises(ConfigError, match='gpt'):
+    sweep.points(config, task)
   with pytest.raises(ValueError, match='unknown variant'):
     mlm_configs.get_config('huge')
   for variant in mlm_configs.VARIANTS:
     cfg = mlm_configs.get_config(variant)
-    for name in ('bert', 'trm'):
-      models.ArchConfig.from_config(cfg.models[name])  # Every section is a valid model config.
+    for name in ('bert', 'trm'):  # Every section is a valid model config.
+      models.ArchConfig.from_config(cfg.models[name], allowed_extra=mlm_lib.MODEL_TASK_KEYS)
 
 
 def test_eight_simulated_devices_match_one(tmp_path):
   """The same run on 8 CPU devices (batch and readout rows sharded on 'data') trains the same steps, the
   same loss curve and the same eval loss as on 1: FLOPs are counted for the whole batch, not one device's share."""
   args = ['--config=configs/mlm.py:smoke', f'--config.data.files={_text_file(tmp_path)}',
-          '--config.study.models=bert', '--config.study.flops_budgets=2e9', '--config.train.log_every=1',
-          '--config.study.compilation_cache=False', '--config.train.readout_group=2']
+          '--config.sweep.grid=model=bert;flops_budget=2e9;seed=0', '--config.train.log_every=1',
+          '--config.sweep.compilation_cache=False', '--config.train.readout_group=2']
   ok(launch(*args, f'--workdir={tmp_path / "one"}'))
   ok(launch(*args, f'--workdir={tmp_path / "eight"}', env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}))
 

@@ -36,8 +36,13 @@ def fast_jit(fn, **kwargs):
   return jax.jit(fn, **kwargs)
 
 
+def get_model(cfg, **kwargs):
+  """models.get_model with `depth` allowed: the tests' configs carry it, as the tasks' do."""
+  return models.get_model(cfg, task_keys=('depth',), **kwargs)
+
+
 def build(cfg, batch=3, seed=0):
-  model = models.get_model(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  model = get_model(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   tokens_BxL = np.random.default_rng(seed).integers(0, VOCAB, (batch, SEQ_LEN), np.int32)
   variables = fast_jit(model.init)(jax.random.key(seed), tokens_BxL)
   return model, variables, tokens_BxL
@@ -105,9 +110,9 @@ def test_trm_only_last_cycle_is_differentiated():
   cfg = tiny_cfg('trm', cycles=3, inner_steps=1)
   model, variables, tokens_BxL = build(cfg)
   cls = type(model)
-  one_cycle = models.get_model(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB,
+  one_cycle = get_model(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB,
                                num_classes=CLASSES, seq_len=SEQ_LEN)
-  two_cycles = models.get_model(tiny_cfg('trm', cycles=2, inner_steps=1), vocab_size=VOCAB,
+  two_cycles = get_model(tiny_cfg('trm', cycles=2, inner_steps=1), vocab_size=VOCAB,
                                 num_classes=CLASSES, seq_len=SEQ_LEN)
 
   def loss_of(params, steps):
@@ -191,7 +196,7 @@ def test_bert_padding_mask_hides_padded_tokens():
 @pytest.mark.parametrize('name', ['bert', 'trm'])
 def test_readout_positions_and_tied_head(name):
   cfg = tiny_cfg(name, tie_embeddings=name == 'bert', prefix_len=2 if name == 'trm' else 0)
-  model = models.get_model(cfg, vocab_size=VOCAB, num_classes=VOCAB, seq_len=SEQ_LEN)
+  model = get_model(cfg, vocab_size=VOCAB, num_classes=VOCAB, seq_len=SEQ_LEN)
   tokens_BxL = np.random.default_rng(1).integers(0, VOCAB, (3, SEQ_LEN), np.int32)
   variables = fast_jit(model.init)(jax.random.key(0), tokens_BxL)
   if name == 'bert':
@@ -211,7 +216,7 @@ def test_readout_positions_and_tied_head(name):
 
 
 def test_tied_head_needs_matching_classes():
-  model = models.get_model(tiny_cfg('bert', tie_embeddings=True), vocab_size=VOCAB,
+  model = get_model(tiny_cfg('bert', tie_embeddings=True), vocab_size=VOCAB,
                            num_classes=CLASSES, seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='tie_embeddings'):
     model.init(jax.random.key(0), jnp.zeros((1, SEQ_LEN), jnp.int32))
@@ -232,7 +237,7 @@ def test_reset_carry_picks_fresh_rows():
 def test_published_trm_size_is_about_5m_params():
   cfg = tiny_cfg('trm', hidden=512, num_layers=2, inner_steps=6, cycles=3, dtype='bfloat16',
                  prefix_len=16, pos_emb='none', norm_scale=False, mlp_multiple_of=256)
-  model = models.get_model(cfg, vocab_size=11, num_classes=11, seq_len=81)
+  model = get_model(cfg, vocab_size=11, num_classes=11, seq_len=81)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 81), jnp.int32))
   count = sum(x.size for x in jax.tree.leaves(shapes))
   assert 4.9e6 < count < 5.1e6, count  # Paper: 5M; this config gives 5,036,545.
@@ -241,7 +246,7 @@ def test_published_trm_size_is_about_5m_params():
 @pytest.mark.parametrize('name', NAMES)
 def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
   cfg = tiny_cfg(name, hidden=64, mlp_state_dim=128)
-  est = flops.estimate(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  est = flops.estimate(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN, task_keys=("depth",))
   assert est.step > 0 and est.readout > 0 and est.step_grad <= est.step
   per_step = est.step + est.readout
   assert est.forward(6) - est.forward(3) == 3 * per_step
@@ -256,12 +261,12 @@ def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
 
 def test_registry_and_config_errors():
   with pytest.raises(ValueError, match='valid names: mlp, bert, trm'):
-    models.get_model(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+    get_model(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='model.mixer'):
-    models.get_model(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,
+    get_model(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,
                      seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='model.hidden'):
-    models.get_model(tiny_cfg('bert', hidden=30), vocab_size=VOCAB, num_classes=CLASSES,
+    get_model(tiny_cfg('bert', hidden=30), vocab_size=VOCAB, num_classes=CLASSES,
                      seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='depth'):
     model, variables, tokens_BxL = build(tiny_cfg('mlp'))
@@ -293,7 +298,7 @@ def test_grid_attention_bias_is_learned(name, bias):
                                        mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
                                        use_bias=True, inner_steps=1, cycles=1, dtype='float32',
                                        tie_embeddings=False, mlp_state_dim=16, attention_bias=bias))
-  model = models.get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
+  model = get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (2, 16)), jnp.int32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
   weight = np.asarray(variables['params']['grid_bias']['weight'])

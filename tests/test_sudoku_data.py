@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from data import sudoku
+from data import sudoku_grids
 from data import sudoku_solver
 
 # A 9x9 puzzle with a unique solution (Project Euler 96, grid 01) and its solution.
@@ -23,14 +23,14 @@ def _write(tmp_path, name: str, text: str) -> str:
   return str(path)
 
 
-def _read_shared(shared_data, name: str, n: int) -> sudoku.PuzzleSet:
+def _read_shared(shared_data, name: str, n: int) -> sudoku_grids.PuzzleSet:
   path = shared_data / 'sudoku' / name
   if not path.is_file():
     pytest.skip(f'{path} is absent')
   lines = path.read_text().splitlines()[:n + 1]
   puzzles = np.array([_grid(ln.split(',')[0]) for ln in lines[1:]])
   solutions = np.array([_grid(ln.split(',')[1]) for ln in lines[1:]])
-  return sudoku.PuzzleSet(puzzles, solutions, 9, name)
+  return sudoku_grids.PuzzleSet(puzzles, solutions, 9, name)
 
 
 # ---------------------------------------------------------------------------- readers
@@ -38,7 +38,7 @@ def _read_shared(shared_data, name: str, n: int) -> sudoku.PuzzleSet:
 
 def test_reads_one_puzzle_per_line_with_comments_and_zero_blanks(tmp_path):
   path = _write(tmp_path, 'p.txt', f'# my puzzles\n\n{PUZZLE_9}\n{PUZZLE_9.replace("0", ".")}  # same\n')
-  ps = sudoku.read_puzzle_file(path)
+  ps = sudoku_grids.read_puzzle_file(path)
   assert ps.size == 9 and len(ps) == 2
   np.testing.assert_array_equal(ps.puzzles[0], _grid(PUZZLE_9))
   np.testing.assert_array_equal(ps.puzzles[1], _grid(PUZZLE_9))
@@ -48,17 +48,17 @@ def test_reads_one_puzzle_per_line_with_comments_and_zero_blanks(tmp_path):
 def test_reads_csv_with_solution_and_extra_columns(tmp_path):
   path = _write(tmp_path, 'p.csv', f'puzzle,solution,rating\n{PUZZLE_9.replace("0", ".")},{SOLUTION_9},7.5\n'
                                    f'{PUZZLE_9},,1.0\n')
-  ps = sudoku.read_puzzle_file(path)
+  ps = sudoku_grids.read_puzzle_file(path)
   assert len(ps) == 2
   np.testing.assert_array_equal(ps.solutions, np.stack([_grid(SOLUTION_9)] * 2))
 
 
 def test_reads_hf_sudoku_extreme_layout_and_4x4(tmp_path):
   path = _write(tmp_path, 'x.csv', f'source,question,answer,rating\nfoo,{PUZZLE_9.replace("0", ".")},{SOLUTION_9},12\n')
-  np.testing.assert_array_equal(sudoku.read_puzzle_file(path).solutions[0], _grid(SOLUTION_9))
-  ps4 = sudoku.read_puzzle_file(_write(tmp_path, 'four.txt', PUZZLE_4 + '\n'))
-  assert ps4.size == 4 and sudoku.is_valid_solution(ps4.solutions[0], 4)
-  assert sudoku.is_consistent(ps4.puzzles, ps4.solutions).all()
+  np.testing.assert_array_equal(sudoku_grids.read_puzzle_file(path).solutions[0], _grid(SOLUTION_9))
+  ps4 = sudoku_grids.read_puzzle_file(_write(tmp_path, 'four.txt', PUZZLE_4 + '\n'))
+  assert ps4.size == 4 and sudoku_grids.is_valid_solution(ps4.solutions[0], 4)
+  assert sudoku_grids.is_consistent(ps4.puzzles, ps4.solutions).all()
 
 
 @pytest.mark.parametrize('text, message', [
@@ -75,23 +75,23 @@ def test_reads_hf_sudoku_extreme_layout_and_4x4(tmp_path):
 ])
 def test_errors_name_file_and_line(tmp_path, text, message):
   path = _write(tmp_path, 'bad.txt', text)
-  with pytest.raises(sudoku.SudokuFormatError, match=message):
-    sudoku.read_puzzle_file(path)
+  with pytest.raises(sudoku_grids.SudokuFormatError, match=message):
+    sudoku_grids.read_puzzle_file(path)
 
 
 def test_puzzles_with_several_solutions_can_be_kept(tmp_path):
   path = _write(tmp_path, 'open.txt', f'{PUZZLE_9}\n' + '.' * 81 + '\n')
-  ps = sudoku.read_puzzle_file(path, allow_several=True)
-  assert len(ps) == 2 and sudoku.is_valid_solution(ps.solutions, 9).all()
-  assert sudoku.is_consistent(ps.puzzles, ps.solutions).all()
-  with pytest.raises(sudoku.SudokuFormatError, match=r'open\.txt:2: puzzle has several solutions'):
-    sudoku.read_puzzle_file(path)
+  ps = sudoku_grids.read_puzzle_file(path, allow_several=True)
+  assert len(ps) == 2 and sudoku_grids.is_valid_solution(ps.solutions, 9).all()
+  assert sudoku_grids.is_consistent(ps.puzzles, ps.solutions).all()
+  with pytest.raises(sudoku_grids.SudokuFormatError, match=r'open\.txt:2: puzzle has several solutions'):
+    sudoku_grids.read_puzzle_file(path)
 
 
 def test_write_then_read_round_trip(tmp_path):
-  ps = sudoku.generate_puzzles(5, 9, 30, 35, seed=1)
-  sudoku.write_puzzle_file(tmp_path / 'g.csv', ps)
-  back = sudoku.read_puzzle_file(tmp_path / 'g.csv', check_unique=True)
+  ps = sudoku_grids.generate_puzzles(5, 9, 30, 35, seed=1)
+  sudoku_grids.write_puzzle_file(tmp_path / 'g.csv', ps)
+  back = sudoku_grids.read_puzzle_file(tmp_path / 'g.csv', check_unique=True)
   np.testing.assert_array_equal(back.puzzles, ps.puzzles)
   np.testing.assert_array_equal(back.solutions, ps.solutions)
 
@@ -124,36 +124,36 @@ def test_solver_counts_and_rejects_contradictions():
 
 @pytest.mark.parametrize('size, lo, hi', [(4, 4, 8), (9, 24, 40)])
 def test_generated_puzzles_are_unique_with_requested_givens(size, lo, hi):
-  ps = sudoku.generate_puzzles(30, size, lo, hi, seed=3)
+  ps = sudoku_grids.generate_puzzles(30, size, lo, hi, seed=3)
   counts, solutions = sudoku_solver.solve_many(ps.puzzles, size)
   np.testing.assert_array_equal(counts, 1)
   np.testing.assert_array_equal(solutions, ps.solutions)
-  assert sudoku.is_valid_solution(ps.solutions, size).all()
+  assert sudoku_grids.is_valid_solution(ps.solutions, size).all()
   givens = ps.num_givens()
   assert givens.max() <= hi and (givens >= lo).mean() > 0.8  # may stay above a target that is too low
   assert len({p.tobytes() for p in ps.solutions}) > 20
-  again = sudoku.generate_puzzles(30, size, lo, hi, seed=3)
+  again = sudoku_grids.generate_puzzles(30, size, lo, hi, seed=3)
   np.testing.assert_array_equal(again.puzzles, ps.puzzles)
 
 
 @pytest.mark.parametrize('size', [4, 9])
 def test_zero_givens_gives_minimal_puzzle(size):
-  puzzle, solution = sudoku.generate_puzzle(np.random.default_rng(5), size, 0)
+  puzzle, solution = sudoku_grids.generate_puzzle(np.random.default_rng(5), size, 0)
   assert sudoku_solver.solve(puzzle, size)[0] == 1
   for cell in np.flatnonzero(puzzle):
     smaller = puzzle.copy()
     smaller[cell] = 0
     assert sudoku_solver.solve(smaller, size)[0] == 2
-  assert sudoku.is_consistent(puzzle[None], solution[None])[0]
+  assert sudoku_grids.is_consistent(puzzle[None], solution[None])[0]
 
 
 def test_reveal_keeps_exactly_k_cells():
-  sol = sudoku.generate_puzzles(50, 9, 30, 30, seed=0).solutions
+  sol = sudoku_grids.generate_puzzles(50, 9, 30, 30, seed=0).solutions
   k = np.arange(50) % 82
-  puzzles = sudoku.reveal(sol, k, np.random.default_rng(0))
+  puzzles = sudoku_grids.reveal(sol, k, np.random.default_rng(0))
   np.testing.assert_array_equal((puzzles > 0).sum(1), k)
-  assert sudoku.is_consistent(puzzles, sol).all()
-  unique, kept = sudoku.reveal_unique(sol, 30, np.random.default_rng(0))
+  assert sudoku_grids.is_consistent(puzzles, sol).all()
+  unique, kept = sudoku_grids.reveal_unique(sol, 30, np.random.default_rng(0))
   assert len(kept) == 50 and ((unique > 0).sum(1) == 30).all()
   np.testing.assert_array_equal(sudoku_solver.solve_many(unique, 9)[0], 1)
 
@@ -162,11 +162,11 @@ def test_reveal_keeps_exactly_k_cells():
 
 
 def test_augment_preserves_validity_and_consistency():
-  ps = sudoku.generate_puzzles(64, 9, 25, 35, seed=2)
+  ps = sudoku_grids.generate_puzzles(64, 9, 25, 35, seed=2)
   rng = np.random.default_rng(0)
-  puzzles, solutions = sudoku.augment(np.repeat(ps.puzzles[:1], 64, 0), np.repeat(ps.solutions[:1], 64, 0), rng, 9)
-  assert sudoku.is_valid_solution(solutions, 9).all()
-  assert sudoku.is_consistent(puzzles, solutions).all()
+  puzzles, solutions = sudoku_grids.augment(np.repeat(ps.puzzles[:1], 64, 0), np.repeat(ps.solutions[:1], 64, 0), rng, 9)
+  assert sudoku_grids.is_valid_solution(solutions, 9).all()
+  assert sudoku_grids.is_consistent(puzzles, solutions).all()
   np.testing.assert_array_equal((puzzles > 0).sum(1), (ps.puzzles[0] > 0).sum())
   assert len({p.tobytes() for p in puzzles}) == 64  # an independent transform per example
   np.testing.assert_array_equal(sudoku_solver.solve_many(puzzles, 9)[1], solutions)
@@ -198,9 +198,9 @@ def _brute_force_form_4x4(grid):
 
 def test_canonical_form_matches_brute_force_on_4x4():
   rng = np.random.default_rng(0)
-  ps = sudoku.generate_puzzles(40, 4, 4, 10, seed=4)
-  grids = np.concatenate([ps.puzzles, ps.solutions, sudoku.reveal(ps.solutions, 3, rng)])
-  forms = sudoku.canonical_forms(grids, 4)
+  ps = sudoku_grids.generate_puzzles(40, 4, 4, 10, seed=4)
+  grids = np.concatenate([ps.puzzles, ps.solutions, sudoku_grids.reveal(ps.solutions, 3, rng)])
+  forms = sudoku_grids.canonical_forms(grids, 4)
   for grid, form in zip(grids, forms):
     np.testing.assert_array_equal(form, _brute_force_form_4x4(grid))
 
@@ -209,30 +209,30 @@ def test_canonical_key_is_invariant_and_minimal_on_9x9(shared_data):
   ps = _read_shared(shared_data, 'forum_hardest_1905.csv', 20)
   rng = np.random.default_rng(1)
   for puzzle, solution in zip(ps.puzzles[:3], ps.solutions[:3]):
-    puzzles, solutions = sudoku.augment(np.stack([puzzle] * 8), np.stack([solution] * 8), rng, 9)
-    assert len(set(sudoku.canonical_keys(puzzles, 9))) == 1
-    assert len(set(sudoku.canonical_keys(solutions, 9))) == 1
-    assert sudoku.canonical_keys(puzzles, 9)[0] == sudoku.canonical_key(puzzle, 9)
+    puzzles, solutions = sudoku_grids.augment(np.stack([puzzle] * 8), np.stack([solution] * 8), rng, 9)
+    assert len(set(sudoku_grids.canonical_keys(puzzles, 9))) == 1
+    assert len(set(sudoku_grids.canonical_keys(solutions, 9))) == 1
+    assert sudoku_grids.canonical_keys(puzzles, 9)[0] == sudoku_grids.canonical_key(puzzle, 9)
     # No random symmetry reads smaller than the canonical form (blanks after digits).
-    form = sudoku.canonical_forms(puzzle[None], 9)[0]
-    many, _ = sudoku.augment(np.stack([puzzle] * 2000), np.stack([solution] * 2000), rng, 9)
+    form = sudoku_grids.canonical_forms(puzzle[None], 9)[0]
+    many, _ = sudoku_grids.augment(np.stack([puzzle] * 2000), np.stack([solution] * 2000), rng, 9)
     relabelled = _relabel_first_appearance(many)
     sort_key = lambda g: tuple(np.where(g == 0, 10, g))  # pylint: disable=unnecessary-lambda-assignment
     assert min(sort_key(g) for g in relabelled) >= sort_key(form)
   # Different real puzzles (and their solutions) fall in different classes.
-  assert len(set(sudoku.canonical_keys(ps.puzzles, 9))) == len(ps)
-  assert len(set(sudoku.canonical_keys(ps.solutions, 9))) == len(ps)
+  assert len(set(sudoku_grids.canonical_keys(ps.puzzles, 9))) == len(ps)
+  assert len(set(sudoku_grids.canonical_keys(ps.solutions, 9))) == len(ps)
 
 
 def test_all_4x4_puzzle_classes():
-  classes = sudoku.all_puzzle_classes(4)
+  classes = sudoku_grids.all_puzzle_classes(4)
   assert len(classes) == 4710
-  assert len(set(sudoku.canonical_keys(classes.puzzles, 4))) == len(classes)
+  assert len(set(sudoku_grids.canonical_keys(classes.puzzles, 4))) == len(classes)
   np.testing.assert_array_equal(sudoku_solver.solve_many(classes.puzzles, 4)[0], 1)
   assert classes.num_givens().min() == 4
 
 
 def test_complete_grid_shortcut_matches_general_search():
-  solutions = sudoku.generate_puzzles(20, 9, 40, 40, seed=6).solutions
-  np.testing.assert_array_equal(sudoku.canonical_forms(solutions, 9),
-                                sudoku.canonical_forms(solutions, 9, _fast_complete=False))
+  solutions = sudoku_grids.generate_puzzles(20, 9, 40, 40, seed=6).solutions
+  np.testing.assert_array_equal(sudoku_grids.canonical_forms(solutions, 9),
+                                sudoku_grids.canonical_forms(solutions, 9, _fast_complete=False))

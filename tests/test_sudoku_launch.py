@@ -63,7 +63,7 @@ def test_eval_mode_on_puzzle_file_without_solutions(smoke_run, tmp_path):
   ok(proc)
   last = proc.stdout.strip().splitlines()[-1]  # The line scripts read: stdout's last.
   assert last.startswith('exact_accuracy=') and ' depth=' in last, last
-  saved = json.loads((workdir / 'eval_mine.json').read_text())
+  saved = json.loads((workdir / 'eval_mine.txt.json').read_text())
   assert saved['n'] == 2 and len(saved['exact']) == 2 * saved['trained_depth']
 
 
@@ -132,8 +132,8 @@ def test_compare_trains_three_models_into_one_plot(tmp_path):
   results = json.loads((tmp_path / 'results.json').read_text())
   assert sorted(results) == ['bert', 'mlp', 'trm']
   for name in ('mlp', 'bert', 'trm'):
-    assert (tmp_path / name / 'depth_vs_accuracy.png').is_file()
-    assert any(p.name.isdigit() for p in (tmp_path / name / 'checkpoints').iterdir())
+    assert (tmp_path / 'runs' / name / 'depth_vs_accuracy.png').is_file()
+    assert any(p.name.isdigit() for p in (tmp_path / 'runs' / name / 'checkpoints').iterdir())
   assert (tmp_path / 'depth_vs_accuracy.png').stat().st_size > 1000
   table = (tmp_path / 'results.md').read_text()
   assert all(f'| {name} |' in table for name in ('mlp', 'bert', 'trm'))
@@ -156,3 +156,55 @@ def test_act_training_resumes_and_evaluates(tmp_path):
   proc = launch(*args, f'--workdir={tmp_path}', '--mode=eval', f'--config.data.eval_file={puzzles}')
   ok(proc)
   assert proc.stdout.strip().splitlines()[-1].startswith('exact_accuracy=')
+
+
+@pytest.mark.parametrize('config', ['configs/sudoku.py:smoke', 'configs/mlm.py:smoke'])
+def test_misspelt_model_field_exits_nonzero_naming_it(tmp_path, config):
+  proc = launch(f'--config={config}', f'--workdir={tmp_path}', '--config.model.hiddn=8')
+  assert proc.returncode != 0
+  err = proc.stderr.strip().splitlines()
+  assert len(err) == 1 and '--config.model.hiddn=8' in err[0], proc.stderr[-2000:]
+  assert not any(tmp_path.iterdir())  # Refused before any work.
+
+
+def test_rerun_with_other_settings_or_task_is_refused_before_any_work(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  before = sorted(p.name for p in workdir.iterdir())
+  proc = launch(f'--config={SMOKE}', f'--workdir={workdir}', '--config.train.lr=0.05', '--config.data.seed=7')
+  assert proc.returncode != 0
+  assert 'data.seed: 0 -> 7' in proc.stderr and 'train.lr: 0.001 -> 0.05' in proc.stderr, proc.stderr[-2000:]
+  proc = launch('--config=configs/mlm.py:smoke', f'--workdir={workdir}')
+  assert proc.returncode != 0 and "belongs to task 'sudoku'" in proc.stderr, proc.stderr[-2000:]
+  assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+def test_sigint_mid_run_saves_the_last_step_and_a_rerun_matches_an_uninterrupted_run(tmp_path):
+  """Ctrl-C at a random moment of training: a checkpoint of the last finished step, exit != 0, and the
+  rerun ends with the uninterrupted run's params, bit for bit."""
+  args = [f'--config={SMOKE}', '--config.train.steps=400', '--config.train.checkpoint_every=10000',
+          '--config.train.eval_every=0', '--config.train.log_every=1']
+  ok(launch(*args, f'--workdir={tmp_path / "full"}'))
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  workdir = tmp_path / 'cut'
+  rng = np.random.default_rng(0)
+  for attempt in range(2):
+    # The loop installs its own SIGINT/SIGTERM handlers, also where the parent ignores SIGINT.
+    proc = subprocess.Popen([sys.executable, 'launch.py', *args, f'--workdir={workdir}'], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    metrics = workdir / 'metrics.jsonl'
+    start_rows = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < start_rows + 5):
+      time.sleep(0.02)
+    assert proc.poll() is None, 'the run ended before it could be interrupted'
+    time.sleep(float(rng.uniform(0.0, 0.3)))
+    proc.send_signal(signal.SIGINT if attempt == 0 else signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert 'saved step' in err and 'rerun the same command to resume' in err, err[-2000:]
+  out = ok(launch(*args, f'--workdir={workdir}'))
+  assert 'restored step' in out
+  for a, b in zip(_final_params(tmp_path / 'full'), _final_params(workdir)):
+    np.testing.assert_array_equal(a, b)
+  steps = [json.loads(l)['step'] for l in (workdir / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
+  assert steps == list(range(1, 401))  # Each step once, after two interruptions.

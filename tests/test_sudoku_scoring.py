@@ -1,33 +1,34 @@
-"""Tests of how train/sudoku.py scores a filled grid."""
+"""Tests of how the Sudoku task (train/tasks/sudoku/) scores a filled grid, and its warm starts."""
 import jax.numpy as jnp
 import numpy as np
 
-from data import sudoku
+from data import sudoku_grids
 from data import sudoku_solver
-from train import sudoku as sudoku_task
+from train.tasks.sudoku import depth_eval
+from train.tasks.sudoku import losses
 
 
 def test_valid_grids_accepts_any_solution_and_rejects_clashes():
-  puzzles = sudoku.generate_puzzles(4, 9, 30, 30, seed=0)
+  puzzles = sudoku_grids.generate_puzzles(4, 9, 30, 30, seed=0)
   good = puzzles.solutions.astype(np.int32)
   bad = good.copy()
   bad[:, [0, 1]] = bad[:, [1, 0]]  # Two cells of row 0 swapped: columns and maybe a box now clash.
   relabeled = good.copy()
   relabeled[good == 1], relabeled[good == 2] = 2, 1  # Another valid grid.
   grids = jnp.asarray(np.stack([good, bad, relabeled]))
-  valid = np.asarray(sudoku_task._valid_grids(grids, 9))
+  valid = np.asarray(depth_eval._valid_grids(grids, 9))
   assert valid[0].all() and not valid[1].any() and valid[2].all()
 
 
 def test_an_ambiguous_puzzle_counts_as_solved_by_either_solution():
-  solution = sudoku.generate_puzzles(1, 4, 4, 4, seed=1).solutions[0]
+  solution = sudoku_grids.generate_puzzles(1, 4, 4, 4, seed=1).solutions[0]
   # The empty 4x4 grid: its reference solution and any other full grid both solve it.
-  others = sudoku.all_solution_grids(4)
+  others = sudoku_grids.all_solution_grids(4)
   other = next(g for g in others if not np.array_equal(g, solution))
   count, _ = sudoku_solver.solve(np.zeros(16, np.int8), 4)
   assert count > 1
   grids = jnp.asarray(np.stack([solution, other]).astype(np.int32))[None]
-  assert np.asarray(sudoku_task._valid_grids(grids, 4)).all()
+  assert np.asarray(depth_eval._valid_grids(grids, 4)).all()
 
 
 def test_warm_start_carry_is_the_unrolled_carry_after_a_random_number_of_steps():
@@ -41,7 +42,7 @@ def test_warm_start_carry_is_the_unrolled_carry_after_a_random_number_of_steps()
   model = models.get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (32, 16)), jnp.int32)
   params = model.init(jax.random.PRNGKey(0), tokens)['params']
-  carry = sudoku_task.warm_start(params, tokens, jax.random.PRNGKey(1), model=model, max_steps=3)
+  carry = losses.warm_start(params, tokens, jax.random.PRNGKey(1), model=model, max_steps=3)
   per_depth = [models.unroll(model, {'params': params}, tokens, d)[0]['h'] for d in (1, 2, 3)]
   fresh = jnp.zeros_like(per_depth[0])
   matches = [np.allclose(carry['h'], h, atol=1e-5) for h in [fresh] + per_depth]
@@ -59,4 +60,4 @@ def test_warm_starts_are_refused_with_act_training():
     config.train.act = True
     config.train.warm_start_max = 2
   with pytest.raises(ValueError, match='warm_start_max applies to train.act=False'):
-    sudoku_task.make_task(config, None, None, None)
+    losses.make_objective(config, None, None)

@@ -10,6 +10,8 @@ from flax import linen as nn
 
 from train import checkpoint as ckpt_lib
 from train import loop
+from train import workdir as workdir_lib
+from train.errors import NonFiniteLossError
 
 
 class _Linear(nn.Module):
@@ -44,7 +46,18 @@ class _ToyTask:
 
   def validate(self, params, step):
     self.validated.append(step)
-    return float(step), {'val_step': float(step)}
+    return {'score': float(step)}
+
+  def objective(self) -> loop.Objective:
+    return loop.Objective(loss_fn=self.loss_fn, train_batch=self.train_batch, example_inputs=self.example_inputs(),
+                          progress_metrics=('loss', 'acc'))
+
+  def evaluators(self, every: int = 4) -> list[loop.Evaluator]:
+    return [loop.Evaluator('val', self.validate, every, select='score')]
+
+
+def _train(config, workdir, task):
+  return loop.train(config, workdir, task.model, task.objective(), task.evaluators(int(config.train.eval_every)))
 
 
 def _config(steps: int = 12) -> ml_collections.ConfigDict:
@@ -61,7 +74,7 @@ def _params(result):
 
 def test_loss_decreases_and_checkpoints_written(tmp_path: pathlib.Path):
   task = _ToyTask(_Linear())
-  result = loop.train(_config(40), tmp_path, task.model, task)
+  result = _train(_config(40), tmp_path, task)
   result.checkpoints.close()
   rows = [l for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
   import json
@@ -76,17 +89,17 @@ def test_loss_decreases_and_checkpoints_written(tmp_path: pathlib.Path):
 def test_resume_continues_bit_for_bit(tmp_path: pathlib.Path):
   """A run stopped at step 8 and resumed ends with exactly the uninterrupted run's params."""
   task = _ToyTask(_Linear())
-  full = loop.train(_config(12), tmp_path / 'full', task.model, task)
+  full = _train(_config(12), tmp_path / 'full', task)
   full.checkpoints.close()
   # Simulate an interruption: train to 8 with the same schedule, by writing the step-8 checkpoint of
   # a run with steps=12 (eval/checkpoint every 4), then delete the later ones.
-  part = loop.train(_config(12), tmp_path / 'part', task.model, task)
+  part = _train(_config(12), tmp_path / 'part', task)
   part.checkpoints.close()
   for p in (tmp_path / 'part' / 'checkpoints').iterdir():
     if p.name == '12':
       import shutil
       shutil.rmtree(p)
-  resumed = loop.train(_config(12), tmp_path / 'part', task.model, task)
+  resumed = _train(_config(12), tmp_path / 'part', task)
   resumed.checkpoints.close()
   assert resumed.restored_step == 8
   for a, b in zip(jax.tree.leaves(_params(full)), jax.tree.leaves(_params(resumed))):
@@ -95,20 +108,92 @@ def test_resume_continues_bit_for_bit(tmp_path: pathlib.Path):
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path: pathlib.Path):
   task = _ToyTask(_Linear(), poison_at=6)
-  with pytest.raises(loop.NonFiniteLossError, match=r'step 7.*last good checkpoint \(step 4\)'):
-    loop.train(_config(12), tmp_path, task.model, task)
+  with pytest.raises(NonFiniteLossError, match=r'step 7.*last good checkpoint \(step 4\)'):
+    _train(_config(12), tmp_path, task)
   steps = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert steps == [4]
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path: pathlib.Path):
   task = _ToyTask(_Linear())
-  result = loop.train(_config(4), tmp_path, task.model, task)
+  result = _train(_config(4), tmp_path, task)
   result.checkpoints.close()
   step_dir = tmp_path / 'checkpoints' / '4'
   for f in step_dir.rglob('*'):
     if f.is_file() and 'state' in f.parts and f.stat().st_size > 0:
       f.write_bytes(b'garbage')
   with pytest.raises(ckpt_lib.CheckpointError, match=str(step_dir)):
-    loop.train(_config(8), tmp_path, task.model, task)
+    _train(_config(8), tmp_path, task)
   assert step_dir.is_dir()  # Nothing was deleted.
+
+
+def test_resume_rewinds_metrics_log_so_each_step_appears_once(tmp_path: pathlib.Path):
+  import json
+  import shutil
+  task = _ToyTask(_Linear())
+  _train(_config(12), tmp_path, task).checkpoints.close()
+  shutil.rmtree(tmp_path / 'checkpoints' / '12')  # As if killed after step 8's checkpoint.
+  _train(_config(12), tmp_path, task).checkpoints.close()
+  steps = [json.loads(l)['step'] for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
+  assert steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_restart_from_scratch_moves_old_metrics_and_best_aside(tmp_path: pathlib.Path, capsys):
+  import shutil
+  task = _ToyTask(_Linear())
+  _train(_config(8), tmp_path, task).checkpoints.close()
+  shutil.rmtree(tmp_path / 'checkpoints')
+  _train(_config(4), tmp_path, task).checkpoints.close()
+  out = capsys.readouterr().out
+  assert 'metrics.jsonl.old' in out and 'best.old' in out
+  assert (tmp_path / 'best.old').is_dir() and (tmp_path / 'metrics.jsonl.old').is_file()
+
+
+def test_tensorboard_event_file_holds_the_logged_scalars(tmp_path: pathlib.Path):
+  """The event file is read back with its own record format (length, crc, Event proto, crc)."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  task = _ToyTask(_Linear())
+  _train(_config(8), tmp_path, task).checkpoints.close()
+  (events,) = tmp_path.glob('events.out.tfevents.*')
+  data, tags = events.read_bytes(), {}
+  while data:
+    (length,) = struct.unpack('<Q', data[:8])
+    event = event_pb2.Event.FromString(data[12:12 + length])
+    data = data[12 + length + 4:]
+    for value in event.summary.value:
+      tags.setdefault(value.tag, []).append((event.step, value.simple_value))
+  assert [s for s, _ in tags['train/loss']] == [2, 4, 6, 8]
+  assert [s for s, _ in tags['val/score']] == [4, 8]
+  assert tags['val/score'][-1][1] == 8.0
+
+
+def test_settings_check_refuses_other_settings_and_other_tasks(tmp_path: pathlib.Path):
+  from train.errors import WorkdirError
+  config = _config(8)
+  settings = workdir_lib.settings_of(config, 'toy', free=('train.steps',))
+  workdir_lib.check_settings(tmp_path, settings, record=True)
+  longer = _config(20)  # train.steps is free: resuming to more steps is fine.
+  workdir_lib.check_settings(tmp_path, workdir_lib.settings_of(longer, 'toy', ('train.steps',)), record=True)
+  with config.unlocked():
+    config.train.lr = 0.5
+    config.train.log_every = 1  # Cadences are always free.
+  with pytest.raises(WorkdirError, match=r'train.lr: 0.05 -> 0.5'):
+    workdir_lib.check_settings(tmp_path, workdir_lib.settings_of(config, 'toy', ('train.steps',)), record=True)
+  with pytest.raises(WorkdirError, match="belongs to task 'toy'"):
+    workdir_lib.check_settings(tmp_path, workdir_lib.settings_of(_config(8), 'other', ()), record=True)
+
+
+def test_lock_stops_a_second_holder_and_takes_over_a_stale_lock(tmp_path: pathlib.Path):
+  import json
+  import os
+  import socket
+  from train.errors import WorkdirError
+  with workdir_lib.Lock(tmp_path):
+    with pytest.raises(WorkdirError, match=f'in use by pid {os.getpid()}'):
+      with workdir_lib.Lock(tmp_path):
+        pass
+  (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps({'pid': 2 ** 22 + 12345, 'host': socket.gethostname()}))
+  with workdir_lib.Lock(tmp_path):  # Its holder is gone: taken over.
+    assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())['pid'] == os.getpid()
+  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()

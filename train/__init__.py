@@ -1,30 +1,33 @@
-"""Training and evaluation entry points; launch.py calls these."""
+"""Training, evaluation and reports for every task; launch.py calls these.
+
+The core (this package) knows no task: `config.task` names a package of train/tasks/, which
+registers its Task (train/registry.py). Every config is run by the sweep runner (train/sweep.py):
+one run in the workdir, or one run per point of `config.sweep`.
+"""
 import ml_collections
 
-TASKS = ('sudoku', 'mlm')
+from train import registry
+from train import sweep
+from train.errors import (CheckpointError, ConfigError, InputError, Interrupted, NonFiniteLossError,
+                          WorkdirError)
 
-from train.checkpoint import CheckpointError
-
-# Errors caused by input (files, config values, checkpoints, diverging runs) that launch.py reports
-# in one line, without a traceback. SudokuFormatError is a ValueError, NonFiniteLossError a FloatingPointError.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, CheckpointError)
-
-
-def _runner(config: ml_collections.ConfigDict):
-  if config.task == 'sudoku':
-    from train import sudoku_run  # pylint: disable=g-import-not-at-top
-    return sudoku_run
-  if config.task == 'mlm':
-    from train import mlm_run  # pylint: disable=g-import-not-at-top
-    return mlm_run
-  raise ValueError(f'config.task={config.task!r} is not one of {TASKS}')
+# Errors caused by input (files, config values, checkpoints, workdirs, diverging or interrupted runs)
+# that launch.py reports in one line, without a traceback. ValueError stays among them until every
+# input check raises one of the project's own types (models/ and data/ still raise ValueError).
+USER_ERRORS = (ConfigError, InputError, WorkdirError, CheckpointError, NonFiniteLossError, Interrupted,
+               ValueError, FileNotFoundError)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
-  """Trains (resuming from workdir when it holds a checkpoint), then evaluates."""
-  return _runner(config).train_and_evaluate(config, workdir)
+  """Trains every run of the config (resuming from what workdir holds), evaluating each."""
+  return sweep.run(config, workdir, registry.get_task(config.task))
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str):
-  """Evaluates the trained run in workdir (--mode=eval)."""
-  return _runner(config).evaluate(config, workdir)
+  """Evaluates the trained runs in workdir (--mode=eval)."""
+  return sweep.evaluate(config, workdir, registry.get_task(config.task))
+
+
+def report(config: ml_collections.ConfigDict, workdir: str):
+  """Collects every finished run of the sweep in workdir into its tables and plots (--mode=report)."""
+  return sweep.report(config, workdir, registry.get_task(config.task))

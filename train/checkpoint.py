@@ -1,27 +1,29 @@
-"""Orbax checkpoints: the latest N in <workdir>/checkpoints, the best on validation in <workdir>/best."""
-import json
+"""Orbax checkpoints: the latest N in <run>/checkpoints, the best on validation in <run>/best.
+
+`restore_eval_params` is the one way every task restores a trained run for evaluation: the
+best-on-validation checkpoint (else the latest), read as saved, with no model or data needed.
+"""
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from train.errors import CheckpointError
 from train.state import TrainState
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint exists but cannot be restored (corrupt, or from another model)."""
 
 
 class Checkpoints:
   """Saves and restores TrainState (+ a JSON record) with orbax CheckpointManagers."""
 
-  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, read_only: bool = False):
-    workdir = pathlib.Path(workdir).absolute()
-    self.latest_dir = workdir / 'checkpoints'
-    self.best_dir = workdir / 'best'
-    common = dict(create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
+  def __init__(self, run_dir: str | pathlib.Path, *, keep: int = 3, read_only: bool = False):
+    run_dir = pathlib.Path(run_dir).absolute()
+    self.latest_dir = run_dir / 'checkpoints'
+    self.best_dir = run_dir / 'best'
+    # Read-only use (evaluation) neither creates nor cleans; orbax's own read_only mode only adds warnings.
+    common = dict(create=not read_only, cleanup_tmp_directories=not read_only)
     self._latest = ocp.CheckpointManager(
         self.latest_dir, options=ocp.CheckpointManagerOptions(max_to_keep=max(keep, 1), **common))
     self._best = ocp.CheckpointManager(
@@ -65,21 +67,34 @@ class Checkpoints:
     self.best_score = score
     return True
 
-  def restore(self, abstract_state: TrainState, which: str = 'latest',
-              step: int | None = None) -> tuple[TrainState, dict[str, Any]] | None:
-    """Restores into the shapes/shardings of `abstract_state`; None when there is no checkpoint."""
+  def discard_best(self, why: str) -> None:
+    """Moves best/ aside (a restart from scratch must not keep an older run's best)."""
+    self._best.wait_until_finished()
+    self._best.close()
+    old = self.best_dir.with_name('best.old')
+    shutil.rmtree(old, ignore_errors=True)
+    self.best_dir.replace(old)
+    print(f'note: {why}; {self.best_dir} of the earlier run moved to {old}', flush=True)
+    self._best = ocp.CheckpointManager(self.best_dir, options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, best_fn=lambda m: m['score'], best_mode='max', create=True))
+    self.best_score = float('-inf')
+
+  def restore(self, abstract_state: Any | None, which: str = 'latest',
+              step: int | None = None) -> tuple[Any, dict[str, Any]] | None:
+    """Restores into the shapes/shardings of `abstract_state` (None: as saved, a tree of arrays);
+    None when there is no checkpoint."""
     manager = self._manager(which)
     step = manager.latest_step() if step is None else step
     if step is None:
       return None
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    target = None if abstract_state is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     where = manager.directory / str(step)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), record=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types: name the checkpoint and keep it on disk.
       raise CheckpointError(
-          f'cannot restore checkpoint {where}: {type(e).__name__}: {e}. It was left untouched; '
+          f'cannot restore checkpoint {where}: {type(e).__name__}: {str(e)[:300]}. It was left untouched; '
           f'if it is corrupt, move it away to resume from an earlier step, or use another --workdir.') from e
     return restored['state'], dict(restored['record'] or {})
 
@@ -92,12 +107,24 @@ class Checkpoints:
     self._best.close()
 
 
-def write_json(path: pathlib.Path, obj: Any) -> None:
-  """Writes JSON atomically (tmp file + rename) on process 0."""
-  if jax.process_index() != 0:
-    return
-  path = pathlib.Path(path)
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-  tmp.replace(path)
-  logging.info('wrote %s', path)
+def restore_eval_params(run_dir: pathlib.Path, which: str, mesh: jax.sharding.Mesh) -> tuple[Any, int, str]:
+  """(eval params replicated over `mesh`, step, which checkpoint) of a trained run.
+
+  `which` is 'best' (on validation; falls back to the latest when the run kept none) or
+  'latest'. The EMA params are used when the run kept them.
+  """
+  from train import sharding  # pylint: disable=g-import-not-at-top
+  checkpoints = Checkpoints(run_dir, read_only=True)
+  try:
+    if which == 'best' and checkpoints.latest_step('best') is None:
+      logging.info('no best-on-validation checkpoint in %s; using the latest', run_dir)
+      which = 'latest'
+    restored = checkpoints.restore(None, which=which)
+  finally:
+    checkpoints.close()
+  if restored is None:
+    raise CheckpointError(f'no checkpoint in {run_dir / "checkpoints"}: train first with --mode=train')
+  state, _ = restored
+  params = state['ema_params'] if state.get('ema_params') is not None else state['params']
+  params = jax.device_put(params, sharding.replicated(mesh))
+  return params, int(state['step']), which

@@ -1,9 +1,16 @@
-"""The task-agnostic training loop: pure jitted train_step, resume, progress, eval, checkpoints."""
+"""The task-agnostic training loop: pure jitted train_step, resume, progress, evaluators, checkpoints.
+
+A task hands the loop an `Objective` (loss, batches, example inputs) and a list of `Evaluator`s,
+each with its own cadence; the loop prints and logs whatever figures they return. It names no
+task metric and no model field.
+"""
 import dataclasses
 import math
 import pathlib
+import signal
+import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -14,52 +21,62 @@ from absl import logging
 from flax import linen as nn
 
 from train import checkpoint as ckpt_lib
+from train import metrics as metrics_lib
 from train import optim
 from train import progress as progress_lib
 from train import sharding
+from train.errors import Interrupted, NonFiniteLossError
 from train.state import TrainState, create_train_state, eval_params
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, Metrics]]
 
 
-class Task(Protocol):
-  """What the loop needs from a task (Sudoku, MLM, ...)."""
+@dataclasses.dataclass
+class Objective:
+  """What a task trains: a pure loss and a pure function of the step giving its batch.
 
-  def example_inputs(self) -> np.ndarray:
-    """A small batch of model inputs, for parameter init."""
-
-  def loss_fn(self, params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
-    """Pure: scalar loss and metrics (scalars) of one batch."""
-
-  def train_batch(self, step: int, batch_size: int, process_index: int,
-                  process_count: int) -> dict[str, np.ndarray]:
-    """This process's slice of batch `step`; a pure function of the step (exact resume)."""
-
-  def validate(self, params: Any, step: int) -> tuple[float, dict[str, float]]:
-    """Score (higher is better, picks the best checkpoint) and metrics on validation data."""
-
-
-class StatefulTask(Task, Protocol):
-  """A task that carries state across train steps (e.g. TRM's samples in flight).
-
-  Its loss_fn is `loss_fn(params, batch, rng, task_state) -> (loss, (metrics, task_state))`;
-  the task state lives in TrainState, so it is checkpointed and a resumed run continues exactly.
+  loss_fn(params, batch, rng) -> (loss, metrics); with `init_task_state` it is
+  loss_fn(params, batch, rng, task_state) -> (loss, (metrics, task_state)), the task
+  state living in TrainState (checkpointed, so a resumed run continues exactly).
   """
+  loss_fn: Callable[..., Any]
+  # train_batch(step, batch_size, process_index, process_count): this process's slice of batch `step`.
+  train_batch: Callable[[int, int, int, int], dict[str, np.ndarray]]
+  example_inputs: np.ndarray  # A small batch of model inputs, for parameter init.
+  init_task_state: Callable[[Any, int], Any] | None = None  # (params, global_batch) -> state before step 0.
+  progress_metrics: tuple[str, ...] = ('loss',)  # Shown on the progress line (all are logged).
 
-  def init_task_state(self, params: Any, global_batch: int) -> Any:
-    """The task state before step 0 (traced under jit)."""
+
+@dataclasses.dataclass
+class Evaluator:
+  """Figures of the eval params, every `every` steps (0: at the end only) and after the last step.
+
+  fn(params, step) -> {name: figure}; scalars are printed and logged. With `select`, the
+  figure of that name (higher is better) keeps the best checkpoint in best/.
+  """
+  name: str
+  fn: Callable[[Any, int], dict[str, Any]]
+  every: int = 0
+  select: str | None = None
+
+  def due(self, step: int, total: int) -> bool:
+    return step == total or (self.every > 0 and step % self.every == 0)
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf."""
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  checkpoints: ckpt_lib.Checkpoints
+  mesh: jax.sharding.Mesh
+  restored_step: int | None  # Step restored from the run directory, None for a fresh run.
+  train_seconds: float
+  evaluations: dict[str, tuple[int, dict[str, Any]]]  # Evaluator name -> (step, figures) of its last call.
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, ema_decay: float,
+def make_train_step(loss_fn, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
                     stateful: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-  """Builds the pure `train_step(state, batch) -> (state, metrics)` (see StatefulTask)."""
+  """Builds the pure `train_step(state, batch) -> (state, metrics)` (see Objective)."""
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
@@ -82,19 +99,14 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   return train_step
 
 
-def jit_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
+def jit_train_step(objective: Objective, tx: optax.GradientTransformation, schedule: optax.Schedule,
                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   """The jitted train step: state replicated and donated, batch sharded on 'data'."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(
-      make_train_step(task.loss_fn, tx, schedule, float(config.train.ema_decay), is_stateful(task)),
-      in_shardings=(replicated, sharding.batch_sharded(mesh)),
-      out_shardings=(replicated, replicated),
-      donate_argnums=(0,))
-
-
-def is_stateful(task: Task) -> bool:
-  return hasattr(task, 'init_task_state')
+  step = make_train_step(objective.loss_fn, tx, schedule, float(config.train.ema_decay),
+                         objective.init_task_state is not None)
+  return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
 def compiled_flops(jitted_fn, *args) -> float:
@@ -105,73 +117,91 @@ def compiled_flops(jitted_fn, *args) -> float:
   return float((analysis or {}).get('flops', 0.0))
 
 
-@dataclasses.dataclass
-class TrainResult:
-  state: TrainState
-  checkpoints: ckpt_lib.Checkpoints
-  mesh: jax.sharding.Mesh
-  restored_step: int | None  # Step restored from the workdir, None for a fresh run.
-  train_seconds: float
-
-
-def init_state(model: nn.Module, task: Task, config: ml_collections.ConfigDict,
+def init_state(model: nn.Module, objective: Objective, config: ml_collections.ConfigDict,
                tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
   """Initialises params and optimizer state, replicated over the mesh."""
-  inputs = jnp.asarray(task.example_inputs())
+  inputs = jnp.asarray(objective.example_inputs)
 
   def init_fn(rng):
     params = model.init(rng, inputs)['params']
-    task_state = task.init_task_state(params, int(config.train.batch_size)) if is_stateful(task) else None
+    task_state = (objective.init_task_state(params, int(config.train.batch_size))
+                  if objective.init_task_state is not None else None)
     return create_train_state(params, tx, config.seed, use_ema=float(config.train.ema_decay) > 0,
                               task_state=task_state)
 
   return jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, model: nn.Module,
-          task: Task) -> TrainResult:
-  """Trains (or resumes) `model` on `task` for config.train.steps; saves checkpoints in workdir."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+def count_params(params: Any) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+class _StopSignals:
+  """Turns SIGINT/SIGTERM into a request that the loop honours between steps (never mid-step,
+  where the donated state would be half gone). A second signal interrupts at once."""
+
+  def __init__(self):
+    self.received: str | None = None
+    self._previous = {}
+
+  def __enter__(self) -> '_StopSignals':
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    if self.received is not None:  # Second signal: stop now.
+      raise KeyboardInterrupt
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model: nn.Module,
+          objective: Objective, evaluators: list[Evaluator] = (), label: str = '') -> TrainResult:
+  """Trains (or resumes) `model` on `objective` for config.train.steps; checkpoints in run_dir."""
+  run_dir = pathlib.Path(run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
   tcfg = config.train
   mesh = sharding.make_mesh()
   sharding.check_batch_size(int(tcfg.batch_size), mesh)
   tx, schedule = optim.make_optimizer(tcfg)
-  state = init_state(model, task, config, tx, mesh)
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  logging.info('model %s: %s parameters, mesh %s', config.model.name, f'{n_params:,}', dict(mesh.shape))
+  state = init_state(model, objective, config, tx, mesh)
+  logging.info('%s: %s parameters, mesh %s', label or 'model', f'{count_params(state.params):,}', dict(mesh.shape))
 
-  checkpoints = ckpt_lib.Checkpoints(workdir, keep=int(tcfg.keep_checkpoints))
+  checkpoints = ckpt_lib.Checkpoints(run_dir, keep=int(tcfg.keep_checkpoints))
   restored = checkpoints.restore(state)
-  restored_step = None
+  restored_step, train_seconds = None, 0.0
   if restored is not None:
     state, record = restored
     restored_step = int(jax.device_get(state.step))
-    msg = f'restored step {restored_step} from {checkpoints.latest_dir}; resuming'
-    logging.info(msg)
-    print(msg, flush=True)
+    print(f'restored step {restored_step} from {checkpoints.latest_dir}; resuming', flush=True)
     train_seconds = float(record.get('train_seconds', 0.0))
-  else:
-    train_seconds = 0.0
+  elif checkpoints.latest_step('best') is not None:
+    checkpoints.discard_best('no latest checkpoint is left, so the run starts from step 0')
 
   total = int(tcfg.steps)
   start = int(jax.device_get(state.step))
-  step_fn = jit_train_step(task, tx, schedule, config, mesh)
-  log = progress_lib.MetricsLog(workdir / 'metrics.jsonl')
-  bar = progress_lib.Progress(total, start, prefix=f'{config.model.name} ')
-  eval_every, ckpt_every, log_every = int(tcfg.eval_every), int(tcfg.checkpoint_every), max(int(tcfg.log_every), 1)
+  step_fn = jit_train_step(objective, tx, schedule, config, mesh)
+  log = metrics_lib.MetricsWriter(run_dir, start)
+  bar = progress_lib.Progress(total, start, prefix=f'{label} ' if label else '')
+  ckpt_every, log_every = int(tcfg.checkpoint_every), max(int(tcfg.log_every), 1)
+  evaluations: dict[str, tuple[int, dict[str, Any]]] = {}
 
   def record_of(step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return dict(step=step, train_seconds=train_seconds, model=config.model.name, **(extra or {}))
+    return dict(step=step, train_seconds=train_seconds, **(extra or {}))
 
   def check_finite(step: int, metrics: dict[str, float]) -> None:
     if not math.isfinite(metrics['loss']):
       checkpoints.wait()  # Let the last good checkpoint finish writing.
-      last = checkpoints.latest_step()
       raise NonFiniteLossError(
           f'loss is {metrics["loss"]} at step {step}; stopped without saving. The last good '
-          f'checkpoint (step {last}) is kept in {checkpoints.latest_dir}. Lower train.lr or raise '
-          f'train.warmup_steps, or set train.grad_clip.')
+          f'checkpoint (step {checkpoints.latest_step()}) is kept in {checkpoints.latest_dir}. Lower '
+          'train.lr or raise train.warmup_steps, or set train.grad_clip.')
 
   pending: tuple[int, Metrics] | None = None  # Metrics of the step before the one in flight.
   window: list[dict[str, float]] = []
@@ -189,43 +219,65 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, model:
     if done_step % log_every == 0 or done_step == total:
       mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
       window.clear()
-      shown = {k: mean[k] for k in ('loss', 'acc', 'exact') if k in mean}
-      bar.update(done_step, shown)
-      log.write(dict(step=done_step, kind='train', steps_per_sec=bar.rate, **mean))
+      bar.update(done_step, {k: mean[k] for k in objective.progress_metrics if k in mean})
+      log.write(done_step, 'train', dict(mean, steps_per_sec=bar.rate))
+
+  def run_evaluators(done: int) -> None:
+    for evaluator in evaluators:
+      if not evaluator.due(done, total):
+        continue
+      bar.newline()
+      figures = evaluator.fn(eval_params(state), done)
+      evaluations[evaluator.name] = (done, figures)
+      scalars = {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+      print(f'  {evaluator.name} @ step {done}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scalars.items()),
+            flush=True)
+      log.write(done, evaluator.name, scalars)
+      if evaluator.select is not None:
+        score = float(figures[evaluator.select])
+        if checkpoints.save_if_best(state, score, record_of(done, scalars)):
+          logging.info('step %d: new best %s %s %.4f', done, evaluator.name, evaluator.select, score)
 
   t0 = time.perf_counter()
-  step = start
-  try:
-    for step in range(start, total):
-      local = task.train_batch(step, int(tcfg.batch_size), jax.process_index(), jax.process_count())
-      state, metrics = step_fn(state, sharding.put_batch(local, mesh))
-      drain()  # Step t-1's metrics, fetched while step t runs.
-      pending = (step + 1, metrics)
-      done = step + 1
-      is_last = done == total
-      if (eval_every and done % eval_every == 0) or (ckpt_every and done % ckpt_every == 0) or is_last:
-        drain()
-        train_seconds += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if (ckpt_every and done % ckpt_every == 0) or is_last:
-          checkpoints.save(state, record_of(done))
-        if (eval_every and done % eval_every == 0) or is_last:
-          bar.newline()
-          score, val = task.validate(eval_params(state), done)
-          log.write(dict(step=done, kind='val', score=score, **val))
-          if checkpoints.save_if_best(state, score, record_of(done, dict(val))):
-            logging.info('step %d: new best validation score %.4f', done, score)
-        t0 = time.perf_counter()
-        bar.restart_clock(done)
-  except KeyboardInterrupt:
-    drain()
-    bar.newline()
-    train_seconds += time.perf_counter() - t0
-    checkpoints.save(state, record_of(int(jax.device_get(state.step))))
-    checkpoints.wait()
-    print(f'interrupted: saved step {int(jax.device_get(state.step))}; rerun the same command to resume',
-          flush=True)
-    raise
-  drain()
+  with _StopSignals() as signals:
+    try:
+      for step in range(start, total):
+        if signals.received:
+          break
+        local = objective.train_batch(step, int(tcfg.batch_size), jax.process_index(), jax.process_count())
+        state, metrics = step_fn(state, sharding.put_batch(local, mesh))
+        drain()  # Step t-1's metrics, fetched while step t runs.
+        pending = (step + 1, metrics)
+        done = step + 1
+        due_ckpt = (ckpt_every and done % ckpt_every == 0) or done == total
+        due_eval = any(e.due(done, total) for e in evaluators)
+        if due_ckpt or due_eval:
+          drain()
+          train_seconds += time.perf_counter() - t0
+          if due_ckpt:
+            checkpoints.save(state, record_of(done))
+          run_evaluators(done)
+          t0 = time.perf_counter()
+          bar.restart_clock(done)
+      drain()
+      if signals.received:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+      pending = None  # Metrics of a step that may not have finished: dropped.
+      bar.newline()
+      train_seconds += time.perf_counter() - t0
+      log.close()
+      what = signals.received or 'SIGINT'
+      if any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)):  # Mid-step.
+        checkpoints.wait()
+        raise Interrupted(f'{what} (twice, mid-step): the checkpoint of step {checkpoints.latest_step()} in '
+                          f'{checkpoints.latest_dir} is kept; rerun the same command to resume') from None
+      saved = int(jax.device_get(state.step))
+      if checkpoints.latest_step() != saved:
+        checkpoints.save(state, record_of(saved))
+      checkpoints.wait()
+      raise Interrupted(f'{what}: saved step {saved} in {checkpoints.latest_dir}; '
+                        'rerun the same command to resume') from None
   checkpoints.wait()
-  return TrainResult(state, checkpoints, mesh, restored_step, train_seconds)
+  log.close()
+  return TrainResult(state, checkpoints, mesh, restored_step, train_seconds, evaluations)

@@ -1,6 +1,8 @@
-"""Figures and markdown tables written into the workdir."""
+"""Figures written into the workdir (PNG), saved atomically: shards of a sweep may write the same one."""
+import math
+import os
 import pathlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -32,16 +34,50 @@ def plot_depth_curves(curves: dict[str, dict[str, Sequence[float]]], trained_dep
   axes[1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
+  return save(fig, path)
+
+
+def save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
+  """Saves and closes `fig` as PNG via a tmp file of this process, then rename."""
   path = pathlib.Path(path)
-  fig.savefig(path, dpi=120, bbox_inches='tight')
+  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.png')
+  fig.savefig(tmp, dpi=120, bbox_inches='tight')
   plt.close(fig)
+  tmp.replace(path)
   return path
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-  """A GitHub markdown table; floats get 3 decimals."""
-  def cell(v: object) -> str:
-    return f'{v:.3f}' if isinstance(v, float) else str(v)
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
-  return '\n'.join(lines) + '\n'
+def plot_ablation(groups: dict[str, list[dict[str, Any]]], metric: str, path: str | pathlib.Path) -> pathlib.Path:
+  """One panel per varied axis: `metric` (mean ± std over seeds) against the axis value, one line per
+  group (e.g. model), the baseline's value as a dashed line of the same colour."""
+  axes_names = sorted({r['axis'] for rows in groups.values() for r in rows if r['axis'] is not None})
+  cols = max(len(axes_names), 1)
+  fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 3.8), squeeze=False)
+  for ax, name in zip(axes[0], axes_names):
+    for i, (label, rows) in enumerate(groups.items()):
+      base = next((r for r in rows if r['axis'] is None), None)
+      pts = sorted((r for r in rows if r['axis'] == name), key=lambda r: _order(r['value']))
+      if base is not None:
+        ax.axhline(base['mean'], color=f'C{i}', linestyle='--', linewidth=1, alpha=0.7)
+      xs = [_order(r['value']) for r in pts]
+      numeric = all(isinstance(x, (int, float)) for x in xs)
+      ax.errorbar(xs if numeric else [str(r['value']) for r in pts], [r['mean'] for r in pts],
+                  yerr=[r['std'] for r in pts], marker='o', markersize=4, capsize=3, color=f'C{i}', label=label)
+      if numeric and xs and min(xs) > 0 and max(xs) / min(xs) >= 20:
+        ax.set_xscale('log')
+    ax.set_xlabel(name)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     title='dashed: baseline')
+  fig.suptitle(f'Ablation: {metric} against each axis, the others at the baseline (mean ± std over seeds)',
+               fontsize=10)
+  fig.tight_layout()
+  return save(fig, path)
+
+
+def _order(value: Any) -> Any:
+  """Numbers as they are (0 stays 0), other values as strings."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    return str(value)
+  return value

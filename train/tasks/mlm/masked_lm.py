@@ -1,4 +1,4 @@
-"""MLM task: masked-position batches, weighted cross-entropy with deep supervision, evaluation.
+"""Masked language modelling: readout slots, weighted cross-entropy with deep supervision, evaluation.
 
 Batches from `data.mlm` mark the predicted positions with `weights` over the
 whole sequence. The task turns them into a fixed number M of readout slots per
@@ -22,15 +22,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from flax import linen as nn
 
-from data import mlm as mlm_data
+from data import mlm_batches
 from models import flops as flops_lib
+from models.layers import ArchConfig
 from models.unroll import unroll
+from train import loop
 from train import sharding
+from train.errors import ConfigError
 
 Batch = dict[str, np.ndarray]
+MODEL_TASK_KEYS = ('depth', 'lr')  # Model-section fields this task reads itself (not architecture).
 
 
 def auto_max_predictions(seq_len: int, mask_prob: float, group: int = 1) -> int:
@@ -54,7 +57,7 @@ def to_positions(batch: Batch, max_predictions: int, group: int = 1) -> Batch:
   weights_BxL = batch['weights']
   batch_size, seq_len = weights_BxL.shape
   if group < 1 or batch_size % group:
-    raise ValueError(f'train.readout_group={group} must divide the batch of {batch_size} sequences')
+    raise ConfigError(f'train.readout_group={group} must divide the batch of {batch_size} sequences')
   weights_GxT = weights_BxL.reshape(batch_size // group, group * seq_len)
   if not 1 <= max_predictions <= weights_GxT.shape[1]:
     raise ValueError(f'max_predictions={max_predictions} must be in [1, readout_group x seq_len = '
@@ -92,10 +95,9 @@ def mlm_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model:
 
   Metrics are of the last step: `ce` (the MLM loss), `acc` (masked accuracy).
   """
-  del rng  # No dropout.
   _, out = unroll(model, {'params': params}, batch['tokens'], depth, detach=detach,
                   positions_GxM=batch['positions'], every_step=deep_supervision,
-                  scan_unroll=scan_unroll)
+                  scan_unroll=scan_unroll, dropout_rng=rng if model.arch.dropout > 0 else None)
   logits_DxGxMxC = out['logits']
   targets_GxM, weights_GxM = batch['targets'], batch['weights']
   total = jnp.maximum(jnp.sum(weights_GxM), 1.0)
@@ -125,7 +127,7 @@ def _eval_sums(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
 def eval_set(eval_tokens_NxL: np.ndarray, data_cfg: Any, batch_size: int, vocab_size: int,
              special_ids: Any, group: int = 1) -> list[Batch]:
   """The fixed, seeded eval batches in readout form, `group` sequences a row (no masked position dropped)."""
-  batches = mlm_data.eval_batches(eval_tokens_NxL, data_cfg, batch_size, vocab_size, special_ids)
+  batches = mlm_batches.eval_batches(eval_tokens_NxL, data_cfg, batch_size, vocab_size, special_ids)
   if group < 1 or batch_size % group:
     raise ValueError(f'the readout group ({group} sequences) must divide eval.batch_size={batch_size}')
   seq_len = eval_tokens_NxL.shape[1]
@@ -171,43 +173,22 @@ class Evaluator:
                 loss_by_depth=loss_D.tolist(), accuracy_by_depth=acc_D.tolist())
 
 
-class MLMTask:
-  """Binds MLM data, model and config into the loop's Task interface."""
+def make_objective(config: ml_collections.ConfigDict, model: nn.Module, data: mlm_batches.MLMData,
+                   scan_unroll: int | bool = 1) -> loop.Objective:
+  """MLM batches in readout form (slots per group of sequences) and the deep-supervision loss."""
+  group = readout_group(config, int(config.train.batch_size))
+  slots = max_predictions(config, group)
+  loss_fn = functools.partial(mlm_loss, model=model, depth=int(config.model.depth),
+                              deep_supervision=bool(config.train.deep_supervision),
+                              detach=bool(config.train.detach), scan_unroll=scan_unroll)
 
-  def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, data: mlm_data.MLMData,
-               evaluator: Evaluator | None = None, scan_unroll: int | bool = 1):
-    self.config = config
-    self.model = model
-    self.data = data
-    self.evaluator = evaluator
-    self.depth = int(config.model.depth)
-    self.readout_group = readout_group(config, int(config.train.batch_size))
-    self.max_predictions = max_predictions(config, self.readout_group)
-    self.loss_fn = functools.partial(
-        mlm_loss, model=model, depth=self.depth, deep_supervision=bool(config.train.deep_supervision),
-        detach=bool(config.train.detach), scan_unroll=scan_unroll)
-    self.last_eval: tuple[int, dict[str, Any]] | None = None  # (step, metrics) of the last validate.
+  def train_batch(step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
+    batch = mlm_batches.train_batch(data.train_tokens_NxL, config.data, step, batch_size, data.vocab_size,
+                                    data.special_ids, process_index, process_count)
+    return to_positions(batch, slots, group)
 
-  def example_inputs(self) -> np.ndarray:
-    return self.data.train_tokens_NxL[:2].astype(np.int32)
-
-  def train_batch(self, step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
-    batch = mlm_data.train_batch(self.data.train_tokens_NxL, self.config.data, step, batch_size,
-                                 self.data.vocab_size, self.data.special_ids, process_index, process_count)
-    return to_positions(batch, self.max_predictions, self.readout_group)
-
-  def validate(self, params: Any, step: int) -> tuple[float, dict[str, float]]:
-    """Masked accuracy on the fixed eval set (higher is better)."""
-    if self.evaluator is None:
-      raise ValueError('MLMTask.validate needs an Evaluator')
-    res = self.evaluator(params)
-    self.last_eval = (step, res)
-    logging.info('step %d eval: masked acc %.4f, loss %.4f, ppl %.2f', step, res['masked_accuracy'],
-                 res['mlm_loss'], res['perplexity'])
-    print(f'  eval @ step {step}: masked acc {res["masked_accuracy"]:.4f}, MLM loss {res["mlm_loss"]:.4f}, '
-          f'perplexity {res["perplexity"]:.2f}', flush=True)
-    return res['masked_accuracy'], dict(masked_accuracy=res['masked_accuracy'], mlm_loss=res['mlm_loss'],
-                                        perplexity=res['perplexity'])
+  return loop.Objective(loss_fn=loss_fn, train_batch=train_batch,
+                        example_inputs=data.train_tokens_NxL[:2].astype(np.int32), progress_metrics=('loss', 'acc'))
 
 
 def readout_group(config: ml_collections.ConfigDict, global_batch: int, what: str = 'train.batch_size') -> int:
@@ -215,7 +196,7 @@ def readout_group(config: ml_collections.ConfigDict, global_batch: int, what: st
   per_device = global_batch // jax.device_count()
   asked = int(config.train.readout_group)
   if asked < 0 or (asked and per_device % asked):
-    raise ValueError(f'train.readout_group={asked} must divide the per-device batch of {per_device} sequences '
+    raise ConfigError(f'train.readout_group={asked} must divide the per-device batch of {per_device} sequences '
                      f'({what}={global_batch} over {jax.device_count()} devices; 0 = all of them)')
   return asked or max(per_device, 1)
 
@@ -225,7 +206,7 @@ def max_predictions(config: ml_collections.ConfigDict, group: int) -> int:
   tokens = group * int(config.data.seq_len)
   asked = int(config.train.max_predictions)
   if asked < 0 or asked > tokens:
-    raise ValueError(f'train.max_predictions={asked} must be in [0, readout_group x data.seq_len = {tokens}] '
+    raise ConfigError(f'train.max_predictions={asked} must be in [0, readout_group x data.seq_len = {tokens}] '
                      '(0 = automatic)')
   return asked or auto_max_predictions(int(config.data.seq_len), float(config.data.mask_prob), group)
 
@@ -233,7 +214,7 @@ def max_predictions(config: ml_collections.ConfigDict, group: int) -> int:
 def analytic_train_flops(config: ml_collections.ConfigDict, vocab_size: int) -> float:
   """The analytic estimate (models/flops.py) of one train step's FLOPs at config.train.batch_size."""
   group = readout_group(config, int(config.train.batch_size))
-  estimate = flops_lib.estimate(config.model, vocab_size=vocab_size, num_classes=vocab_size,
+  estimate = flops_lib.estimate(ArchConfig.from_config(config.model, allowed_extra=MODEL_TASK_KEYS), vocab_size=vocab_size, num_classes=vocab_size,
                                 seq_len=int(config.data.seq_len),
                                 readout_positions=max_predictions(config, group) / group)
   per_example = estimate.train(int(config.model.depth), bool(config.train.deep_supervision))

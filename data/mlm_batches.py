@@ -144,6 +144,14 @@ class MLMData:
   eval_tokens_NxL: np.ndarray
 
 
+# Which data fields the token caches depend on (through the text source, the tokenizer and the packing),
+# and which change only batches and masks. Every field of configs/mlm.py's `data` section is in exactly
+# one of the two (tests/test_mlm_data.py checks), so a new field cannot be forgotten.
+TOKEN_CACHE_FIELDS = ('files', 'eval_files', 'eval_fraction', 'hf_name', 'hf_config', 'vocab_size', 'lowercase',
+                      'seq_len', 'add_cls')
+BATCH_FIELDS = ('mask_prob', 'seed', 'eval_seed', 'num_eval_sequences')
+
+
 def _cache_path(workdir: pathlib.Path, data_cfg: Any, split: str, tokenizer: Tokenizer,
                 add_cls: bool) -> pathlib.Path:
   """`<workdir>/mlm_tokens/<split>_<hash of (text source, tokenizer, seq_len, add_cls)>.npy`."""
@@ -168,10 +176,9 @@ def prepare(data_cfg: Any, workdir: str | os.PathLike[str], process_index: int =
 
   On resume (tokenizer and both caches present) no text is read at all. Use
   one workdir for a whole comparison so every model shares tokenizer and data.
-  Optional data fields: add_cls (default True).
   """
   workdir = pathlib.Path(workdir)
-  add_cls = bool(data_cfg.get('add_cls', True))
+  add_cls = bool(data_cfg.add_cls)
   texts: dict[str, list[str]] | None = None
 
   def get_texts() -> dict[str, list[str]]:
@@ -186,7 +193,7 @@ def prepare(data_cfg: Any, workdir: str | os.PathLike[str], process_index: int =
   needs_training = not (workdir / tokenizer_lib.TOKENIZER_FILE).is_file() and process_index == 0
   tokenizer = tokenizer_lib.load_or_train_tokenizer(
       get_texts()[text_lib.TRAIN] if needs_training else None, int(data_cfg.vocab_size), workdir,
-      lowercase=bool(data_cfg.get('lowercase', True)), process_index=process_index)
+      lowercase=bool(data_cfg.lowercase), process_index=process_index)
   ids = tokenizer_lib.special_ids(tokenizer)
 
   arrays = {}

@@ -1,0 +1,118 @@
+"""The sweep runner: points over dotted config paths, names, one-at-a-time ablations, shards, reports."""
+import json
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs import mlm as mlm_configs
+from configs import sudoku as sudoku_configs
+from tests.conftest import REPO_ROOT
+from tests.conftest import ok
+from train import registry
+from train import sweep
+from train.errors import ConfigError
+
+
+def _names(config, task='sudoku'):
+  return [p.name for p in sweep.points(config, registry.get_task(task))]
+
+
+def _with(config, **sweep_fields):
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in sweep_fields.items():
+    config.sweep[key] = value
+  return config
+
+
+def test_grid_is_a_product_with_seeds_innermost_and_readable_names():
+  config = _with(sudoku_configs.get_config('smoke'), grid='model.name=mlp,trm; train.lr=1e-3,3e-4; seed=0,1')
+  assert _names(config) == ['mlp_lr=0.001_s0', 'mlp_lr=0.001_s1', 'mlp_lr=3e-4_s0', 'mlp_lr=3e-4_s1',
+                            'trm_lr=0.001_s0', 'trm_lr=0.001_s1', 'trm_lr=3e-4_s0', 'trm_lr=3e-4_s1']
+  point = sweep.points(config, registry.get_task('sudoku'))[3]
+  cfg = sweep.point_config(config, point)
+  assert (cfg.model.name, cfg.train.lr, cfg.seed) == ('mlp', 3e-4, 1)
+  assert config.model.name == 'bert'  # The sweep's own config is left as it was.
+
+
+def test_vary_changes_one_axis_at_a_time_around_the_baseline():
+  config = _with(sudoku_configs.get_config('smoke'), grid='seed=0,1',
+                 vary='train.lr=1e-4,1e-3; train.grad_clip=0,0.5; model.dropout=0.1')
+  points = sweep.points(config, registry.get_task('sudoku'))
+  # lr 1e-3 is the baseline's own value (smoke): no separate point for it.
+  assert [p.name for p in points] == ['s0', 's1', 'lr=1e-4_s0', 'lr=1e-4_s1', 'grad_clip=0_s0', 'grad_clip=0_s1',
+                                      'grad_clip=0.5_s0', 'grad_clip=0.5_s1', 'dropout=0.1_s0', 'dropout=0.1_s1']
+  assert [p.varied for p in points[:4]] == [None, None, 'train.lr', 'train.lr']
+  cfg = sweep.point_config(config, points[4])
+  assert (cfg.train.grad_clip, cfg.train.lr, cfg.model.dropout) == (0.0, 1e-3, 0.0)
+
+
+def test_section_axis_copies_the_chosen_section_and_vary_reads_it():
+  config = _with(mlm_configs.get_config('smoke'), grid='model=bert,trm', vary='model.lr=0.01')
+  points = sweep.points(config, registry.get_task('mlm'))
+  assert [p.name for p in points] == ['bert_6e9', 'bert_lr=0.01_6e9', 'trm_6e9', 'trm_lr=0.01_6e9'] or \
+      [p.name for p in points] == ['bert', 'bert_lr=0.01', 'trm', 'trm_lr=0.01']
+  cfg = sweep.point_config(config, points[3])
+  assert cfg.model.name == 'trm' and cfg.model.lr == 0.01 and 'models' not in cfg
+
+
+@pytest.mark.parametrize('grid, message', [
+    ('model.name=mlp,mlp', 'twice'), ('train.lrr=1e-3', 'names no config field'), ('train.steps=1.5', 'not a int'),
+    ('model=gpt', 'is a section'), ('train.lr', 'path=value1'), ('train=1', 'is a section')])
+def test_bad_axes_are_config_errors_naming_the_axis(grid, message):
+  config = _with(sudoku_configs.get_config('smoke'), grid=grid)
+  with pytest.raises(ConfigError, match=message):
+    sweep.points(config, registry.get_task('sudoku'))
+
+
+def test_shards_split_the_points_without_overlap():
+  config = _with(sudoku_configs.get_config('smoke'), grid='model.name=mlp,bert,trm; seed=0,1,2')
+  names = _names(config)
+  shards = []
+  for i in range(4):
+    config.sweep.shard = f'{i}/4'
+    j, n = sweep.shard_of(config)
+    shards.append([p.name for p in sweep.points(config, registry.get_task('sudoku'))[j::n]])
+  assert sorted(sum(shards, [])) == sorted(names) and all(shards)
+  for bad in ('4/4', '1', 'a/b', '-1/2'):
+    config.sweep.shard = bad
+    with pytest.raises(ConfigError, match='sweep.shard'):
+      sweep.shard_of(config)
+
+
+def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
+  """Two processes split the ablation (a job array into one workdir); the report collects every point."""
+  text = shared_data / 'text' / 'wiki.valid.tokens'
+  workdir = tmp_path / 'w'
+  args = [sys.executable, 'launch.py', '--config=configs/mlm.py:ablation,smoke', f'--workdir={workdir}',
+          f'--config.data.files={text}', '--config.sweep.vary=model.lr=5e-4,6e-3;model.dropout=0.1;train.grad_clip=0']
+  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'}
+  import os
+  env = dict(os.environ, **env)
+  procs = [subprocess.Popen(args + [f'--config.sweep.shard={i}/2'], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  assert 'shard 0/2: 3 of them' in outs[0] and 'shard 1/2: 2 of them' in outs[1]
+  proc = subprocess.run(args + ['--mode=report'], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  ok(proc)
+  assert 'report: 5 of 5 points finished' in proc.stdout
+  table = (workdir / 'ablation.md').read_text()
+  settings = ['baseline', 'model.lr=0.0005', 'model.lr=0.006', 'model.dropout=0.1', 'train.grad_clip=0.0']
+  assert all(f'| {s} |' in table for s in settings), table
+  ranks = [line.split('|')[1].strip() for line in table.splitlines() if line.startswith('| ') and 'rank' not in line]
+  assert ranks == ['1', '2', '3', '4', '5']
+  losses = [float(line.split('|')[3].split('±')[0]) for line in table.splitlines()
+            if line.startswith('| ') and 'rank' not in line]
+  assert losses == sorted(losses)  # Ranked by eval MLM loss, lowest first.
+  assert (workdir / 'ablation.png').stat().st_size > 10_000
+  assert 'Not finished' not in (workdir / 'sweep.md').read_text()
+  records = json.loads((workdir / 'results.json').read_text())
+  assert len(records) == 5
+  events = sorted(workdir.glob('runs/*/events.out.tfevents.*'))
+  assert len(events) == 5  # One TensorBoard run per point, all under one --logdir=W.
+  by_run = {r['run']: r for r in records}
+  # Dropout only acts in training: its run differs from the baseline's, its eval is deterministic (rerun below).
+  assert by_run['bert_dropout=0.1_s0']['mlm_loss'] != by_run['bert_s0']['mlm_loss']

@@ -1,0 +1,324 @@
+"""One sweep runner for every task: points over dotted config paths, each a resumable run.
+
+`config.sweep.grid` lists axes whose product is run, `config.sweep.vary` axes varied one at a
+time around the config's own values (an ablation), each crossed with the grid:
+
+  sweep.grid = 'model=bert,trm; flops_budget=1e12,4e12; seed=0,1,2'
+  sweep.vary = 'model.lr=3e-4,3e-3; train.grad_clip=0,0.5'
+
+An axis is a config path and comma-separated values, cast to the field's type. An axis named
+like a section `X` whose plural section `Xs` holds the value picks that section:
+`model=bert` sets config.model to a copy of config.models.bert. Each point trains in
+`W/runs/<name>` (readable: `bert_1e12_s0`, `bert_grad_clip=0_s1`); finished points are skipped
+on rerun, a run directory made with other settings is refused (train/workdir.py), and the
+tables (`sweep.md`, the task's own, `ablation.md`/`.png` for `vary`) are rewritten after each
+point. A sweep with no axes is one run in W itself.
+
+Scale out with the scheduler you have: `sweep.shard='i/n'` runs every n-th point from the i-th
+(a SLURM/k8s job array of n tasks into one shared W), and `--mode=report` collects every
+finished point into the tables and plots.
+"""
+import copy
+import dataclasses
+import itertools
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import ml_collections
+
+from train import tables
+from train import workdir as workdir_lib
+from train.errors import ConfigError
+from train.registry import Task
+
+RUNS_DIR = 'runs'
+RESULT_FILE = 'result.json'
+SEED = 'seed'
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  path: str
+  values: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One run of a sweep: its directory name and the value of each axis it sets."""
+  name: str
+  values: tuple[tuple[str, Any], ...]  # (path, value) in axis order.
+  varied: str | None = None  # The `vary` axis this point changes, None for a baseline point.
+
+  def as_dict(self) -> dict[str, Any]:
+    return dict(self.values)
+
+
+def is_section_axis(config: ml_collections.ConfigDict, path: str) -> bool:
+  return '.' not in path and isinstance(config.get(path + 's'), ml_collections.ConfigDict)
+
+
+def get_path(config: ml_collections.ConfigDict, path: str, key: str) -> Any:
+  node = config
+  for part in path.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ConfigError(f'{key}: axis {path!r} names no config field')
+    node = node[part]
+  return node
+
+
+def _cast(config: ml_collections.ConfigDict, path: str, raw: str, key: str) -> Any:
+  if is_section_axis(config, path):
+    if raw not in config[path + 's']:
+      raise ConfigError(f'{key}: {path}={raw!r} names no section {path}s.{raw} (have {sorted(config[path + "s"])})')
+    return raw
+  current = get_path(config, path, key)
+  if isinstance(current, ml_collections.ConfigDict):
+    raise ConfigError(f'{key}: axis {path!r} is a section; give a field ({path}.<name>)')
+  try:
+    if isinstance(current, bool):
+      if raw.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(raw)
+      return raw.lower() in ('true', '1')
+    if isinstance(current, int):
+      number = float(raw)
+      if number != int(number):
+        raise ValueError(raw)
+      return int(number)
+    if isinstance(current, float):
+      return float(raw)
+  except ValueError:
+    raise ConfigError(f'{key}: {path}={raw!r} is not a {type(current).__name__} like the field') from None
+  return raw
+
+
+def parse_axes(config: ml_collections.ConfigDict, key: str) -> list[Axis]:
+  """Axes of config.sweep.<key>: 'path=v1,v2; path2=...'."""
+  spec = str(config.sweep[key])
+  axes = []
+  for part in spec.split(';'):
+    part = part.strip()
+    if not part:
+      continue
+    path, sep, raw = part.partition('=')
+    path = path.strip()
+    values = tuple(_cast(config, path, v.strip(), f'sweep.{key}') for v in raw.split(',') if v.strip())
+    if not sep or not path or not values:
+      raise ConfigError(f'sweep.{key}: {part!r} is not path=value1,value2 (axes are separated by ";")')
+    if len(set(map(str, values))) != len(values):
+      raise ConfigError(f'sweep.{key}: axis {path} lists a value twice')
+    if any(a.path == path for a in axes):
+      raise ConfigError(f'sweep.{key}: axis {path} appears twice')
+    axes.append(Axis(path, values))
+  return axes
+
+
+def format_value(value: Any) -> str:
+  """A short, file-name-safe form: 1e-3 -> '1e-3', 0.5 -> '0.5', 1500.0 -> '1500'."""
+  if isinstance(value, float):
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+      return f'{value:g}'
+    mantissa, exponent = f'{value:.3e}'.split('e')
+    return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
+  return str(value)
+
+
+def default_name_part(path: str, value: Any) -> str:
+  """`model=bert` -> 'bert', `model.name=mlp` -> 'mlp', `seed=1` -> 's1', `train.lr=1e-3` -> 'lr=1e-3'."""
+  if path == SEED:
+    return f's{value}'
+  if isinstance(value, str):
+    return value
+  return f'{path.rsplit(".", 1)[-1]}={format_value(value)}'
+
+
+def points(config: ml_collections.ConfigDict, task: Task) -> list[Point]:
+  """Every point of the sweep, in a stable order (seeds innermost).
+
+  `vary` axes are read against each grid combination's config (so `model.lr` means the lr of
+  the section the `model` axis picked); a value equal to the baseline's is its baseline point.
+  """
+  grid = parse_axes(config, 'grid')
+  seeds = [a for a in grid if a.path == SEED]
+  outer = [a for a in grid if a.path != SEED]
+  out = []
+  for combo in itertools.product(*[[(a.path, v) for v in a.values] for a in outer]):
+    reference = point_config(config, Point('', tuple(combo)))
+    vary = parse_axes(reference, 'vary')
+    overlap = {a.path for a in grid} & {a.path for a in vary}
+    if overlap:
+      raise ConfigError(f'sweep.grid and sweep.vary both set {sorted(overlap)}')
+    variations: list[tuple[str | None, tuple[tuple[str, Any], ...]]] = [(None, ())]
+    for axis in vary:
+      baseline = None if is_section_axis(reference, axis.path) else get_path(reference, axis.path, 'sweep.vary')
+      variations += [(axis.path, ((axis.path, v),)) for v in axis.values if v != baseline]
+    for varied, change in variations:
+      for seed in (itertools.product(*[[(a.path, v) for v in a.values] for a in seeds]) if seeds else [()]):
+        values = tuple(combo) + change + tuple(seed)
+        parts = [task.name_part(p, v) or default_name_part(p, v) for p, v in values]
+        out.append(Point('_'.join(parts).replace('/', '-'), values, varied))
+  names = [p.name for p in out]
+  if len(set(names)) != len(names):
+    raise ConfigError('two sweep points get the same run name; give distinct values')
+  return out
+
+
+def shard_of(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(i, n) from sweep.shard 'i/n' ('' = 0/1)."""
+  spec = str(config.sweep.shard).strip()
+  if not spec:
+    return 0, 1
+  try:
+    i, n = (int(x) for x in spec.split('/'))
+  except ValueError:
+    raise ConfigError(f"sweep.shard={spec!r} must be 'i/n' with 0 <= i < n (e.g. 0/4)") from None
+  if not 0 <= i < n:
+    raise ConfigError(f"sweep.shard={spec!r} must be 'i/n' with 0 <= i < n (e.g. 0/4)")
+  return i, n
+
+
+def point_config(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
+  """The config of one point: each axis value set (a section axis copies its section)."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    for path, value in point.values:
+      if is_section_axis(config, path):
+        cfg[path] = copy.deepcopy(config[path + 's'][value])
+        continue
+      *parents, leaf = path.split('.')
+      node = cfg
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+    for path, _ in point.values:
+      if is_section_axis(config, path) and path + 's' in cfg:
+        del cfg[path + 's']  # A run holds the section it uses, not the choices.
+  return cfg
+
+
+def _is_sweep(config: ml_collections.ConfigDict) -> bool:
+  return bool(str(config.sweep.grid).strip() or str(config.sweep.vary).strip())
+
+
+def _layout(workdir: pathlib.Path, config: ml_collections.ConfigDict, task: Task, record: bool = False) -> None:
+  """A workdir holds one task; a sweep's W records only that (its runs record their settings)."""
+  if _is_sweep(config):
+    workdir_lib.check_settings(workdir, {'task': task.name, 'layout': 'sweep'}, record=record)
+
+
+def _use_compilation_cache(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  if bool(config.sweep.compilation_cache) and not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', str((workdir / 'xla_cache').absolute()))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> list[dict[str, Any]]:
+  """Trains every point of this shard (skipping finished ones), rewriting the tables after each."""
+  workdir = pathlib.Path(workdir)
+  workdir_lib.check_writable(workdir)
+  if not _is_sweep(config):
+    settings = workdir_lib.settings_of(config, task.name, task.free_fields)
+    workdir_lib.check_settings(workdir, dict(settings, layout='single'), record=True)
+    with workdir_lib.Lock(workdir):
+      context = task.prepare(config, workdir)
+      record = task.train_run(config, workdir, context)
+      workdir_lib.write_json(workdir / RESULT_FILE, record)
+    return [record]
+  all_points = points(config, task)
+  i, n = shard_of(config)
+  mine = all_points[i::n]
+  _layout(workdir, config, task, record=True)
+  _use_compilation_cache(config, workdir)
+  start = time.perf_counter()
+  context = task.prepare(config, workdir)
+  print(f'sweep: {len(all_points)} points' + (f', shard {i}/{n}: {len(mine)} of them' if n > 1 else ''),
+        flush=True)
+  records = []
+  for k, point in enumerate(mine, 1):
+    run_dir = workdir / RUNS_DIR / point.name
+    cfg = point_config(config, point)
+    settings = workdir_lib.settings_of(cfg, task.name, task.free_fields)
+    workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=True)
+    finished = _read_record(run_dir)
+    tag = f'[point {k}/{len(mine)}] {point.name}'
+    if finished is not None:
+      print(f'{tag}: finished earlier, skipped', flush=True)
+      records.append(finished)
+      continue
+    print(f'{tag}: ' + ', '.join(f'{p}={format_value(v)}' for p, v in point.values), flush=True)
+    with workdir_lib.Lock(run_dir):
+      record = task.train_run(cfg, run_dir, context)
+    record = dict(record, run=point.name, point=point.as_dict(), varied=point.varied)
+    workdir_lib.write_json(run_dir / RESULT_FILE, record)
+    records.append(record)
+    write_reports(config, workdir, task, context, all_points)
+  write_reports(config, workdir, task, context, all_points)
+  print(f'sweep done in {time.perf_counter() - start:.0f}s: {workdir / "sweep.md"}', flush=True)
+  return records
+
+
+def _read_record(run_dir: pathlib.Path) -> dict[str, Any] | None:
+  path = run_dir / RESULT_FILE
+  if not path.is_file():
+    return None
+  return json.loads(path.read_text())
+
+
+def finished_records(workdir: pathlib.Path, all_points: list[Point]) -> list[dict[str, Any]]:
+  """The records of the finished points, in sweep order."""
+  return [r for r in (_read_record(workdir / RUNS_DIR / p.name) for p in all_points) if r is not None]
+
+
+def write_reports(config: ml_collections.ConfigDict, workdir: pathlib.Path, task: Task, context: Any,
+                  all_points: list[Point]) -> None:
+  """sweep.md (mean ± std over seeds), ablation.md/.png (with `vary`) and the task's own outputs."""
+  if jax.process_index() != 0:
+    return
+  records = finished_records(workdir, all_points)
+  if not records:
+    return
+  missing = [p.name for p in all_points if (workdir / RUNS_DIR / p.name / RESULT_FILE).is_file() is False]
+  tables.write_atomically(workdir / 'sweep.md', tables.sweep_markdown(records, all_points, missing,
+                                                                      task.summary_metrics))
+  if str(config.sweep.vary).strip():
+    tables.write_ablation(workdir, records, config, task.summary_metrics)
+  task.report(config, workdir, records, context)
+
+
+def report(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> list[dict[str, Any]]:
+  """--mode=report: collects every finished point of the sweep in W into its tables and plots."""
+  workdir = pathlib.Path(workdir)
+  if not _is_sweep(config):
+    raise ConfigError('--mode=report collects a sweep; this config has no sweep.grid or sweep.vary axes')
+  all_points = points(config, task)
+  _layout(workdir, config, task)
+  records = finished_records(workdir, all_points)
+  if not records:
+    raise ConfigError(f'no finished point of this sweep in {workdir / RUNS_DIR}: train first')
+  context = task.prepare(config, workdir)
+  write_reports(config, workdir, task, context, all_points)
+  print(f'report: {len(records)} of {len(all_points)} points finished; {workdir / "sweep.md"}', flush=True)
+  return records
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> dict[str, Any]:
+  """--mode=eval: every trained run of W (checked against its settings) scored by the task."""
+  workdir = pathlib.Path(workdir)
+  if _is_sweep(config):
+    _layout(workdir, config, task)
+    runs = [(p.name, workdir / RUNS_DIR / p.name, point_config(config, p)) for p in points(config, task)]
+    runs = [r for r in runs if (r[1] / RESULT_FILE).is_file()]
+    if not runs:
+      raise ConfigError(f'no finished run of this sweep in {workdir / RUNS_DIR}: train first with --mode=train')
+  else:
+    runs = [('', workdir, config)]
+  context = task.prepare(config, workdir)
+  results = {}
+  for name, run_dir, cfg in runs:
+    settings = workdir_lib.settings_of(cfg, task.name, task.free_fields + task.eval_free_fields)
+    workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=False,
+                               ignore=task.eval_free_fields)
+    results[name] = task.evaluate_run(cfg, run_dir, context)
+  task.report_evaluation(config, workdir, results, context)
+  return results

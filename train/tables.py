@@ -1,0 +1,105 @@
+"""Markdown tables written into the workdir: generic sweep summaries and the ablation table."""
+import math
+import os
+import pathlib
+from typing import Any, Sequence
+
+import ml_collections
+
+from train import plots
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+  """Writes text via a tmp file of this process, then rename (shards may write the same table)."""
+  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+  """A GitHub markdown table; floats get 3 decimals."""
+  def cell(v: object) -> str:
+    return f'{v:.3f}' if isinstance(v, float) else str(v)
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (0 for one value); NaN for none."""
+  values = [float(v) for v in values]
+  if not values:
+    return math.nan, math.nan
+  mean = math.fsum(values) / len(values)
+  if len(values) == 1:
+    return mean, 0.0
+  return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def pm(values: Sequence[float], fmt: str = '.4f') -> str:
+  mean, std = mean_std(values)
+  return f'{mean:{fmt}} ± {std:{fmt}}'
+
+
+def group_over_seeds(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+  """Records grouped by every axis value but the seed, in first-appearance order."""
+  groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+  for r in records:
+    key_values = {k: v for k, v in r.get('point', {}).items() if k != 'seed'}
+    groups.setdefault(repr(sorted(key_values.items())), (key_values, []))[1].append(r)
+  return list(groups.values())
+
+
+def _label(values: dict[str, Any]) -> str:
+  return ', '.join(f'{k}={v}' for k, v in values.items()) or '(config)'
+
+
+def sweep_markdown(records: list[dict[str, Any]], points: Sequence[Any], missing: Sequence[str],
+                   metrics: Sequence[tuple[str, str]]) -> str:
+  """sweep.md: one row per point up to the seed, each metric mean ± sample std over seeds."""
+  keys = [k for k, _ in metrics]
+  rows = [[_label(values), len(runs)] + [pm([r[k] for r in runs]) if all(k in r for r in runs) else '-'
+                                         for k in keys]
+          for values, runs in group_over_seeds(records)]
+  text = (f'# Sweep: {len(records)} of {len(points)} points finished\n\n'
+          'Mean ± sample std over seeds.\n\n' + markdown_table(('point', 'seeds', *keys), rows))
+  if missing:
+    text += f'\nNot finished yet: {", ".join(missing)}\n'
+  return text
+
+
+def ablation_rows(records: list[dict[str, Any]], config: ml_collections.ConfigDict,
+                  metric: tuple[str, str]) -> dict[str, list[dict[str, Any]]]:
+  """Per grid combination (e.g. model=bert): one row per setting, ranked by `metric`."""
+  key, better = metric
+  out: dict[str, list[dict[str, Any]]] = {}
+  for values, runs in group_over_seeds(records):
+    varied = runs[0].get('varied')
+    base_values = {k: v for k, v in values.items() if k != varied}
+    setting = 'baseline' if varied is None else f'{varied}={values[varied]}'
+    mean, std = mean_std([r[key] for r in runs])
+    out.setdefault(_label(base_values), []).append(dict(
+        setting=setting, axis=varied, value=values.get(varied), mean=mean, std=std, seeds=len(runs), runs=runs))
+  for rows in out.values():
+    base = next((r for r in rows if r['axis'] is None), None)
+    for r in rows:
+      r['delta'] = r['mean'] - base['mean'] if base else math.nan
+    rows.sort(key=lambda r: r['mean'] if better == 'min' else -r['mean'])
+  return out
+
+
+def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], config: ml_collections.ConfigDict,
+                   metrics: Sequence[tuple[str, str]]) -> None:
+  """ablation.md (settings ranked by the first metric, change against the baseline) and ablation.png."""
+  key, better = metrics[0]
+  others = [k for k, _ in metrics[1:]]
+  groups = ablation_rows(records, config, metrics[0])
+  text = (f'# Ablation: one axis at a time around the baseline\n\nRanked by {key} '
+          f'({"lower" if better == "min" else "higher"} is better); mean ± sample std over seeds; '
+          'Δ = mean minus the baseline row\'s mean.\n')
+  for label, rows in groups.items():
+    table = [[i, r['setting'], f'{r["mean"]:.4f} ± {r["std"]:.4f}', f'{r["delta"]:+.4f}',
+              *[pm([run[k] for run in r['runs']]) for k in others], r['seeds']] for i, r in enumerate(rows, 1)]
+    text += f'\n## {label}\n\n' + markdown_table(('rank', 'setting', key, 'Δ vs baseline', *others, 'seeds'), table)
+  write_atomically(workdir / 'ablation.md', text)
+  plots.plot_ablation(groups, key, workdir / 'ablation.png')

@@ -1,0 +1,150 @@
+"""What a run directory is: the settings that define it (checked before any work) and a lock.
+
+`settings.json` holds every config field of the run except the free ones (cadences, eval
+options, the sweep spec, what a task lists as free, such as steps to extend), with the task's
+name. A rerun or an evaluation under other settings is refused, naming the fields, before
+anything is touched. The lock file holds the pid and host of the process using the directory.
+"""
+import json
+import os
+import pathlib
+import socket
+from typing import Any
+
+import jax
+import ml_collections
+
+from train.errors import WorkdirError
+
+SETTINGS_FILE = 'settings.json'
+LOCK_FILE = '.lock'
+# Fields every task may change between a run and its resume or evaluation.
+ALWAYS_FREE = ('sweep', 'eval', 'distributed', 'train.log_every', 'train.eval_every', 'train.checkpoint_every',
+               'train.keep_checkpoints')
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1} (ConfigDicts and dicts; an empty section stays as {})."""
+  if isinstance(tree, ml_collections.ConfigDict):
+    tree = tree.to_dict()
+  if isinstance(tree, dict) and tree:
+    out = {}
+    for k, v in tree.items():
+      out.update(flatten(v, f'{prefix}{k}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def is_free(path: str, free: tuple[str, ...]) -> bool:
+  return any(path == f or path.startswith(f + '.') for f in free)
+
+
+def settings_of(config: ml_collections.ConfigDict, task_name: str, free: tuple[str, ...]) -> dict[str, Any]:
+  """The fields that define a run: every config field but the free ones, JSON-normalised."""
+  fields = {k: v for k, v in flatten(config).items() if not is_free(k, ALWAYS_FREE + tuple(free))}
+  return json.loads(json.dumps(dict(fields, task=task_name), sort_keys=True, default=str))
+
+
+def check_settings(run_dir: pathlib.Path, settings: dict[str, Any], *, record: bool,
+                   ignore: tuple[str, ...] = ()) -> None:
+  """Refuses a run_dir made with other settings; records them in a new one when `record`.
+
+  Fields under `ignore` are not compared (what --mode=eval may change).
+  """
+  path = run_dir / SETTINGS_FILE
+  if path.is_file():
+    try:
+      saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+      raise WorkdirError(f'{path} is unreadable ({e}); move the directory away or use a fresh --workdir') from e
+    differs = sorted(k for k in set(saved) | set(settings)
+                     if saved.get(k) != settings.get(k) and not is_free(k, ignore))
+    if not differs:
+      return
+    if 'task' in differs:
+      raise WorkdirError(f'{run_dir} belongs to task {saved.get("task")!r}, not {settings.get("task")!r}; '
+                         'use another --workdir')
+    shown = '; '.join(f'{k}: {saved.get(k, "<absent>")!r} -> {settings.get(k, "<absent>")!r}' for k in differs[:8])
+    more = f' and {len(differs) - 8} more' if len(differs) > 8 else ''
+    raise WorkdirError(f'{run_dir} was made with other settings ({shown}{more}); rerun with the settings it was '
+                       'made with, or use a fresh --workdir (or move this one away) to start over')
+  if not record:
+    raise WorkdirError(f'{path} not found: {run_dir} holds no run of this project (train it first)')
+  if jax.process_index() == 0:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, settings)
+
+
+def write_json(path: pathlib.Path, obj: Any) -> None:
+  """Writes JSON atomically (a tmp file of this process, then rename) on process 0."""
+  if jax.process_index() != 0:
+    return
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+  tmp.replace(path)
+
+
+def check_writable(workdir: pathlib.Path) -> None:
+  """The workdir can be made and written (before any work starts)."""
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f'--workdir={workdir} is a file, not a directory')
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f'.write_probe.{os.getpid()}'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f'--workdir={workdir} is not writable: {e.strerror}') from e
+
+
+class Lock:
+  """An exclusive lock file in a directory: pid and host of the holder; a dead holder's lock is taken over."""
+
+  def __init__(self, directory: pathlib.Path):
+    self.path = pathlib.Path(directory) / LOCK_FILE
+    self._held = False
+
+  def __enter__(self) -> 'Lock':
+    if jax.process_index() != 0:  # Process 0 holds it for a multi-host job.
+      return self
+    me = {'pid': os.getpid(), 'host': socket.gethostname()}
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        holder = self._holder()
+        if holder and not self._alive(holder):
+          self.path.unlink(missing_ok=True)  # Stale: its process is gone.
+          continue
+        raise WorkdirError(f'{self.path.parent} is in use by pid {holder.get("pid")} on {holder.get("host")} '
+                           f'({self.path}); wait for it to finish, or delete the lock file if that process '
+                           'is gone') from None
+      with os.fdopen(fd, 'w') as f:
+        json.dump(me, f)
+      self._held = True
+      return self
+    raise WorkdirError(f'cannot take the lock {self.path}')
+
+  def _holder(self) -> dict[str, Any]:
+    try:
+      return json.loads(self.path.read_text())
+    except (OSError, json.JSONDecodeError):
+      return {}
+
+  @staticmethod
+  def _alive(holder: dict[str, Any]) -> bool:
+    if holder.get('host') != socket.gethostname():
+      return True  # Another host's process: cannot tell, so assume it runs.
+    try:
+      os.kill(int(holder.get('pid', -1)), 0)
+    except ProcessLookupError:
+      return False
+    except (PermissionError, ValueError):
+      return True
+    return True
+
+  def __exit__(self, *exc) -> None:
+    if self._held:
+      self.path.unlink(missing_ok=True)
+      self._held = False
