@@ -51,10 +51,13 @@ def test_vary_changes_one_axis_at_a_time_around_the_baseline():
 def test_section_axis_copies_the_chosen_section_and_vary_reads_it():
   config = _with(mlm_configs.get_config('smoke'), grid='model=bert,trm', vary='model.lr=0.01')
   points = sweep.points(config, registry.get_task('mlm'))
-  assert [p.name for p in points] == ['bert_6e9', 'bert_lr=0.01_6e9', 'trm_6e9', 'trm_lr=0.01_6e9'] or \
-      [p.name for p in points] == ['bert', 'bert_lr=0.01', 'trm', 'trm_lr=0.01']
+  assert [p.name for p in points] == ['bert', 'bert_lr=0.01', 'trm', 'trm_lr=0.01']
   cfg = sweep.point_config(config, points[3])
   assert cfg.model.name == 'trm' and cfg.model.lr == 0.01 and 'models' not in cfg
+  # An axis on the choices applies before the section is copied, whatever the order it is given in.
+  config.sweep.grid, config.sweep.vary = 'models.bert.hidden=48; model=bert', ''
+  (point,) = sweep.points(config, registry.get_task('mlm'))
+  assert sweep.point_config(config, point).model.hidden == 48
 
 
 @pytest.mark.parametrize('grid, message', [
@@ -116,3 +119,40 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
   by_run = {r['run']: r for r in records}
   # Dropout only acts in training: its run differs from the baseline's, its eval is deterministic (rerun below).
   assert by_run['bert_dropout=0.1_s0']['mlm_loss'] != by_run['bert_s0']['mlm_loss']
+
+
+@pytest.mark.parametrize('key, value', [('train.steps', -5), ('train.batch_size', 0), ('train.lr', -1.0),
+                                        ('train.b2', 1.0), ('eval.batch_size', 0)])
+def test_shared_fields_out_of_range_are_refused_naming_key_and_range(key, value):
+  from train import validation
+  config = sudoku_configs.get_config('smoke')
+  section, leaf = key.split('.')
+  with config.unlocked():
+    config[section][leaf] = value
+  with pytest.raises(ConfigError, match=rf'{key}={value!r} must be'):
+    validation.check_shared_fields(config)
+  validation.check_shared_fields(sudoku_configs.get_config('smoke'))  # The variants themselves pass.
+  for variant in mlm_configs.VARIANTS:
+    validation.check_shared_fields(mlm_configs.get_config(variant))
+
+
+def test_ablation_table_ranks_settings_and_keeps_diverged_ones_apart(tmp_path):
+  from train import tables
+
+  def rec(varied, value, seed, loss):
+    point = {'model': 'bert', **({varied: value} if varied else {}), 'seed': seed}
+    return dict(point=point, varied=varied, run=f'{varied}{value}{seed}', **(
+        {'mlm_loss': loss, 'masked_accuracy': 0.1} if loss is not None else {'diverged': 'loss is nan'}))
+
+  records = [rec(None, None, s, 6.0 + 0.01 * s) for s in range(3)]
+  records += [rec('model.lr', 1e-4, s, 6.5) for s in range(3)]
+  records += [rec('model.lr', 1e-2, s, 5.5 if s else None) for s in range(3)]  # One seed diverged.
+  records += [rec('train.grad_clip', 0.0, s, None) for s in range(3)]  # Every seed diverged.
+  (rows,) = tables.ablation_rows(records, ('mlm_loss', 'min')).values()
+  assert [r['setting'] for r in rows] == ['model.lr=0.01 (1 of 3 diverged)', 'baseline', 'model.lr=0.0001',
+                                          'train.grad_clip=0.0 (3 of 3 diverged)']
+  assert rows[0]['delta'] == pytest.approx(5.5 - 6.01)
+  tables.write_ablation(tmp_path, records, (('mlm_loss', 'min'), ('masked_accuracy', 'max')))
+  text = (tmp_path / 'ablation.md').read_text()
+  assert '| 1 | model.lr=0.01 (1 of 3 diverged) | 5.5000 ± 0.0000 | -0.5100 |' in text
+  assert (tmp_path / 'ablation.png').stat().st_size > 5_000

@@ -61,6 +61,8 @@ class Checkpoints:
       return False
     step = int(jax.device_get(state.step))
     self._best.wait_until_finished()
+    if step in self._best.all_steps():  # Saved before a kill, now scored again after the resume.
+      self._best.delete(step)
     self._best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(dict(record, score=score))),
                     metrics={'score': score}, force=True)
@@ -79,10 +81,10 @@ class Checkpoints:
         max_to_keep=1, best_fn=lambda m: m['score'], best_mode='max', create=True))
     self.best_score = float('-inf')
 
-  def restore(self, abstract_state: Any | None, which: str = 'latest',
-              step: int | None = None) -> tuple[Any, dict[str, Any]] | None:
-    """Restores into the shapes/shardings of `abstract_state` (None: as saved, a tree of arrays);
-    None when there is no checkpoint."""
+  def restore(self, abstract_state: Any | None, which: str = 'latest', step: int | None = None,
+              fallback_sharding: Any = None) -> tuple[Any, dict[str, Any]] | None:
+    """Restores into the shapes/shardings of `abstract_state` (None: as saved, a tree of arrays, placed
+    with `fallback_sharding` where the saved devices are not there); None when there is no checkpoint."""
     manager = self._manager(which)
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -91,7 +93,8 @@ class Checkpoints:
     where = manager.directory / str(step)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), record=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(target, fallback_sharding=fallback_sharding),
+          record=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types: name the checkpoint and keep it on disk.
       raise CheckpointError(
           f'cannot restore checkpoint {where}: {type(e).__name__}: {str(e)[:300]}. It was left untouched; '
@@ -119,7 +122,8 @@ def restore_eval_params(run_dir: pathlib.Path, which: str, mesh: jax.sharding.Me
     if which == 'best' and checkpoints.latest_step('best') is None:
       logging.info('no best-on-validation checkpoint in %s; using the latest', run_dir)
       which = 'latest'
-    restored = checkpoints.restore(None, which=which)
+    # As saved, on this process's mesh: a run trained on other devices (8 GPUs) evaluates here (1 CPU).
+    restored = checkpoints.restore(None, which=which, fallback_sharding=sharding.replicated(mesh))
   finally:
     checkpoints.close()
   if restored is None:

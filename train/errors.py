@@ -1,6 +1,8 @@
 """The project's own error types: launch.py prints these as one line (no traceback).
 
-Anything else, a ValueError raised inside a library included, is a bug and keeps its traceback.
+The aim is that anything else, a ValueError raised inside a library included, is a bug and keeps
+its traceback. Until every input check in models/ and data/ raises one of these, launch.py also
+prints ValueError and FileNotFoundError as one line (train.USER_ERRORS).
 """
 
 

@@ -25,7 +25,7 @@ from train import metrics as metrics_lib
 from train import optim
 from train import progress as progress_lib
 from train import sharding
-from train.errors import Interrupted, NonFiniteLossError
+from train.errors import ConfigError, Interrupted, NonFiniteLossError
 from train.state import TrainState, create_train_state, eval_params
 
 Batch = dict[str, jax.Array]
@@ -156,9 +156,14 @@ class _StopSignals:
       raise KeyboardInterrupt
     self.received = signal.Signals(signum).name
 
-  def __exit__(self, *exc) -> None:
+  def restore(self) -> None:
+    """Puts the previous handlers back (a further signal then acts as it would without the loop)."""
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+    self._previous = {}
+
+  def __exit__(self, *exc) -> None:
+    self.restore()
 
 
 def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model: nn.Module,
@@ -185,6 +190,8 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
     checkpoints.discard_best('no latest checkpoint is left, so the run starts from step 0')
 
   total = int(tcfg.steps)
+  if total < 1:
+    raise ConfigError(f'train.steps={total} must be >= 1')
   start = int(jax.device_get(state.step))
   step_fn = jit_train_step(objective, tx, schedule, config, mesh)
   log = metrics_lib.MetricsWriter(run_dir, start)
@@ -260,22 +267,26 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
           t0 = time.perf_counter()
           bar.restart_clock(done)
       drain()
-      if signals.received:
+      if signals.received and int(jax.device_get(state.step)) < total:
         raise KeyboardInterrupt
     except KeyboardInterrupt:
-      pending = None  # Metrics of a step that may not have finished: dropped.
+      signals.restore()
       bar.newline()
       train_seconds += time.perf_counter() - t0
-      log.close()
       what = signals.received or 'SIGINT'
       if any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)):  # Mid-step.
         checkpoints.wait()
-        raise Interrupted(f'{what} (twice, mid-step): the checkpoint of step {checkpoints.latest_step()} in '
-                          f'{checkpoints.latest_dir} is kept; rerun the same command to resume') from None
+        log.close()
+        kept = checkpoints.latest_step()
+        raise Interrupted(f'{what} (twice, mid-step): ' + (
+            f'the checkpoint of step {kept} in {checkpoints.latest_dir} is kept' if kept is not None
+            else 'no checkpoint was written yet') + '; rerun the same command to resume') from None
+      drain()  # The last step's metrics (and its finiteness check) before its state is saved.
       saved = int(jax.device_get(state.step))
       if checkpoints.latest_step() != saved:
         checkpoints.save(state, record_of(saved))
       checkpoints.wait()
+      log.close()
       raise Interrupted(f'{what}: saved step {saved} in {checkpoints.latest_dir}; '
                         'rerun the same command to resume') from None
   checkpoints.wait()

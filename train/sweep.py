@@ -30,12 +30,14 @@ import jax
 import ml_collections
 
 from train import tables
+from train import validation
 from train import workdir as workdir_lib
-from train.errors import ConfigError
+from train.errors import ConfigError, NonFiniteLossError
 from train.registry import Task
 
 RUNS_DIR = 'runs'
 RESULT_FILE = 'result.json'
+DIVERGED = 'diverged'  # Key of a point's record whose loss became NaN/Inf (the record holds no figures).
 SEED = 'seed'
 
 
@@ -116,7 +118,7 @@ def parse_axes(config: ml_collections.ConfigDict, key: str) -> list[Axis]:
 
 
 def format_value(value: Any) -> str:
-  """A short, file-name-safe form: 1e-3 -> '1e-3', 0.5 -> '0.5', 1500.0 -> '1500'."""
+  """A short, file-name-safe form: 0.001 -> '0.001', 5e-5 -> '5e-5', 0.5 -> '0.5', 1.5e12 -> '1.5e12'."""
   if isinstance(value, float):
     if value == 0 or 1e-3 <= abs(value) < 1e4:
       return f'{value:g}'
@@ -126,7 +128,7 @@ def format_value(value: Any) -> str:
 
 
 def default_name_part(path: str, value: Any) -> str:
-  """`model=bert` -> 'bert', `model.name=mlp` -> 'mlp', `seed=1` -> 's1', `train.lr=1e-3` -> 'lr=1e-3'."""
+  """`model=bert` -> 'bert', `model.name=mlp` -> 'mlp', `seed=1` -> 's1', `train.lr=3e-4` -> 'lr=3e-4'."""
   if path == SEED:
     return f's{value}'
   if isinstance(value, str):
@@ -180,21 +182,29 @@ def shard_of(config: ml_collections.ConfigDict) -> tuple[int, int]:
 
 
 def point_config(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
-  """The config of one point: each axis value set (a section axis copies its section)."""
+  """The config of one point: each axis value set.
+
+  A section axis (`model=bert`) copies its section after the axes on the choices
+  (`models.bert.lr=...`) and before the axes inside it (`model.lr=...`), whatever the order given.
+  """
   cfg = copy.deepcopy(config)
+  sections = [p for p, _ in point.values if is_section_axis(config, p)]
+  inside = lambda path: path.split('.')[0] in sections  # pylint: disable=unnecessary-lambda-assignment
+  ordered = ([(p, v) for p, v in point.values if p not in sections and not inside(p)]
+             + [(p, v) for p, v in point.values if p in sections]
+             + [(p, v) for p, v in point.values if inside(p)])
   with cfg.unlocked():
-    for path, value in point.values:
-      if is_section_axis(config, path):
-        cfg[path] = copy.deepcopy(config[path + 's'][value])
+    for path, value in ordered:
+      if path in sections:
+        cfg[path] = copy.deepcopy(cfg[path + 's'][value])
         continue
       *parents, leaf = path.split('.')
       node = cfg
       for part in parents:
         node = node[part]
       node[leaf] = value
-    for path, _ in point.values:
-      if is_section_axis(config, path) and path + 's' in cfg:
-        del cfg[path + 's']  # A run holds the section it uses, not the choices.
+    for path in sections:
+      del cfg[path + 's']  # A run holds the section it uses, not the choices.
   return cfg
 
 
@@ -218,16 +228,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   workdir = pathlib.Path(workdir)
   workdir_lib.check_writable(workdir)
   if not _is_sweep(config):
+    validation.check_shared_fields(config)
     settings = workdir_lib.settings_of(config, task.name, task.free_fields)
     workdir_lib.check_settings(workdir, dict(settings, layout='single'), record=True)
     with workdir_lib.Lock(workdir):
-      context = task.prepare(config, workdir)
-      record = task.train_run(config, workdir, context)
-      workdir_lib.write_json(workdir / RESULT_FILE, record)
-    return [record]
+      return [task.train_run(config, workdir, task.prepare(config, workdir))]
   all_points = points(config, task)
   i, n = shard_of(config)
   mine = all_points[i::n]
+  for point in all_points:  # Every point's values, before any work.
+    validation.check_shared_fields(point_config(config, point), f' (sweep point {point.name})')
   _layout(workdir, config, task, record=True)
   _use_compilation_cache(config, workdir)
   start = time.perf_counter()
@@ -242,13 +252,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
     workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=True)
     finished = _read_record(run_dir)
     tag = f'[point {k}/{len(mine)}] {point.name}'
-    if finished is not None:
-      print(f'{tag}: finished earlier, skipped', flush=True)
+    if finished is not None and finished.get('train_steps', cfg.train.steps) == cfg.train.steps:
+      print(f'{tag}: finished earlier' + (' (diverged)' if DIVERGED in finished else '') + ', skipped', flush=True)
       records.append(finished)
       continue
     print(f'{tag}: ' + ', '.join(f'{p}={format_value(v)}' for p, v in point.values), flush=True)
-    with workdir_lib.Lock(run_dir):
-      record = task.train_run(cfg, run_dir, context)
+    try:
+      with workdir_lib.Lock(run_dir):
+        record = task.train_run(cfg, run_dir, context)
+    except NonFiniteLossError as e:  # A setting that diverges is a result of the sweep, not its end.
+      print(f'{tag}: diverged: {e}', flush=True)
+      record = {DIVERGED: str(e)}
     record = dict(record, run=point.name, point=point.as_dict(), varied=point.varied)
     workdir_lib.write_json(run_dir / RESULT_FILE, record)
     records.append(record)
@@ -278,12 +292,14 @@ def write_reports(config: ml_collections.ConfigDict, workdir: pathlib.Path, task
   records = finished_records(workdir, all_points)
   if not records:
     return
-  missing = [p.name for p in all_points if (workdir / RUNS_DIR / p.name / RESULT_FILE).is_file() is False]
+  missing = [p.name for p in all_points if not (workdir / RUNS_DIR / p.name / RESULT_FILE).is_file()]
   tables.write_atomically(workdir / 'sweep.md', tables.sweep_markdown(records, all_points, missing,
                                                                       task.summary_metrics))
   if str(config.sweep.vary).strip():
-    tables.write_ablation(workdir, records, config, task.summary_metrics)
-  task.report(config, workdir, records, context)
+    tables.write_ablation(workdir, records, task.summary_metrics)
+  trained = [r for r in records if DIVERGED not in r]
+  if trained:
+    task.report(config, workdir, trained, context)
 
 
 def report(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> list[dict[str, Any]]:
@@ -293,6 +309,11 @@ def report(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task:
     raise ConfigError('--mode=report collects a sweep; this config has no sweep.grid or sweep.vary axes')
   all_points = points(config, task)
   _layout(workdir, config, task)
+  for point in all_points:  # A finished run made with other settings is refused, not mixed in.
+    run_dir = workdir / RUNS_DIR / point.name
+    if (run_dir / RESULT_FILE).is_file():
+      settings = workdir_lib.settings_of(point_config(config, point), task.name, task.free_fields)
+      workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=False)
   records = finished_records(workdir, all_points)
   if not records:
     raise ConfigError(f'no finished point of this sweep in {workdir / RUNS_DIR}: train first')
@@ -308,7 +329,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, tas
   if _is_sweep(config):
     _layout(workdir, config, task)
     runs = [(p.name, workdir / RUNS_DIR / p.name, point_config(config, p)) for p in points(config, task)]
-    runs = [r for r in runs if (r[1] / RESULT_FILE).is_file()]
+    runs = [r for r in runs if (r[1] / RESULT_FILE).is_file() and DIVERGED not in _read_record(r[1])]
     if not runs:
       raise ConfigError(f'no finished run of this sweep in {workdir / RUNS_DIR}: train first with --mode=train')
   else:

@@ -4,8 +4,6 @@ import os
 import pathlib
 from typing import Any, Sequence
 
-import ml_collections
-
 from train import plots
 
 
@@ -41,6 +39,14 @@ def pm(values: Sequence[float], fmt: str = '.4f') -> str:
   return f'{mean:{fmt}} ± {std:{fmt}}'
 
 
+def _pm_of(runs: list[dict[str, Any]], key: str) -> str:
+  """mean ± std of `key` over the runs that have it; diverged runs are counted apart."""
+  values = [r[key] for r in runs if key in r]
+  diverged = sum('diverged' in r for r in runs)
+  text = pm(values) if values else '-'
+  return text + (f' ({diverged} diverged)' if diverged else '')
+
+
 def group_over_seeds(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
   """Records grouped by every axis value but the seed, in first-appearance order."""
   groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -58,9 +64,7 @@ def sweep_markdown(records: list[dict[str, Any]], points: Sequence[Any], missing
                    metrics: Sequence[tuple[str, str]]) -> str:
   """sweep.md: one row per point up to the seed, each metric mean ± sample std over seeds."""
   keys = [k for k, _ in metrics]
-  rows = [[_label(values), len(runs)] + [pm([r[k] for r in runs]) if all(k in r for r in runs) else '-'
-                                         for k in keys]
-          for values, runs in group_over_seeds(records)]
+  rows = [[_label(values), len(runs)] + [_pm_of(runs, k) for k in keys] for values, runs in group_over_seeds(records)]
   text = (f'# Sweep: {len(records)} of {len(points)} points finished\n\n'
           'Mean ± sample std over seeds.\n\n' + markdown_table(('point', 'seeds', *keys), rows))
   if missing:
@@ -68,8 +72,7 @@ def sweep_markdown(records: list[dict[str, Any]], points: Sequence[Any], missing
   return text
 
 
-def ablation_rows(records: list[dict[str, Any]], config: ml_collections.ConfigDict,
-                  metric: tuple[str, str]) -> dict[str, list[dict[str, Any]]]:
+def ablation_rows(records: list[dict[str, Any]], metric: tuple[str, str]) -> dict[str, list[dict[str, Any]]]:
   """Per grid combination (e.g. model=bert): one row per setting, ranked by `metric`."""
   key, better = metric
   out: dict[str, list[dict[str, Any]]] = {}
@@ -77,29 +80,33 @@ def ablation_rows(records: list[dict[str, Any]], config: ml_collections.ConfigDi
     varied = runs[0].get('varied')
     base_values = {k: v for k, v in values.items() if k != varied}
     setting = 'baseline' if varied is None else f'{varied}={values[varied]}'
-    mean, std = mean_std([r[key] for r in runs])
+    diverged = sum('diverged' in r for r in runs)
+    if diverged:
+      setting += f' ({diverged} of {len(runs)} diverged)'
+    mean, std = mean_std([r[key] for r in runs if key in r])
     out.setdefault(_label(base_values), []).append(dict(
-        setting=setting, axis=varied, value=values.get(varied), mean=mean, std=std, seeds=len(runs), runs=runs))
+        setting=setting, axis=varied, value=values.get(varied), mean=mean, std=std, seeds=len(runs),
+        runs=[r for r in runs if key in r]))
   for rows in out.values():
     base = next((r for r in rows if r['axis'] is None), None)
     for r in rows:
       r['delta'] = r['mean'] - base['mean'] if base else math.nan
-    rows.sort(key=lambda r: r['mean'] if better == 'min' else -r['mean'])
+    # Best first; settings with no finite value (every seed diverged) last.
+    rows.sort(key=lambda r: (math.isnan(r['mean']), r['mean'] if better == 'min' else -r['mean']))
   return out
 
 
-def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], config: ml_collections.ConfigDict,
-                   metrics: Sequence[tuple[str, str]]) -> None:
+def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], metrics: Sequence[tuple[str, str]]) -> None:
   """ablation.md (settings ranked by the first metric, change against the baseline) and ablation.png."""
   key, better = metrics[0]
   others = [k for k, _ in metrics[1:]]
-  groups = ablation_rows(records, config, metrics[0])
+  groups = ablation_rows(records, metrics[0])
   text = (f'# Ablation: one axis at a time around the baseline\n\nRanked by {key} '
           f'({"lower" if better == "min" else "higher"} is better); mean ± sample std over seeds; '
           'Δ = mean minus the baseline row\'s mean.\n')
   for label, rows in groups.items():
     table = [[i, r['setting'], f'{r["mean"]:.4f} ± {r["std"]:.4f}', f'{r["delta"]:+.4f}',
-              *[pm([run[k] for run in r['runs']]) for k in others], r['seeds']] for i, r in enumerate(rows, 1)]
+              *[_pm_of(r['runs'], k) for k in others], r['seeds']] for i, r in enumerate(rows, 1)]
     text += f'\n## {label}\n\n' + markdown_table(('rank', 'setting', key, 'Δ vs baseline', *others, 'seeds'), table)
   write_atomically(workdir / 'ablation.md', text)
   plots.plot_ablation(groups, key, workdir / 'ablation.png')

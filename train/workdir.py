@@ -57,13 +57,24 @@ def check_settings(run_dir: pathlib.Path, settings: dict[str, Any], *, record: b
       saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
       raise WorkdirError(f'{path} is unreadable ({e}); move the directory away or use a fresh --workdir') from e
-    differs = sorted(k for k in set(saved) | set(settings)
-                     if saved.get(k) != settings.get(k) and not is_free(k, ignore))
+    # A field that one side lacks was added to (or removed from) the project since the run was made:
+    # said, not refused, so that an update of the code does not lock a user out of their runs.
+    one_sided = sorted(k for k in set(saved) ^ set(settings) if not is_free(k, ignore) and k != 'layout')
+    differs = sorted(k for k in set(saved) & set(settings)
+                     if saved[k] != settings[k] and not is_free(k, ignore))
+    if 'layout' in set(saved) ^ set(settings):
+      differs.append('layout')
     if not differs:
+      if one_sided:
+        print(f'note: {path} predates the config fields {", ".join(one_sided)}; assuming they had the values '
+              'they have now', flush=True)
       return
     if 'task' in differs:
       raise WorkdirError(f'{run_dir} belongs to task {saved.get("task")!r}, not {settings.get("task")!r}; '
                          'use another --workdir')
+    if 'layout' in differs:
+      raise WorkdirError(f'{run_dir} holds a {saved.get("layout")} run layout, and this config asks for a '
+                         f'{settings.get("layout")} (sweep.grid / sweep.vary); use another --workdir')
     shown = '; '.join(f'{k}: {saved.get(k, "<absent>")!r} -> {settings.get(k, "<absent>")!r}' for k in differs[:8])
     more = f' and {len(differs) - 8} more' if len(differs) > 8 else ''
     raise WorkdirError(f'{run_dir} was made with other settings ({shown}{more}); rerun with the settings it was '

@@ -33,6 +33,7 @@ from train import registry
 from train import sharding
 from train import tables
 from train.errors import ConfigError
+from train.state import eval_params
 from train.sweep import format_value
 from train.tasks.mlm import masked_lm
 from train.tasks.mlm import report
@@ -120,12 +121,16 @@ class MLMContext:
       return masked_lm.eval_set(tokens, cfg.data, eval_bs, data.vocab_size, data.special_ids, group)
     return self._get(_key('eval', cfg.data, eval_bs, group, source), build)
 
-  def evaluator(self, cfg: ml_collections.ConfigDict, model, batches, source: str = '') -> masked_lm.Evaluator:
-    return self._get(_key('evaluator', cfg.model, cfg.data, int(cfg.eval.batch_size), source),
+  def evaluator(self, cfg: ml_collections.ConfigDict, model, batches) -> masked_lm.Evaluator:
+    """One per architecture and eval set (the model's lr and dropout do not change its eval program)."""
+    arch = {k: v for k, v in cfg.model.to_dict().items() if k not in ('lr', 'dropout')}
+    return self._get(_key('evaluator', arch, id(batches)),
                      lambda: masked_lm.Evaluator(model, int(cfg.model.depth), batches, sharding.make_mesh()))
 
   def flops(self, cfg: ml_collections.ConfigDict, model) -> dict[str, float]:
+    """Measured once per program: the lr and schedule are constants of the step, not FLOPs."""
     train_fields = {k: v for k, v in cfg.train.to_dict().items() if k not in _SCHEDULE_FIELDS}
+    arch = {k: v for k, v in cfg.model.to_dict().items() if k != 'lr'}
 
     def build():
       flops = measure_flops(cfg, model, self.data(cfg.data))
@@ -135,7 +140,7 @@ class MLMContext:
       if not flops['xla'] > 0:
         logging.warning('XLA reported no FLOPs on this backend; budgets use the analytic estimate')
       return flops
-    return self._get(_key('flops', cfg.model, train_fields, cfg.data), build)
+    return self._get(_key('flops', arch, train_fields, cfg.data), build)
 
 
 @registry.register('mlm')
@@ -189,8 +194,8 @@ class MLMTask:
                         label=cfg.model.name)
     steps = int(cfg.train.steps)
     last = result.evaluations.get('eval')
-    scores = last[1] if last is not None and last[0] == steps else evaluator(ckpt_lib.restore_eval_params(
-        run_dir, 'latest', result.mesh)[0])  # Resumed after the last step: the loop did not evaluate.
+    # Resumed after the last step, the loop did not evaluate: score the restored state.
+    scores = last[1] if last is not None and last[0] == steps else evaluator(eval_params(result.state))
     result.checkpoints.close()
     record = dict(
         model=str(cfg.model.name), flops=float(cfg.flops_budget) or steps * flops_per_step,
@@ -224,12 +229,12 @@ class MLMTask:
     model = build_model(trained, data.vocab_size)
     mesh = sharding.make_mesh()
     params, _, _ = ckpt_lib.restore_eval_params(run_dir, 'latest', mesh)
-    scores = context.evaluator(trained, model, batches, source)(params)
+    scores = context.evaluator(trained, model, batches)(params)
     record = dict(json.loads((run_dir / 'result.json').read_text()), **scores)
     if not source:
       write_json(run_dir / 'result.json', record)
     print(report.overall_line(record), flush=True)
-    return dict(record=record, source=source, baseline=masked_lm.unigram_baseline(batches),
+    return dict(record=record, source=source, baseline=masked_lm.unigram_baseline(batches), trained=trained,
                 eval_sequences=len(tokens) if tokens is not None else len(data.eval_tokens_NxL))
 
   def report_evaluation(self, config: ml_collections.ConfigDict, workdir: pathlib.Path,
@@ -238,10 +243,11 @@ class MLMTask:
     records = [r['record'] for r in results.values()]
     source = first['source']
     suffix = ('_' + '_'.join(pathlib.Path(f).stem for f in text_lib.split_files(source))) if source else ''
-    data = context.data(config.data)
+    trained = first['trained']  # The data the runs were trained on (not --config.data.eval_files).
+    data = context.data(trained.data)
     scored = mlm_batches.MLMData(data.tokenizer, data.vocab_size, data.special_ids, data.train_tokens_NxL,
                                  np.zeros((first['eval_sequences'], 1), np.int32))
-    report.write_outputs(workdir, records, report.describe(config, scored, source), first['baseline'], suffix)
+    report.write_outputs(workdir, records, report.describe(trained, scored, source), first['baseline'], suffix)
     print(tables.markdown_table(('model', 'FLOPs', 'masked acc', 'MLM loss'),
                                 [[r['model'], f'{r["flops"]:.3g}', f'{r["masked_accuracy"]:.4f} ± '
                                   f'{r["masked_accuracy_std"]:.4f}', f'{r["mlm_loss"]:.4f} ± {r["mlm_loss_std"]:.4f}']
