@@ -12,6 +12,7 @@ import math
 import os
 import pathlib
 import tempfile
+import zipfile
 
 from absl import logging
 import numpy as np
@@ -392,9 +393,13 @@ def build_splits(data_cfg, cache_dir: str | None = None) -> SudokuSplits:
   if cache_dir:
     path = pathlib.Path(cache_dir) / f'sudoku_splits_{cache_key(data_cfg)}.npz'
     if path.is_file():
-      splits = _load(path)
-      logging.info('Loaded %s from cache %s', splits.summary(), path)
-      return splits
+      try:
+        splits = _load(path)
+      except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:  # Cut by a kill, or edited.
+        logging.warning('split cache %s is unreadable (%s: %s); rebuilding it', path, type(e).__name__, e)
+      else:
+        logging.info('Loaded %s from cache %s', splits.summary(), path)
+        return splits
   splits = _build(data_cfg)
   if path is not None:
     _save(splits, path)

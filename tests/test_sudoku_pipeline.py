@@ -167,3 +167,12 @@ def test_every_data_field_is_declared_as_split_or_batch_field():
   for variant in sudoku_configs.VARIANTS:
     assert set(sudoku_configs.get_config(variant).data) == declared, variant
   assert not set(sudoku_pipeline.SPLIT_FIELDS) & set(sudoku_pipeline.BATCH_FIELDS)
+
+
+def test_truncated_split_cache_is_rebuilt_not_fatal(tmp_path):
+  cfg = _cfg()
+  first = sudoku_pipeline.build_splits(cfg, str(tmp_path))
+  (cache,) = tmp_path.glob('sudoku_splits_*.npz')
+  cache.write_bytes(cache.read_bytes()[:100])  # As a kill mid-write of an older version would leave it.
+  again = sudoku_pipeline.build_splits(cfg, str(tmp_path))
+  np.testing.assert_array_equal(first.train.puzzles, again.train.puzzles)

@@ -75,6 +75,9 @@ class SudokuTask:
 
   def train_run(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path,
                 context: SudokuContext) -> dict[str, Any]:
+    if int(config.data.num_val) < 1:
+      raise ConfigError(f'data.num_val={config.data.num_val} must be >= 1: validation picks the checkpoint '
+                        'that the test sets are scored with')
     splits = context.splits(config.data)
     write_json(run_dir / 'config.json', config.to_dict())
     model = build_model(config, splits.size)
