@@ -34,8 +34,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def pm(values: Sequence[float], fmt: str = '.4f') -> str:
+def pm(values: Sequence[float], fmt: str = '') -> str:
+  """'mean ± std'; without `fmt`: whole numbers as such, figures >= 100 with one decimal, others four."""
   mean, std = mean_std(values)
+  if not fmt:
+    fmt = '.0f' if all(float(v).is_integer() for v in values) else ('.1f' if abs(mean) >= 100 else '.4f')
   return f'{mean:{fmt}} ± {std:{fmt}}'
 
 
