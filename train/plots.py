@@ -47,7 +47,8 @@ def save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
   return path
 
 
-def plot_ablation(groups: dict[str, list[dict[str, Any]]], metric: str, path: str | pathlib.Path) -> pathlib.Path:
+def plot_ablation(groups: dict[str, list[dict[str, Any]]], metric: str, path: str | pathlib.Path,
+                  baseline_value: Any = None) -> pathlib.Path:
   """One panel per varied axis: `metric` (mean ± std over seeds) against the axis value, one line per
   group (e.g. model), the baseline's value as a dashed line of the same colour."""
   axes_names = sorted({r['axis'] for rows in groups.values() for r in rows if r['axis'] is not None})
@@ -56,9 +57,12 @@ def plot_ablation(groups: dict[str, list[dict[str, Any]]], metric: str, path: st
   for ax, name in zip(axes[0], axes_names):
     for i, (label, rows) in enumerate(groups.items()):
       base = next((r for r in rows if r['axis'] is None), None)
-      pts = sorted((r for r in rows if r['axis'] == name), key=lambda r: _order(r['value']))
+      pts = [r for r in rows if r['axis'] == name]
       if base is not None:
         ax.axhline(base['mean'], color=f'C{i}', linestyle='--', linewidth=1, alpha=0.7)
+        if baseline_value is not None:  # The baseline is a point of every axis's curve.
+          pts.append(dict(base, value=baseline_value(base['group_values'], name)))
+      pts.sort(key=lambda r: _order(r['value']))
       xs = [_order(r['value']) for r in pts]
       numeric = all(isinstance(x, (int, float)) for x in xs)
       ax.errorbar(xs if numeric else [str(r['value']) for r in pts], [r['mean'] for r in pts],

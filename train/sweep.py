@@ -296,7 +296,9 @@ def write_reports(config: ml_collections.ConfigDict, workdir: pathlib.Path, task
   tables.write_atomically(workdir / 'sweep.md', tables.sweep_markdown(records, all_points, missing,
                                                                       task.summary_metrics))
   if str(config.sweep.vary).strip():
-    tables.write_ablation(workdir, records, task.summary_metrics)
+    def baseline_value(group_values: dict[str, Any], path: str) -> Any:
+      return get_path(point_config(config, Point('', tuple(group_values.items()))), path, 'sweep.vary')
+    tables.write_ablation(workdir, records, task.summary_metrics, baseline_value)
   trained = [r for r in records if DIVERGED not in r]
   if trained:
     task.report(config, workdir, trained, context)

@@ -89,6 +89,7 @@ def ablation_rows(records: list[dict[str, Any]], metric: tuple[str, str]) -> dic
     mean, std = mean_std([r[key] for r in runs if key in r])
     out.setdefault(_label(base_values), []).append(dict(
         setting=setting, axis=varied, value=values.get(varied), mean=mean, std=std, seeds=len(runs),
+        group_values=base_values,
         runs=[r for r in runs if key in r]))
   for rows in out.values():
     base = next((r for r in rows if r['axis'] is None), None)
@@ -99,8 +100,13 @@ def ablation_rows(records: list[dict[str, Any]], metric: tuple[str, str]) -> dic
   return out
 
 
-def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], metrics: Sequence[tuple[str, str]]) -> None:
-  """ablation.md (settings ranked by the first metric, change against the baseline) and ablation.png."""
+def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], metrics: Sequence[tuple[str, str]],
+                   baseline_value: Any = None) -> None:
+  """ablation.md (settings ranked by the first metric, change against the baseline) and ablation.png.
+
+  baseline_value(group_values, axis) gives the baseline's own value of an axis, so that the plot
+  draws the baseline point on each axis's curve.
+  """
   key, better = metrics[0]
   others = [k for k, _ in metrics[1:]]
   groups = ablation_rows(records, metrics[0])
@@ -112,4 +118,4 @@ def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], metrics
               *[_pm_of(r['runs'], k) for k in others], r['seeds']] for i, r in enumerate(rows, 1)]
     text += f'\n## {label}\n\n' + markdown_table(('rank', 'setting', key, 'Δ vs baseline', *others, 'seeds'), table)
   write_atomically(workdir / 'ablation.md', text)
-  plots.plot_ablation(groups, key, workdir / 'ablation.png')
+  plots.plot_ablation(groups, key, workdir / 'ablation.png', baseline_value)
