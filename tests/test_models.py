@@ -322,3 +322,13 @@ def test_gelu_is_the_exact_gelu():
   np.testing.assert_allclose(jax.vmap(jax.grad(layers.gelu))(x), jax.vmap(jax.grad(exact))(x), atol=1e-6)
   assert float(jnp.max(jnp.abs(layers.gelu(x) - jax.nn.gelu(x, approximate=True)))) > 1e-4  # Not tanh's.
   assert layers.gelu(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_dropout_acts_only_with_a_dropout_rng():
+  """Evaluation (no rng) gives the dropout-free model's output; a training rng changes it."""
+  model, variables, tokens_BxL = build(tiny_cfg('bert', dropout=0.5))
+  plain, _, _ = build(tiny_cfg('bert'))
+  eval_logits = models.unroll(model, variables, tokens_BxL, 2)[1]['logits']
+  np.testing.assert_allclose(eval_logits, models.unroll(plain, variables, tokens_BxL, 2)[1]['logits'], rtol=1e-6)
+  train_logits = models.unroll(model, variables, tokens_BxL, 2, dropout_rng=jax.random.key(3))[1]['logits']
+  assert not np.allclose(train_logits, eval_logits)

@@ -117,7 +117,7 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
   events = sorted(workdir.glob('runs/*/events.out.tfevents.*'))
   assert len(events) == 5  # One TensorBoard run per point, all under one --logdir=W.
   by_run = {r['run']: r for r in records}
-  # Dropout only acts in training: its run differs from the baseline's, its eval is deterministic (rerun below).
+  # Dropout acts in training: its run ends elsewhere than the baseline's (eval runs without it: test_models).
   assert by_run['bert_dropout=0.1_s0']['mlm_loss'] != by_run['bert_s0']['mlm_loss']
 
 
