@@ -32,6 +32,7 @@ from tokenizers import Tokenizer
 from data import text as text_lib
 from data import tokenizer as tokenizer_lib
 from data.tokenizer import SpecialIds
+from data.errors import DataConfigError, InputError
 
 MASK_TOKEN_FRAC = 0.8  # Of the chosen positions: share replaced by [MASK] ...
 RANDOM_TOKEN_FRAC = 0.1  # ... and by a random non-special token; the rest stay as they are.
@@ -46,10 +47,10 @@ def pack_sequences(stream_T: np.ndarray, seq_len: int, cls_id: int | None = None
   """
   body_len = seq_len - (cls_id is not None)
   if body_len < 1:
-    raise ValueError(f'data.seq_len={seq_len} leaves no room for text')
+    raise DataConfigError(f'data.seq_len={seq_len} leaves no room for text')
   num_rows = len(stream_T) // body_len
   if num_rows == 0:
-    raise ValueError(f'{len(stream_T)} tokens are too few for one sequence of data.seq_len={seq_len}')
+    raise InputError(f'{len(stream_T)} tokens are too few for one sequence of data.seq_len={seq_len}')
   rows_NxK = np.asarray(stream_T[:num_rows * body_len], np.int32).reshape(num_rows, body_len)
   if cls_id is None:
     return rows_NxK
@@ -62,7 +63,7 @@ def _regular_ids(vocab_size: int, specials: tuple[int, ...]) -> np.ndarray:
   """All ids below vocab_size that are not special tokens (the random-replacement pool)."""
   regular = np.setdiff1d(np.arange(vocab_size, dtype=np.int32), np.asarray(specials, np.int32))
   if regular.size == 0:
-    raise ValueError(f'vocab of {vocab_size} holds only special tokens')
+    raise InputError(f'vocab of {vocab_size} holds only special tokens')
   return regular
 
 
@@ -70,7 +71,7 @@ def mask_tokens(tokens_BxL: np.ndarray, rng: np.random.Generator, mask_prob: flo
                 special_ids: SpecialIds) -> Batch:
   """BERT masking of `tokens_BxL` (see module docstring); specials are never chosen."""
   if not 0.0 < mask_prob < 1.0:
-    raise ValueError(f'data.mask_prob must be in (0, 1), got {mask_prob}')
+    raise DataConfigError(f'data.mask_prob must be in (0, 1), got {mask_prob}')
   tokens_BxL = np.asarray(tokens_BxL, np.int32)
   shape = tokens_BxL.shape
   specials = tuple(int(i) for i in special_ids.all)
@@ -96,7 +97,7 @@ def train_batch(train_tokens_NxL: np.ndarray, data_cfg: Any, step: int, batch_si
   those three numbers.
   """
   if batch_size % process_count:
-    raise ValueError(f'batch_size {batch_size} is not divisible by process_count {process_count}')
+    raise DataConfigError(f'batch_size {batch_size} is not divisible by process_count {process_count}')
   if step < 0 or not 0 <= process_index < process_count:
     raise ValueError(f'bad step {step} / process_index {process_index} of {process_count}')
   rng = np.random.default_rng([int(data_cfg.seed), int(step), int(process_index)])
@@ -115,7 +116,7 @@ def eval_batches(eval_tokens_NxL: np.ndarray, data_cfg: Any, batch_size: int, vo
   all rows.
   """
   if batch_size < 1:
-    raise ValueError(f'eval batch_size must be positive, got {batch_size}')
+    raise DataConfigError(f'eval batch_size must be positive, got {batch_size}')
   rng = np.random.default_rng([int(data_cfg.eval_seed)])
   num_rows = len(eval_tokens_NxL)
   wanted = int(data_cfg.num_eval_sequences)
@@ -206,7 +207,10 @@ def prepare(data_cfg: Any, workdir: str | os.PathLike[str], process_index: int =
     start = time.perf_counter()
     stream_T = tokenizer_lib.encode_to_array(tokenizer, get_texts()[split], ids.sep)
     seconds = time.perf_counter() - start
-    arrays[split] = pack_sequences(stream_T, int(data_cfg.seq_len), ids.cls if add_cls else None)
+    try:
+      arrays[split] = pack_sequences(stream_T, int(data_cfg.seq_len), ids.cls if add_cls else None)
+    except InputError as e:
+      raise InputError(f'{text_lib.describe_split(data_cfg, split)}: {e}; give more text') from None
     logging.info('Tokenized %s: %d tokens in %.1fs (%.0f tokens/s).', split, len(stream_T), seconds,
                  len(stream_T) / max(seconds, 1e-9))
     _save_npy(path, arrays[split])

@@ -16,13 +16,15 @@ import numpy as np
 from absl import logging
 
 from data import sudoku_solver
+from data import paths
+from data.errors import DataConfigError, InputError
 
 box_side = sudoku_solver.box_side
 SIZES = (4, 9)
 _SIZE_OF_LENGTH = {16: 4, 81: 9}
 
 
-class SudokuFormatError(ValueError):
+class SudokuFormatError(InputError):
   """A puzzle file is malformed; the message names the file and line."""
 
 
@@ -153,8 +155,7 @@ def _parse_grids(texts: list[str], line_numbers: list[int], path: str, what: str
 
 def _read_rows(path: str) -> tuple[list[str], list[str | None], list[int]]:
   """Puzzle and solution strings with their 1-based line numbers."""
-  with open(path, encoding='utf-8', newline='') as f:
-    lines = f.read().splitlines()
+  lines = paths.read_text(path, 'puzzle file').splitlines()
   content = [(i + 1, ln.strip()) for i, ln in enumerate(lines)]
   content = [(i, ln) for i, ln in content if ln and not ln.startswith('#')]
   if not content:
@@ -210,8 +211,6 @@ def read_puzzle_file(path: str | os.PathLike, size: int | None = None, check_uni
   disagrees with the givens.
   """
   path = str(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'puzzle file {path} does not exist')
   puzzle_texts, solution_texts, numbers = _read_rows(path)
   return puzzles_from_strings(puzzle_texts, solution_texts, numbers, path, size, check_unique,
                               name=pathlib.Path(path).name, allow_several=allow_several)
@@ -312,7 +311,7 @@ def generate_puzzles(n: int, size: int, givens_min: int, givens_max: int, seed: 
   """`n` unique-solution puzzles, each aiming at a number of givens drawn uniformly in [givens_min, givens_max]."""
   box_side(size)
   if not 0 <= givens_min <= givens_max <= size * size:
-    raise ValueError(f'need 0 <= givens_min <= givens_max <= {size * size}, got {givens_min}, {givens_max}')
+    raise DataConfigError(f'need 0 <= givens_min <= givens_max <= {size * size}, got {givens_min}, {givens_max}')
   rng = np.random.default_rng(seed)
   targets = rng.integers(givens_min, givens_max + 1, size=n).astype(np.int64)
   puzzles, solutions = sudoku_solver.generate_many(size, targets, _seed_from(rng))
@@ -328,7 +327,7 @@ def reveal(solutions_NxL: np.ndarray, givens, rng: np.random.Generator) -> np.nd
   n, length = sol.shape
   k_N = np.broadcast_to(np.asarray(givens, np.int64), (n,))
   if (k_N < 0).any() or (k_N > length).any():
-    raise ValueError(f'givens must be in 0..{length}')
+    raise DataConfigError(f'givens must be in 0..{length}')
   # A uniformly random permutation per row; cell i is kept when its rank < k.
   rank_NxL = rng.permuted(np.broadcast_to(np.arange(length, dtype=np.int16), (n, length)), axis=1)
   return np.where(rank_NxL < k_N[:, None], sol, 0).astype(np.int8)
@@ -361,7 +360,7 @@ def carve_unique(solutions_NxL: np.ndarray, givens, rng: np.random.Generator) ->
   size = _SIZE_OF_LENGTH[length]
   k_N = np.ascontiguousarray(np.broadcast_to(np.asarray(givens, np.int64), (n,)))
   if (k_N < 0).any() or (k_N > length).any():
-    raise ValueError(f'givens must be in 0..{length}')
+    raise DataConfigError(f'givens must be in 0..{length}')
   orders = rng.permuted(np.broadcast_to(np.arange(length, dtype=np.int32), (n, length)), axis=1)
   return sudoku_solver.carve_many(sol, size, k_N, np.ascontiguousarray(orders))
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from data import paths
 from data import sudoku_grids
+from data.errors import DataConfigError, InputError, MissingInputError
 
 PuzzleSet = sudoku_grids.PuzzleSet
 CACHE_VERSION = 1  # bump when the way splits are built changes
@@ -50,7 +51,7 @@ def parse_eval_givens(text: str) -> list[int]:
   try:
     return [int(t) for t in _names(text)]
   except ValueError as e:
-    raise ValueError(f'data.eval_givens must be comma-separated integers, got {text!r}') from e
+    raise DataConfigError(f'data.eval_givens must be comma-separated integers, got {text!r}') from e
 
 
 # ----------------------------------------------------------------------------
@@ -69,14 +70,14 @@ def _shared_files(data_cfg) -> list[pathlib.Path]:
   folder = shared_sudoku_dir(data_cfg)
   names = _names(data_cfg.shared_files)
   if not names:
-    raise ValueError('data.source=shared needs data.shared_files (comma-separated CSV names)')
+    raise DataConfigError('data.source=shared needs data.shared_files (comma-separated CSV names)')
   files = []
   for name in names:
     path = folder / name
     if not path.suffix:
       path = path.with_suffix('.csv')
     if not path.is_file():
-      raise FileNotFoundError(f'shared puzzle file {path} not found (data.shared_dir={data_cfg.shared_dir!r}; '
+      raise MissingInputError(f'shared puzzle file {path} not found (data.shared_dir={data_cfg.shared_dir!r}; '
                               f'set it or ${paths.ENV_VAR})')
     files.append(path)
   return files
@@ -145,18 +146,18 @@ def _load_source(data_cfg, total_needed: int | None) -> list[tuple[str, PuzzleSe
     if size == 4:
       return [('generated', _all_4x4(data_cfg))]
     if total_needed is None:
-      raise ValueError('data.source=generate needs data.num_train > 0 (0 means "all", which is unbounded)')
+      raise DataConfigError('data.source=generate needs data.num_train > 0 (0 means "all", which is unbounded)')
     count = int(math.ceil(total_needed * 1.02)) + 16  # a few spare for (rare) duplicates
     lo, hi = int(data_cfg.givens_min), int(data_cfg.givens_max)
     if hi <= 0:
-      raise ValueError('data.source=generate needs data.givens_max > 0 (target number of givens)')
+      raise DataConfigError('data.source=generate needs data.givens_max > 0 (target number of givens)')
     logging.info('Generating %d unique-solution %dx%d puzzles with %d..%d givens', count, size, size, lo, hi)
     return [('generated', sudoku_grids.generate_puzzles(count, size, lo, hi, int(data_cfg.seed)))]
   if source == 'shared':
     return [(p.stem, sudoku_grids.read_puzzle_file(p, size=size)) for p in _shared_files(data_cfg)]
   if source == 'file':
     if not data_cfg.train_file:
-      raise ValueError('data.source=file needs data.train_file')
+      raise DataConfigError('data.source=file needs data.train_file')
     path = pathlib.Path(data_cfg.train_file).expanduser()
     return [(path.stem, sudoku_grids.read_puzzle_file(path, size=size))]
   if source == 'hf':
@@ -168,7 +169,7 @@ def _load_source(data_cfg, total_needed: int | None) -> list[tuple[str, PuzzleSe
     splits = load_hf_sudoku(data_cfg.hf_name, size=size, max_rows=limits, seed=int(data_cfg.seed))
     stem = data_cfg.hf_name.rstrip('/').split('/')[-1]
     return [(f'test:{stem}' if split == 'test' else f'{stem}_{split}', s) for split, s in splits.items()]
-  raise ValueError(f"data.source must be 'generate', 'shared', 'file' or 'hf', got {source!r}")
+  raise DataConfigError(f"data.source must be 'generate', 'shared', 'file' or 'hf', got {source!r}")
 
 
 def _all_4x4(data_cfg) -> PuzzleSet:
@@ -232,20 +233,21 @@ def split_by_groups(group_keys: list[bytes], num_test: int, num_val: int, num_tr
 
 def _build(data_cfg) -> SudokuSplits:
   size = int(data_cfg.size)
-  sudoku_grids.box_side(size)
+  if size not in (4, 9):
+    raise DataConfigError(f'data.size={size} must be 4 or 9 (4x4 or 9x9 Sudoku)')
   if data_cfg.split_by not in ('solution', 'puzzle'):
-    raise ValueError(f"data.split_by must be 'solution' or 'puzzle', got {data_cfg.split_by!r}")
+    raise DataConfigError(f"data.split_by must be 'solution' or 'puzzle', got {data_cfg.split_by!r}")
   if size == 4 and data_cfg.split_by == 'solution':
-    raise ValueError("4x4 has only 2 essentially different solution grids, so splits by solution cannot be "
+    raise DataConfigError("4x4 has only 2 essentially different solution grids, so splits by solution cannot be "
                      "disjoint: use data.split_by='puzzle'")
   num_train, num_val, num_test = int(data_cfg.num_train), int(data_cfg.num_val), int(data_cfg.num_test)
   if min(num_train, num_val, num_test) < 0:
-    raise ValueError('data.num_train/num_val/num_test must be >= 0')
+    raise DataConfigError('data.num_train/num_val/num_test must be >= 0')
   total = num_train + num_val + num_test if num_train > 0 else None
   pools = _load_source(data_cfg, total)
   for name, pool in pools:
     if pool.size != size:
-      raise ValueError(f'source {name} holds {pool.size}x{pool.size} puzzles but data.size={size}')
+      raise InputError(f'source {name} holds {pool.size}x{pool.size} puzzles but data.size={size}')
   merged = sudoku_grids.concat([p for _, p in pools])
   origin_N = np.concatenate([np.full(len(p), k) for k, (_, p) in enumerate(pools)])
   test_only_N = np.concatenate([np.full(len(p), name.startswith('test:')) for name, p in pools])
@@ -277,10 +279,10 @@ def _build(data_cfg) -> SudokuSplits:
   for name, want, got in (('test', num_test, len(test_idx)), ('val', num_val, len(val_idx)),
                           ('train', num_train, len(train_idx))):
     if got < want:
-      raise ValueError(f'data source has too few distinct puzzles: {name} got {got} of data.num_{name}={want} '
+      raise InputError(f'data source has too few distinct puzzles: {name} got {got} of data.num_{name}={want} '
                        f'({len(merged)} distinct puzzles in all); {hint}')
   if num_train == 0 and not len(train_idx):
-    raise ValueError(f'no puzzles left for training ({len(merged)} distinct puzzles in all)')
+    raise InputError(f'no puzzles left for training ({len(merged)} distinct puzzles in all)')
 
   label = data_cfg.source
   splits = SudokuSplits(size, merged.subset(train_idx, f'{label}:train'), merged.subset(val_idx, f'{label}:val'),
@@ -288,7 +290,7 @@ def _build(data_cfg) -> SudokuSplits:
   val_givens = int(data_cfg.val_givens)
   if val_givens:  # Validate on the training distribution: val solutions with this many givens revealed.
     if not 0 < val_givens <= size * size:
-      raise ValueError(f'data.val_givens={val_givens} is not in 1..{size * size}')
+      raise DataConfigError(f'data.val_givens={val_givens} is not in 1..{size * size}')
     rng = np.random.default_rng([int(data_cfg.seed), val_givens, 2000])
     puzzles, kept = sudoku_grids.reveal_unique(splits.val.solutions, val_givens, rng)
     splits.val = PuzzleSet(puzzles, splits.val.solutions[kept], size,
@@ -302,7 +304,7 @@ def _build(data_cfg) -> SudokuSplits:
         splits.extra_tests[name] = merged.subset(part, f'{name}:test')
   for givens in parse_eval_givens(data_cfg.eval_givens):
     if not 0 < givens <= size * size:
-      raise ValueError(f'data.eval_givens entry {givens} is not in 1..{size * size}')
+      raise DataConfigError(f'data.eval_givens entry {givens} is not in 1..{size * size}')
     rng = np.random.default_rng([int(data_cfg.seed), givens, 1000])
     puzzles, kept = sudoku_grids.reveal_unique(splits.test.solutions, givens, rng)
     if len(kept) < len(splits.test):
@@ -435,9 +437,9 @@ def train_batch(train: PuzzleSet, data_cfg, step: int, batch_size: int, process_
   removal would allow a second one stay given), else any k cells are revealed.
   """
   if batch_size % process_count:
-    raise ValueError(f'batch_size {batch_size} is not divisible by process_count {process_count}')
+    raise DataConfigError(f'batch_size {batch_size} is not divisible by process_count {process_count}')
   if not len(train):
-    raise ValueError('the training set is empty')
+    raise InputError('the training set is empty')
   local = batch_size // process_count
   rng = np.random.default_rng([int(data_cfg.seed), int(step), int(process_index)])
   index = rng.integers(0, len(train), size=local)
@@ -447,7 +449,7 @@ def train_batch(train: PuzzleSet, data_cfg, step: int, batch_size: int, process_
   if data_cfg.on_the_fly:
     hi = int(data_cfg.givens_max)
     if not 0 < hi <= train.size**2 or int(data_cfg.givens_min) > hi:
-      raise ValueError(f'on_the_fly needs 0 <= givens_min <= givens_max, 0 < givens_max <= {train.size**2}; '
+      raise DataConfigError(f'on_the_fly needs 0 <= givens_min <= givens_max, 0 < givens_max <= {train.size**2}; '
                        f'got {data_cfg.givens_min}, {hi}')
     k = rng.integers(curriculum_min_givens(data_cfg, step), hi + 1, size=local)
     if data_cfg.unique_reveal:

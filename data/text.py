@@ -18,6 +18,9 @@ import os
 import pathlib
 from typing import Any
 
+from data import paths
+from data.errors import DataConfigError, InputError
+
 TRAIN, EVAL = 'train', 'eval'
 HF_TRAIN_SPLIT, HF_EVAL_SPLIT = 'train', 'validation'
 DEFAULT_HF_NAME = 'Salesforce/wikitext'
@@ -35,20 +38,15 @@ def split_files(files: str) -> list[str]:
 def read_lines(path: str | os.PathLike[str]) -> list[str]:
   """Reads the non-blank lines of a UTF-8 text file, stripped.
 
-  Raises FileNotFoundError / ValueError naming the file when it is missing,
-  not UTF-8, or holds no text.
+  Raises MissingInputError / InputError naming the file (and line) when it is missing, a
+  directory, not UTF-8, or holds no text.
   """
-  path = pathlib.Path(path).expanduser()
-  if not path.is_file():
-    raise FileNotFoundError(f'text file {str(path)!r} does not exist (data.files / data.eval_files)')
-  try:
-    with path.open(encoding='utf-8') as f:
-      lines = [line.strip() for line in f]
-  except UnicodeDecodeError as e:
-    raise ValueError(f'text file {str(path)!r} is not UTF-8: {e}') from e
+  text = paths.read_text(path, 'text file (data.files / data.eval_files)')
+  # Lines as a text-mode file yields them (universal newlines), not str.splitlines' wider set.
+  lines = [line.strip() for line in text.replace('\r\n', '\n').replace('\r', '\n').split('\n')]
   lines = [line for line in lines if line]
   if not lines:
-    raise ValueError(f'text file {str(path)!r} is empty (no non-blank lines)')
+    raise InputError(f'text file {str(path)!r} is empty (no non-blank lines)')
   return lines
 
 
@@ -64,7 +62,7 @@ def _hf_lines(rows: Any, where: str) -> list[str]:
   texts = rows['text'] if hasattr(rows, 'column_names') else [r['text'] for r in rows]
   lines = [t.strip() for t in texts if t and t.strip()]
   if not lines:
-    raise ValueError(f'{where} holds no text')
+    raise InputError(f'{where} holds no text')
   return lines
 
 
@@ -90,25 +88,38 @@ def load_texts(data_cfg: Any, hf_loader: HFLoader | None = None) -> dict[str, li
       return {TRAIN: train, EVAL: _read_all(eval_files)}
     fraction = float(data_cfg.eval_fraction)
     if not 0.0 < fraction < 1.0:
-      raise ValueError(f'data.eval_fraction must be in (0, 1) when data.eval_files is empty, got {fraction}')
+      raise DataConfigError(f'data.eval_fraction must be in (0, 1) when data.eval_files is empty, got {fraction}')
     if len(train) < 2:
-      raise ValueError(f'data.files {files} hold {len(train)} line(s): too few to split off an eval part')
+      raise InputError(f'data.files {files} hold {len(train)} line(s): too few to split off an eval part')
     num_eval = min(len(train) - 1, max(1, round(fraction * len(train))))
     return {TRAIN: train[:-num_eval], EVAL: train[-num_eval:]}
 
   name = data_cfg.hf_name or DEFAULT_HF_NAME
   config = data_cfg.hf_config
   if not config:
-    raise ValueError('data.files is empty, so data.hf_config must name a WikiText config, '
+    raise DataConfigError('data.files is empty, so data.hf_config must name a WikiText config, '
                      "e.g. 'wikitext-103-raw-v1'")
   dataset = (hf_loader or default_hf_loader)(name, config)
   for split in (HF_TRAIN_SPLIT, HF_EVAL_SPLIT):
     if split not in dataset:
-      raise ValueError(f'HF dataset {name}/{config} has no {split!r} split (has {list(dataset)})')
+      raise DataConfigError(f'HF dataset {name}/{config} has no {split!r} split (has {list(dataset)})')
   return {
       TRAIN: _hf_lines(dataset[HF_TRAIN_SPLIT], f'HF dataset {name}/{config} split {HF_TRAIN_SPLIT!r}'),
       EVAL: _hf_lines(dataset[HF_EVAL_SPLIT], f'HF dataset {name}/{config} split {HF_EVAL_SPLIT!r}'),
   }
+
+
+def describe_split(data_cfg: Any, split: str) -> str:
+  """Where a split's text comes from, for messages: its files, or the HF dataset's split."""
+  files, eval_files = split_files(data_cfg.files), split_files(data_cfg.eval_files)
+  if not files:
+    return f'HF dataset {data_cfg.hf_name or DEFAULT_HF_NAME}/{data_cfg.hf_config} split ' + (
+        repr(HF_TRAIN_SPLIT) if split == TRAIN else repr(HF_EVAL_SPLIT))
+  if split == EVAL and eval_files:
+    return ','.join(eval_files)
+  if split == EVAL:
+    return f'the last {float(data_cfg.eval_fraction):g} of the lines of {",".join(files)} (data.eval_fraction)'
+  return ','.join(files)
 
 
 def source_key(data_cfg: Any) -> str:

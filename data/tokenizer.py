@@ -23,6 +23,8 @@ from absl import logging
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from data.errors import DataConfigError, InputError, MissingInputError
+
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # ids 0..4 in a freshly trained tokenizer.
 TOKENIZER_FILE = 'tokenizer.json'
@@ -49,7 +51,7 @@ def special_ids(tokenizer: Tokenizer) -> SpecialIds:
   for token in SPECIAL_TOKENS:
     token_id = tokenizer.token_to_id(token)
     if token_id is None:
-      raise ValueError(f'tokenizer has no {token} token (expected all of {SPECIAL_TOKENS})')
+      raise InputError(f'tokenizer has no {token} token (expected all of {SPECIAL_TOKENS})')
     ids[token] = token_id
   return SpecialIds(pad=ids[PAD], unk=ids[UNK], cls=ids[CLS], sep=ids[SEP], mask=ids[MASK])
 
@@ -105,14 +107,14 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.Pat
   corpus; use `tokenizer.get_vocab_size()` for the model.
   """
   if vocab_size <= len(SPECIAL_TOKENS):
-    raise ValueError(
+    raise DataConfigError(
         f'data.vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}')
   if not texts:
-    raise ValueError('cannot train a tokenizer on no text')
+    raise InputError('cannot train a tokenizer on no text')
   tokenizer = new_tokenizer(lowercase)
   alphabet = _alphabet(tokenizer, texts)
   if vocab_size < len(SPECIAL_TOKENS) + len(alphabet):
-    raise ValueError(f'data.vocab_size={vocab_size} leaves no room for merges: the text has {len(alphabet)} '
+    raise DataConfigError(f'data.vocab_size={vocab_size} leaves no room for merges: the text has {len(alphabet)} '
                      f'characters and continuation pieces, plus {len(SPECIAL_TOKENS)} special tokens')
   trainer = trainers.WordPieceTrainer(
       vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS) + alphabet, show_progress=False)
@@ -155,7 +157,7 @@ def load_tokenizer(workdir: str | os.PathLike[str]) -> Tokenizer:
   """Loads `<workdir>/tokenizer.json`; raises FileNotFoundError naming it when absent."""
   path = pathlib.Path(workdir) / TOKENIZER_FILE
   if not path.is_file():
-    raise FileNotFoundError(f'no tokenizer at {str(path)!r}')
+    raise MissingInputError(f'no tokenizer at {str(path)!r}')
   return Tokenizer.from_file(str(path))
 
 
@@ -167,7 +169,7 @@ def _check_saved_settings(workdir: pathlib.Path, vocab_size: int, lowercase: boo
   meta = json.loads(meta_path.read_text(encoding='utf-8'))
   asked = {'vocab_size': int(vocab_size), 'lowercase': bool(lowercase)}
   if meta != asked:
-    raise ValueError(f'{workdir / TOKENIZER_FILE} was trained with {meta} but the config asks for {asked}; '
+    raise DataConfigError(f'{workdir / TOKENIZER_FILE} was trained with {meta} but the config asks for {asked}; '
                      'use a fresh workdir or the original data settings')
 
 
@@ -193,7 +195,7 @@ def load_or_train_tokenizer(texts: Sequence[str] | None, vocab_size: int, workdi
     logging.info('Reusing tokenizer %s.', path)
     return load_tokenizer(workdir)
   if texts is None:
-    raise FileNotFoundError(f'no tokenizer at {str(path)!r} and no text given to train one')
+    raise MissingInputError(f'no tokenizer at {str(path)!r} and no text given to train one')
   return train_tokenizer(texts, vocab_size, workdir, lowercase)
 
 

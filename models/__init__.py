@@ -9,6 +9,7 @@ from models.recurrent import MODELS
 from models.unroll import reset_carry
 from models.unroll import unroll
 from models.unroll import unroll_fn
+from models.errors import ModelConfigError
 
 
 def get_model(cfg: Any, *, vocab_size: int, num_classes: int, seq_len: int,
@@ -20,7 +21,7 @@ def get_model(cfg: Any, *, vocab_size: int, num_classes: int, seq_len: int,
   """
   name = cfg['name'] if 'name' in cfg else None
   if name not in MODELS:
-    raise ValueError(f'unknown model.name={name!r}; valid names: {", ".join(MODEL_NAMES)}')
+    raise ModelConfigError(f'unknown model.name={name!r}; valid names: {", ".join(MODEL_NAMES)}')
   for key, value in (('vocab_size', vocab_size), ('num_classes', num_classes),
                      ('seq_len', seq_len)):
     if not isinstance(value, int) or value < 1:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import attention
+from models.errors import ModelConfigError
 
 Initializer = Callable[..., jax.Array]
 
@@ -71,20 +72,20 @@ class ArchConfig:
   def __post_init__(self):
     for key, choices in _CHOICES.items():
       if getattr(self, key) not in choices:
-        raise ValueError(
+        raise ModelConfigError(
             f'model.{key}={getattr(self, key)!r} is not one of {list(choices)}')
     for key in ('hidden', 'num_layers', 'num_heads', 'inner_steps', 'cycles',
                 'mlp_state_dim', 'mlp_multiple_of'):
       if getattr(self, key) < 1:
-        raise ValueError(f'model.{key}={getattr(self, key)} must be >= 1')
+        raise ModelConfigError(f'model.{key}={getattr(self, key)} must be >= 1')
     if self.prefix_len < 0:
-      raise ValueError(f'model.prefix_len={self.prefix_len} must be >= 0')
+      raise ModelConfigError(f'model.prefix_len={self.prefix_len} must be >= 0')
     if not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f'model.dropout={self.dropout} must be in [0, 1)')
+      raise ModelConfigError(f'model.dropout={self.dropout} must be in [0, 1)')
     if self.mlp_ratio <= 0:
-      raise ValueError(f'model.mlp_ratio={self.mlp_ratio} must be > 0')
+      raise ModelConfigError(f'model.mlp_ratio={self.mlp_ratio} must be > 0')
     if self.mixer == 'attention' and self.hidden % self.num_heads:
-      raise ValueError(
+      raise ModelConfigError(
           f'model.hidden={self.hidden} is not divisible by model.num_heads={self.num_heads}')
 
   @property
@@ -105,12 +106,12 @@ class ArchConfig:
       import difflib  # pylint: disable=g-import-not-at-top
       hints = [f'model.{k}' + (f' (did you mean {close[0]!r}?)' if (close := difflib.get_close_matches(
           k, sorted(names | set(allowed_extra)), 1)) else '') for k in unknown]
-      raise ValueError(f'unknown model field {", ".join(hints)}')
+      raise ModelConfigError(f'unknown model field {", ".join(hints)}')
     kwargs = {}
     for field in dataclasses.fields(cls):
       if field.name not in cfg:
         if field.default is dataclasses.MISSING:
-          raise ValueError(f'model config lacks the required field {field.name!r}')
+          raise ModelConfigError(f'model config lacks the required field {field.name!r}')
         continue
       value = cfg[field.name]
       kind = type(field.default) if field.default is not dataclasses.MISSING else str
@@ -119,7 +120,7 @@ class ArchConfig:
       if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
       if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f'model.{field.name}={value!r} should be of type {kind.__name__}')
+        raise ModelConfigError(f'model.{field.name}={value!r} should be of type {kind.__name__}')
       kwargs[field.name] = value
     return cls(**kwargs)
 
@@ -189,7 +190,7 @@ def grid_relations(length: int, prefix_len: int = 0) -> np.ndarray:
   side = math.isqrt(length)
   box = math.isqrt(side)
   if side * side != length or box * box != side:
-    raise ValueError(f"model.attention_bias='grid' needs N*N cells with N a square (4, 9, 16...); "
+    raise ModelConfigError(f"model.attention_bias='grid' needs N*N cells with N a square (4, 9, 16...); "
                      f'got a sequence of {length}')
   idx = np.arange(length)
   row, col = idx // side, idx % side

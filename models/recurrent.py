@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from models import layers
 from models.layers import ArchConfig
+from models.errors import ModelConfigError
 
 Pytree = Any  # Carry and inputs: dicts of arrays with a leading batch axis.
 # BERT's initialiser for every weight matrix and embedding.
@@ -34,7 +35,7 @@ def _take_positions(x_BxLxD: jax.Array, positions_GxM: jax.Array | None) -> jax.
   batch, length, dim = x_BxLxD.shape
   groups = positions_GxM.shape[0]
   if batch % groups:
-    raise ValueError(f'readout positions have {groups} rows, which does not divide the batch of {batch}')
+    raise ModelConfigError(f'readout positions have {groups} rows, which does not divide the batch of {batch}')
   x_GxTxD = x_BxLxD.reshape(groups, batch // groups * length, dim)
   return jnp.take_along_axis(x_GxTxD, positions_GxM[:, :, None], axis=1)
 
@@ -114,7 +115,7 @@ class BertModel(RecurrentModel):
   def setup(self):
     arch = self.arch
     if arch.tie_embeddings and self.num_classes != self.vocab_size:
-      raise ValueError(f'model.tie_embeddings needs num_classes ({self.num_classes}) == '
+      raise ModelConfigError(f'model.tie_embeddings needs num_classes ({self.num_classes}) == '
                        f'vocab_size ({self.vocab_size})')
     self.embed = layers.TokenEmbed(self.vocab_size, arch.hidden, 0.02, dtype=self.dtype,
                                    name='embed')

@@ -76,6 +76,38 @@ def test_eval_mode_names_bad_line(smoke_run, tmp_path):
   assert 'bad.txt:2' in proc.stderr and 'Traceback' not in proc.stderr
 
 
+def _one_line_error(proc) -> str:
+  assert proc.returncode != 0
+  err = proc.stderr.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: '), proc.stderr[-2000:]
+  return err[0]
+
+
+def test_bad_eval_files_are_one_line_naming_file_and_line(smoke_run, tmp_path):
+  """A directory, a missing file and a non-UTF-8 file: one line each, naming them, no traceback."""
+  workdir, _ = smoke_run
+  latin1 = tmp_path / 'latin1.txt'
+  latin1.write_bytes(b'...3.32..4....1.\n...3.32..4..\xe9.1.\n')
+  for path, says in ((tmp_path, f'{tmp_path} is a directory, not a file'),
+                     (tmp_path / 'nope.txt', 'nope.txt does not exist'),
+                     (latin1, f'{latin1}:2: puzzle file is not UTF-8 (byte 0xe9 at column 13)')):
+    err = _one_line_error(launch(f'--config={SMOKE}', f'--workdir={workdir}', '--mode=eval',
+                                 f'--config.data.eval_file={path}'))
+    assert says in err, err
+
+
+@pytest.mark.parametrize('override, says', [
+    ('--config.train.steps=-5', 'train.steps=-5 must be >= 0'),
+    ('--config.train.batch_size=0', 'train.batch_size=0 must be >= 1'),
+    ('--config.train.lr=-1', 'train.lr=-1.0 must be >= 0'),
+    ('--config.data.size=5', 'data.size=5 must be 4 or 9'),
+])
+def test_values_that_cannot_work_are_refused_before_any_work(tmp_path, override, says):
+  err = _one_line_error(launch(f'--config={SMOKE}', f'--workdir={tmp_path}', override))
+  assert says in err, err
+  assert not (tmp_path / 'checkpoints').exists() and not (tmp_path / 'results.json').exists()
+
+
 def test_wrong_config_key_or_type_exits_nonzero_naming_it(tmp_path):
   proc = launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.model.hiden=3')
   assert proc.returncode != 0 and 'hiden' in proc.stderr

@@ -1,5 +1,6 @@
 """The task-agnostic loop on a toy regression task: resume, NaN check, corrupt checkpoints."""
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -114,17 +115,66 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
   assert steps == [4]
 
 
-def test_corrupt_checkpoint_names_the_file(tmp_path: pathlib.Path):
+def _corrupt(step_dir: pathlib.Path, how: str) -> None:
+  """Damages a saved step as a crash or a user could: data cut short, or a metadata file deleted."""
+  if how == 'truncated':
+    for f in (step_dir / 'state').rglob('*'):
+      if f.is_file() and 'd' in f.parts and f.stat().st_size > 0:
+        f.write_bytes(f.read_bytes()[:20])
+  else:
+    (step_dir / 'state' / how).unlink()
+
+
+@pytest.mark.parametrize('how', ['truncated', 'manifest.ocdbt', '_METADATA'])
+def test_unreadable_latest_checkpoint_is_set_aside_and_the_older_step_resumes(tmp_path, capsys, how):
+  """Resuming past an unreadable newest step: a warning names it, it is moved (not deleted), the
+  older step resumes, and the run ends with the uninterrupted run's params."""
   task = _ToyTask(_Linear())
-  result = _train(_config(4), tmp_path, task)
+  full = _train(_config(12), tmp_path / 'full', task)
+  full.checkpoints.close()
+  config = _config(12)
+  config.train.keep_checkpoints = 3
+  part = _train(config, tmp_path / 'part', task)  # Steps 4, 8 and 12 kept: 12 goes, 8 is damaged.
+  part.checkpoints.close()
+  shutil.rmtree(tmp_path / 'part' / 'checkpoints' / '12')
+  _corrupt(tmp_path / 'part' / 'checkpoints' / '8', how)
+  capsys.readouterr()
+  resumed = _train(config, tmp_path / 'part', task)
+  resumed.checkpoints.close()
+  out = capsys.readouterr().out
+  assert resumed.restored_step == 4
+  assert f'{tmp_path / "part" / "checkpoints" / "8"} cannot be read' in out and 'older step 4' in out
+  assert (tmp_path / 'part' / 'unreadable_checkpoints' / 'checkpoints_8' / 'state').is_dir()
+  for a, b in zip(jax.tree.leaves(_params(full)), jax.tree.leaves(_params(resumed))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_no_readable_checkpoint_is_one_error_naming_each_step_and_changes_nothing(tmp_path: pathlib.Path):
+  task = _ToyTask(_Linear())
+  result = _train(_config(8), tmp_path, task)
   result.checkpoints.close()
-  step_dir = tmp_path / 'checkpoints' / '4'
-  for f in step_dir.rglob('*'):
-    if f.is_file() and 'state' in f.parts and f.stat().st_size > 0:
-      f.write_bytes(b'garbage')
-  with pytest.raises(ckpt_lib.CheckpointError, match=str(step_dir)):
-    _train(_config(8), tmp_path, task)
-  assert step_dir.is_dir()  # Nothing was deleted.
+  _corrupt(tmp_path / 'checkpoints' / '8', '_METADATA')
+  _corrupt(tmp_path / 'checkpoints' / '4', 'truncated')
+  with pytest.raises(ckpt_lib.CheckpointError, match=r'checkpoints can be read: 8 \(state/_METADATA missing\); 4 '
+                     r'\(.*\)\. Nothing was changed') as e:
+    _train(_config(12), tmp_path, task)
+  assert '\n' not in str(e.value) and 'TensorStore' not in str(e.value)
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['4', '8']
+  assert not (tmp_path / 'unreadable_checkpoints').exists()
+
+
+def test_evaluation_with_an_unreadable_best_checkpoint_uses_the_latest(tmp_path: pathlib.Path, capsys):
+  task = _ToyTask(_Linear())
+  result = _train(_config(8), tmp_path, task)
+  result.checkpoints.close()
+  best_step = next(p for p in (tmp_path / 'best').iterdir() if p.name.isdigit())
+  _corrupt(best_step, 'manifest.ocdbt')
+  from train import sharding  # pylint: disable=g-import-not-at-top
+  params, step, which = ckpt_lib.restore_eval_params(tmp_path, 'best', sharding.make_mesh())
+  assert (step, which) == (8, 'latest') and jax.tree.leaves(params)
+  out = capsys.readouterr().out
+  assert f'warning: {best_step} cannot be read (state/manifest.ocdbt missing); evaluating the latest' in out
+  assert (best_step / 'state').is_dir()  # Evaluation is read-only: left in place.
 
 
 def test_resume_rewinds_metrics_log_so_each_step_appears_once(tmp_path: pathlib.Path):

@@ -77,6 +77,27 @@ def test_bad_corpus_inputs_fail_with_a_message(tmp_path, capsys):
     assert re.search(message, err), (message, err)
 
 
+def test_unusable_out_fails_before_reading_the_corpus(tmp_path, capsys, monkeypatch):
+  """--out that is a file, or cannot be created, is refused before any work (vectors are never lost)."""
+  monkeypatch.setattr(cli.corpus_lib, 'read_corpus', lambda *a, **k: pytest.fail('read the corpus'))
+  a_file = tmp_path / 'taken'
+  a_file.write_text('x')
+  for out, message in ((a_file, 'is a file'), (a_file / 'sub', 'is not writable')):
+    assert cli.main(['train', '--corpus', 'x', '--out', str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f'--out {out} {message}' in err and len(err.strip().splitlines()) == 1
+
+
+def test_matrices_that_cannot_fit_are_refused_with_the_figures(tmp_path, capsys):
+  corpus = tmp_path / 'c.txt'
+  corpus.write_text(' '.join(f'w{i % 50}' for i in range(5000)))
+  code = cli.main(['train', '--corpus', str(corpus), '--out', str(tmp_path / 'o'), '--dim', '100000000'])
+  err = capsys.readouterr().err
+  assert code == 1 and re.search(r'dim 100000000 with a vocabulary of 50 words needs about [\d.]+ GiB .* '
+                                 r'GiB are available', err), err
+  assert not (tmp_path / 'o' / 'vectors.txt').exists()
+
+
 @pytest.mark.parametrize('flag', ['--window', '--negative', '--dim'])
 @pytest.mark.parametrize('value', ['0', '-3'])
 def test_non_positive_sizes_are_rejected(tmp_path, capsys, flag, value):

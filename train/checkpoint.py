@@ -5,6 +5,7 @@ best-on-validation checkpoint (else the latest), read as saved, with no model or
 """
 import pathlib
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -20,6 +21,8 @@ class Checkpoints:
 
   def __init__(self, run_dir: str | pathlib.Path, *, keep: int = 3, read_only: bool = False):
     run_dir = pathlib.Path(run_dir).absolute()
+    self.read_only = read_only
+    self.unreadable: list[tuple[pathlib.Path, str]] = []  # (step dir, why) of the last failed restore.
     self.latest_dir = run_dir / 'checkpoints'
     self.best_dir = run_dir / 'best'
     # Read-only use (evaluation) neither creates nor cleans; orbax's own read_only mode only adds warnings.
@@ -84,22 +87,60 @@ class Checkpoints:
   def restore(self, abstract_state: Any | None, which: str = 'latest', step: int | None = None,
               fallback_sharding: Any = None) -> tuple[Any, dict[str, Any]] | None:
     """Restores into the shapes/shardings of `abstract_state` (None: as saved, a tree of arrays, placed
-    with `fallback_sharding` where the saved devices are not there); None when there is no checkpoint."""
+    with `fallback_sharding` where the saved devices are not there); None when there is no checkpoint.
+
+    Without `step`, the newest readable step is used: an unreadable one (cut by a crash, or edited)
+    is named in a warning and, unless read-only, moved to <run>/unreadable_checkpoints/ (nothing is
+    deleted); CheckpointError when no step can be read.
+    """
     manager = self._manager(which)
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+    if not steps:
       return None
     target = None if abstract_state is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    where = manager.directory / str(step)
-    try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target, fallback_sharding=fallback_sharding),
-          record=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises many types: name the checkpoint and keep it on disk.
-      raise CheckpointError(
-          f'cannot restore checkpoint {where}: {type(e).__name__}: {str(e)[:300]}. It was left untouched; '
-          f'if it is corrupt, move it away to resume from an earlier step, or use another --workdir.') from e
-    return restored['state'], dict(restored['record'] or {})
+    failures = []
+    for candidate in steps:
+      where = manager.directory / str(candidate)
+      problem = _missing_files(where)
+      if problem is None:
+        try:
+          restored = manager.restore(candidate, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(target, fallback_sharding=fallback_sharding),
+              record=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types: name the checkpoint, keep it on disk.
+          _drop_aborted_read_noise()
+          problem = _first_line(e)
+        else:
+          if failures:
+            aside = self._set_aside(which, [path for path, _ in failures])
+            print(f'warning: checkpoint {"; ".join(f"{path} cannot be read ({why})" for path, why in failures)}'
+                  f'{aside}; restored the older step {candidate} instead', flush=True)
+          return restored['state'], dict(restored['record'] or {})
+      failures.append((where, problem))
+    self.unreadable = failures
+    raise CheckpointError(
+        f'no step of {manager.directory} can be read: '
+        + '; '.join(f'{path.name} ({why})' for path, why in failures)
+        + f'. Nothing was changed; move {manager.directory} away to start from step 0, or use another --workdir.')
+
+  def _set_aside(self, which: str, unreadable: list[pathlib.Path]) -> str:
+    """Moves unreadable steps out of the manager's directory (not when read-only); says where."""
+    if self.read_only:
+      return ' (left in place)'
+    aside_dir = unreadable[0].parent.parent / 'unreadable_checkpoints'
+    aside_dir.mkdir(exist_ok=True)
+    for where in unreadable:
+      aside = aside_dir / f'{where.parent.name}_{where.name}'
+      shutil.rmtree(aside, ignore_errors=True)
+      where.replace(aside)
+    manager = self._manager(which)
+    manager.close()
+    reopened = ocp.CheckpointManager(manager.directory, options=manager._options)  # pylint: disable=protected-access
+    if which == 'latest':
+      self._latest = reopened
+    else:
+      self._best = reopened
+    return f' (moved to {aside_dir})'
 
   def wait(self) -> None:
     self._latest.wait_until_finished()
@@ -123,7 +164,15 @@ def restore_eval_params(run_dir: pathlib.Path, which: str, mesh: jax.sharding.Me
       logging.info('no best-on-validation checkpoint in %s; using the latest', run_dir)
       which = 'latest'
     # As saved, on this process's mesh: a run trained on other devices (8 GPUs) evaluates here (1 CPU).
-    restored = checkpoints.restore(None, which=which, fallback_sharding=sharding.replicated(mesh))
+    try:
+      restored = checkpoints.restore(None, which=which, fallback_sharding=sharding.replicated(mesh))
+    except CheckpointError:
+      if which != 'best' or checkpoints.latest_step('latest') is None:
+        raise
+      unreadable = '; '.join(f'{path} cannot be read ({why})' for path, why in checkpoints.unreadable)
+      print(f'warning: {unreadable}; evaluating the latest checkpoint instead', flush=True)
+      which = 'latest'
+      restored = checkpoints.restore(None, which=which, fallback_sharding=sharding.replicated(mesh))
   finally:
     checkpoints.close()
   if restored is None:
@@ -132,3 +181,40 @@ def restore_eval_params(run_dir: pathlib.Path, which: str, mesh: jax.sharding.Me
   params = state['ema_params'] if state.get('ema_params') is not None else state['params']
   params = jax.device_put(params, sharding.replicated(mesh))
   return params, int(state['step']), which
+
+
+# Files every saved step has (orbax's OCDBT layout); a crash or an edit can leave one missing, which
+# orbax reports as a pytree-structure or NOT_FOUND error that does not say what is wrong.
+_STEP_FILES = ('_CHECKPOINT_METADATA', 'state/_METADATA', 'record/metadata')
+
+
+def _missing_files(step_dir: pathlib.Path) -> str | None:
+  """What makes `step_dir` unreadable before orbax tries it (a missing file), else None."""
+  missing = [name for name in _STEP_FILES if not (step_dir / name).is_file()]
+  if (step_dir / 'state' / 'ocdbt.process_0').is_dir() and not (step_dir / 'state' / 'manifest.ocdbt').is_file():
+    missing.append('state/manifest.ocdbt')
+  return f'{", ".join(missing)} missing' if missing else None
+
+
+def _first_line(error: Exception) -> str:
+  """An orbax/TensorStore error in one short line (they append a many-line spec dump)."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  for cut in (' See full TensorStore details', ' [tensorstore_spec', ' [source locations'):
+    text = text.split(cut)[0]
+  return f'{type(error).__name__}: {text[:200]}'
+
+
+def _drop_aborted_read_noise() -> None:
+  """After a failed restore, TensorStore's pending reads call back into orbax's closed event loop;
+  Python prints each as an 'Event loop is closed' traceback. Drops those, and nothing else."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_aborted_reads', False):
+    return
+
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  hook.drops_aborted_reads = True
+  sys.unraisablehook = hook

@@ -1,17 +1,17 @@
 """The project's own error types: launch.py prints these as one line (no traceback).
 
-The aim is that anything else, a ValueError raised inside a library included, is a bug and keeps
-its traceback. Until every input check in models/ and data/ raises one of these, launch.py also
-prints ValueError and FileNotFoundError as one line (train.USER_ERRORS).
+Anything else, a ValueError raised inside a library included, is a bug and keeps its traceback.
+data/ and models/ know no trainer, so they define the errors they raise themselves
+(data/errors.py, models/errors.py); USER_ERRORS gathers all of them.
 """
+from data.errors import DataConfigError
+from data.errors import InputError
+from data.errors import MissingInputError
+from models.errors import ModelConfigError
 
 
 class ConfigError(ValueError):
   """A config value or key that cannot work (names the key and what is allowed)."""
-
-
-class InputError(ValueError):
-  """A bad input file (names the file, and the line where there is one)."""
 
 
 class WorkdirError(RuntimeError):
@@ -28,3 +28,9 @@ class NonFiniteLossError(FloatingPointError):
 
 class Interrupted(RuntimeError):
   """SIGINT or SIGTERM stopped training after a checkpoint of the last finished step was saved."""
+
+
+# What launch.py prints as one line: bad input (files, config values, checkpoints, workdirs) and
+# runs that diverged or were interrupted.
+USER_ERRORS = (ConfigError, DataConfigError, ModelConfigError, InputError, MissingInputError,
+               WorkdirError, CheckpointError, NonFiniteLossError, Interrupted)

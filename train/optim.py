@@ -2,6 +2,8 @@
 import ml_collections
 import optax
 
+from train.errors import ConfigError
+
 
 def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
   """Learning-rate schedule: linear warmup to `lr`, then 'cosine' decay or 'constant'."""
@@ -14,7 +16,7 @@ def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
         peak, decay_steps=max(int(train_cfg.steps) - warmup, 1),
         alpha=float(train_cfg.final_lr_fraction))
   else:
-    raise ValueError(f"train.schedule must be 'cosine' or 'constant', got {train_cfg.schedule!r}")
+    raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got {train_cfg.schedule!r}")
   if warmup == 0:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])

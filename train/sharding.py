@@ -4,6 +4,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from train.errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -30,7 +32,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'train.batch_size') -> None:
   """The global batch must split evenly over devices and processes."""
   if global_batch % mesh.size:
-    raise ValueError(f'{what}={global_batch} must be a multiple of the number of devices ({mesh.size})')
+    raise ConfigError(f'{what}={global_batch} must be a multiple of the number of devices ({mesh.size})')
 
 
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

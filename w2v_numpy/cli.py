@@ -2,6 +2,7 @@
 import argparse
 import os
 import sys
+import tempfile
 import time
 from typing import Sequence
 
@@ -79,11 +80,24 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _check_out_dir(out: str) -> None:
+  """Creates --out and checks that files can be written in it; raises OSError naming it."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise OSError(f'--out {out} is a file; give a folder (it will hold vectors.txt, vectors.bin, loss.png)')
+  try:
+    os.makedirs(out, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+      pass
+  except OSError as e:
+    raise OSError(f'--out {out} is not writable ({e.strerror or e}); give another folder') from None
+
+
 def _train(args) -> int:
   if args.min_alpha > args.alpha:
     raise ValueError(f'--min-alpha ({args.min_alpha}) must not exceed --alpha ({args.alpha})')
   if not args.alpha > 0:
     raise ValueError('--alpha must be > 0')
+  _check_out_dir(args.out)  # Before training: vectors must not be lost to an unwritable --out.
   log = None if args.quiet else sys.stdout
   start = time.perf_counter()
   corpus = corpus_lib.read_corpus(args.corpus, min_count=args.min_count,
@@ -175,6 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   handler = {'train': _train, 'eval': _eval, 'plot': _plot, 'download': _download}
   try:
     return handler[args.command](args)
-  except (ValueError, OSError) as e:  # includes CorpusError, EvalFileError, VectorFileError
+  except (ValueError, OSError, MemoryError) as e:  # includes CorpusError, EvalFileError, VectorFileError
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -196,6 +196,46 @@ class _Progress:
     self._print(time.perf_counter())
 
 
+def memory_needed(vocab_size: int, config: TrainConfig) -> int:
+  """Bytes a run holds at its peak: the 2V x d parameter matrix, the two V x d result copies
+  and, per worker, one minibatch's gathered rows and gradients (a little over, not under)."""
+  width = config.dim + config.dim % 2
+  params = 2 * vocab_size * width * 4
+  results = 2 * vocab_size * config.dim * 4
+  rows_per_batch = config.batch * (2 * (2 * config.window + 1) + 3 * (config.negative + 1)) + 4 * config.window
+  return params + results + config.workers * rows_per_batch * width * 4
+
+
+def available_memory() -> int | None:
+  """Bytes this process may still allocate: MemAvailable, or the cgroup's limit if lower; None if unknown."""
+  limits = []
+  try:
+    with open('/proc/meminfo', encoding='ascii') as f:
+      limits += [int(line.split()[1]) * 1024 for line in f if line.startswith('MemAvailable:')]
+  except OSError:
+    pass
+  try:
+    with open('/sys/fs/cgroup/memory.max', encoding='ascii') as f:
+      limit = f.read().strip()
+    with open('/sys/fs/cgroup/memory.current', encoding='ascii') as f:
+      current = int(f.read().strip())
+    if limit.isdigit():
+      limits.append(int(limit) - current)
+  except (OSError, ValueError):
+    pass
+  return min(limits) if limits else None
+
+
+def check_memory(vocab_size: int, config: TrainConfig) -> None:
+  """Raises MemoryError, with the figures, when the run's matrices cannot fit in memory."""
+  needed, available = memory_needed(vocab_size, config), available_memory()
+  if available is not None and needed > available:
+    raise MemoryError(
+        f'dim {config.dim} with a vocabulary of {vocab_size:,} words needs about {needed / 2**30:.1f} GiB '
+        f'(parameters, result copies and {config.workers} worker(s) of batch {config.batch}) but '
+        f'{available / 2**30:.1f} GiB are available; use a smaller --dim, --max-vocab or --batch')
+
+
 def init_params(vocab_size: int, dim: int, rng: np.random.Generator) -> np.ndarray:
   """(2V) x (d rounded up to even) float32.
 
@@ -219,6 +259,7 @@ def train(corpus: Corpus, config: TrainConfig, log: TextIO | None | str = 'stdou
     log = sys.stdout
   rng = np.random.default_rng(config.seed)
   vocab_size = corpus.vocab_size
+  check_memory(vocab_size, config)
   params = init_params(vocab_size, config.dim, rng)
   keep_prob = sampling.keep_probabilities(corpus.counts, config.sample)
   sampler = sampling.AliasSampler(sampling.noise_distribution(corpus.counts, config.ns_exponent))

@@ -30,7 +30,7 @@ from models.layers import ArchConfig
 from models.unroll import unroll
 from train import loop
 from train import sharding
-from train.errors import ConfigError
+from train.errors import ConfigError, InputError
 
 Batch = dict[str, np.ndarray]
 MODEL_TASK_KEYS = ('depth', 'lr')  # Model-section fields this task reads itself (not architecture).
@@ -60,7 +60,7 @@ def to_positions(batch: Batch, max_predictions: int, group: int = 1) -> Batch:
     raise ConfigError(f'train.readout_group={group} must divide the batch of {batch_size} sequences')
   weights_GxT = weights_BxL.reshape(batch_size // group, group * seq_len)
   if not 1 <= max_predictions <= weights_GxT.shape[1]:
-    raise ValueError(f'max_predictions={max_predictions} must be in [1, readout_group x seq_len = '
+    raise ConfigError(f'max_predictions={max_predictions} must be in [1, readout_group x seq_len = '
                      f'{weights_GxT.shape[1]}]')
   chosen_GxT = weights_GxT > 0
   order_GxT = np.argsort(~chosen_GxT, axis=1, kind='stable')  # Chosen positions first, in order.
@@ -129,7 +129,7 @@ def eval_set(eval_tokens_NxL: np.ndarray, data_cfg: Any, batch_size: int, vocab_
   """The fixed, seeded eval batches in readout form, `group` sequences a row (no masked position dropped)."""
   batches = mlm_batches.eval_batches(eval_tokens_NxL, data_cfg, batch_size, vocab_size, special_ids)
   if group < 1 or batch_size % group:
-    raise ValueError(f'the readout group ({group} sequences) must divide eval.batch_size={batch_size}')
+    raise ConfigError(f'the readout group ({group} sequences) must divide eval.batch_size={batch_size}')
   seq_len = eval_tokens_NxL.shape[1]
   most = max(int((b['weights'] > 0).reshape(-1, group * seq_len).sum(1).max()) for b in batches)
   return [to_positions(b, max(most, 1), group) for b in batches]
@@ -140,7 +140,7 @@ def unigram_baseline(batches: list[Batch]) -> dict[str, float]:
   frequent target, `mlm_loss` predicting the targets' own frequencies (the entropy of their distribution)."""
   targets = np.concatenate([b['targets'][b['weights'] > 0] for b in batches])
   if not targets.size:
-    raise ValueError('the MLM eval set has no masked position')
+    raise InputError('the MLM eval set has no masked position')
   counts = np.bincount(targets).astype(np.float64)
   freq = counts[counts > 0] / targets.size
   return dict(accuracy=float(freq.max()), mlm_loss=float(-(freq * np.log(freq)).sum()))
@@ -151,7 +151,7 @@ class Evaluator:
 
   def __init__(self, model: nn.Module, depth: int, batches: list[Batch], mesh: jax.sharding.Mesh):
     if not batches:
-      raise ValueError('the MLM eval set is empty')
+      raise InputError('the MLM eval set is empty')
     self.depth = depth
     self.mesh = mesh
     self.batches = batches

@@ -36,8 +36,10 @@ def describe(config: ml_collections.ConfigDict, data: mlm_batches.MLMData, eval_
   evaluated = eval_source or (config.data.eval_files or
                               (f'last {config.data.eval_fraction:g} of the lines' if config.data.files
                                else 'its validation split'))
-  return (f'Trained on {source}; evaluated on {evaluated} ({data.eval_tokens_NxL.shape[0]:,} sequences, '
-          f'{config.data.num_eval_sequences} scored with fixed masks, seed {config.data.eval_seed}). '
+  available, wanted = data.eval_tokens_NxL.shape[0], int(config.data.num_eval_sequences)
+  scored = available if wanted <= 0 else min(wanted, available)
+  return (f'Trained on {source}; evaluated on {evaluated} ({available:,} sequences, '
+          f'{scored:,} scored with fixed masks, seed {config.data.eval_seed}). '
           f'WordPiece vocab {data.vocab_size}, sequences of {config.data.seq_len} tokens, '
           f'{config.data.mask_prob:.0%} masked (80/10/10).')
 

@@ -72,7 +72,7 @@ class DepthEvaluator:
                max_puzzles: int = 0) -> dict[str, Any]:
     n = len(puzzles.puzzles) if not max_puzzles else min(max_puzzles, len(puzzles.puzzles))
     if n == 0:
-      raise ValueError(f'no puzzles to evaluate in {puzzles.source}')
+      raise InputError(f'no puzzles to evaluate in {puzzles.source}')
     totals = None
     fn = self._fn(max_depth)
     for lo in range(0, n, self.batch_size):
@@ -109,10 +109,5 @@ def final_line(res: dict[str, Any]) -> str:
 
 
 def eval_file_puzzles(path: str | pathlib.Path) -> sudoku_grids.PuzzleSet:
-  """Reads and validates an eval file (puzzles without solutions are solved first)."""
-  path = pathlib.Path(path)
-  if path.is_dir():
-    raise InputError(f'eval file {path} is a directory; give a puzzle file')
-  if not path.is_file():
-    raise InputError(f'eval file {path} does not exist')
+  """Reads and validates an eval file (puzzles without solutions are solved first); errors name file and line."""
   return sudoku_pipeline.load_eval_file(str(path))
