@@ -25,13 +25,15 @@ from train import sharding
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, plots and tables.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report'],
-                          'train (each run ends with an eval), eval only, or report (collect a sweep).')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report', 'interactive'],
+                          'train (each run ends with an eval), eval only, report (collect a sweep), or interactive '
+                          '(type problems to a trained run; tasks that have it).')
 _REUSE_SCRATCH = flags.DEFINE_bool(
     'reuse_cpu_scratch', True, 'Run CPU steps inline and let glibc keep their scratch memory for the next '
     'step (train/host_memory.py): about a third faster on CPU; the process keeps its peak host memory.')
 flags.mark_flags_as_required(['config', 'workdir'])
-_RUN = {'train': train.train_and_evaluate, 'eval': train.evaluate, 'report': train.report}
+_RUN = {'train': train.train_and_evaluate, 'eval': train.evaluate, 'report': train.report,
+        'interactive': train.interactive}
 
 
 def _fail(message: str) -> None:
@@ -78,7 +80,6 @@ def main(argv):
   except train.USER_ERRORS as e:  # Bad input: say what is wrong, without a traceback.
     if logging.level_debug():  # --verbosity=1 shows the full traceback.
       raise
-    logging.error('%s: %s', type(e).__name__, e)
     _fail(str(e))
 
 

@@ -18,7 +18,7 @@ from train import registry
 from train import sweep
 from train.errors import ConfigError, WorkdirError
 from train.tasks.mlm import masked_lm as mlm_lib
-from train.tasks.mlm import steps_for_budget
+from train.flops import steps_for_budget
 from tests.conftest import launch
 from tests.conftest import ok
 

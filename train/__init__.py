@@ -8,14 +8,7 @@ import ml_collections
 
 from train import registry
 from train import sweep
-from train.errors import (CheckpointError, ConfigError, InputError, Interrupted, NonFiniteLossError,
-                          WorkdirError)
-
-# Errors caused by input (files, config values, checkpoints, workdirs, diverging or interrupted runs)
-# that launch.py reports in one line, without a traceback. ValueError stays among them until every
-# input check raises one of the project's own types (models/ and data/ still raise ValueError).
-USER_ERRORS = (ConfigError, InputError, WorkdirError, CheckpointError, NonFiniteLossError, Interrupted,
-               ValueError, FileNotFoundError)
+from train.errors import USER_ERRORS  # pylint: disable=unused-import (launch.py reads train.USER_ERRORS)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -31,3 +24,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str):
 def report(config: ml_collections.ConfigDict, workdir: str):
   """Collects every finished run of the sweep in workdir into its tables and plots (--mode=report)."""
   return sweep.report(config, workdir, registry.get_task(config.task))
+
+
+def interactive(config: ml_collections.ConfigDict, workdir: str):
+  """Reads problems from standard input and answers each with the trained run in workdir (--mode=interactive)."""
+  return sweep.interactive(config, workdir, registry.get_task(config.task))

@@ -43,7 +43,8 @@ class Objective:
   loss_fn: Callable[..., Any]
   # train_batch(step, batch_size, process_index, process_count): this process's slice of batch `step`.
   train_batch: Callable[[int, int, int, int], dict[str, np.ndarray]]
-  example_inputs: np.ndarray  # A small batch of model inputs, for parameter init.
+  # A small batch of model inputs, for parameter init: an array, or a dict of keyword inputs.
+  example_inputs: np.ndarray | dict[str, np.ndarray]
   init_task_state: Callable[[Any, int], Any] | None = None  # (params, global_batch) -> state before step 0.
   progress_metrics: tuple[str, ...] = ('loss',)  # Shown on the progress line (all are logged).
 
@@ -120,10 +121,13 @@ def compiled_flops(jitted_fn, *args) -> float:
 def init_state(model: nn.Module, objective: Objective, config: ml_collections.ConfigDict,
                tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
   """Initialises params and optimizer state, replicated over the mesh."""
-  inputs = jnp.asarray(objective.example_inputs)
+  examples = objective.example_inputs
 
   def init_fn(rng):
-    params = model.init(rng, inputs)['params']
+    if isinstance(examples, dict):  # Keyword inputs, e.g. tokens and their positions.
+      params = model.init(rng, **{k: jnp.asarray(v) for k, v in examples.items()})['params']
+    else:
+      params = model.init(rng, jnp.asarray(examples))['params']
     task_state = (objective.init_task_state(params, int(config.train.batch_size))
                   if objective.init_task_state is not None else None)
     return create_train_state(params, tx, config.seed, use_ema=float(config.train.ema_decay) > 0,

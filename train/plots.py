@@ -85,3 +85,27 @@ def _order(value: Any) -> Any:
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
     return str(value)
   return value
+
+
+def plot_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | pathlib.Path, title: str,
+               xlabel: str, ylabel: str, *, log_x: bool = False, marks: dict[str, float] | None = None,
+               errors: dict[str, Sequence[float]] | None = None) -> pathlib.Path:
+  """One line per label (x values, y values), optional ± error bars and a dashed vertical mark per label."""
+  fig, ax = plt.subplots(figsize=(7.5, 4.2))
+  for i, (label, (xs, ys)) in enumerate(series.items()):
+    color = f'C{i}'
+    err = (errors or {}).get(label)
+    ax.errorbar(xs, ys, yerr=err, marker='o', markersize=3, capsize=2 if err is not None else 0, color=color,
+                label=label)
+    if marks and label in marks:
+      ax.axvline(marks[label], color=color, linestyle='--', linewidth=1, alpha=0.6)
+  if log_x:
+    ax.set_xscale('log')
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_ylim(-0.02, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+  ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  return save(fig, path)

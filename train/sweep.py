@@ -345,3 +345,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, tas
     results[name] = task.evaluate_run(cfg, run_dir, context)
   task.report_evaluation(config, workdir, results, context)
   return results
+
+
+def interactive(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> None:
+  """--mode=interactive: the task's read-generate-print loop on the trained run in W (checked against its settings)."""
+  workdir = pathlib.Path(workdir)
+  if not callable(getattr(task, 'interactive', None)):
+    raise ConfigError(f'task {task.name!r} has no --mode=interactive')
+  if _is_sweep(config):
+    raise ConfigError("--mode=interactive drives one trained run: give its directory W/runs/<name> as --workdir, "
+                      "that point's settings, and --config.sweep.grid=''")
+  settings = workdir_lib.settings_of(config, task.name, task.free_fields + task.eval_free_fields)
+  workdir_lib.check_settings(workdir, dict(settings, layout='single'), record=False, ignore=task.eval_free_fields)
+  task.interactive(config, workdir, task.prepare(config, workdir))

@@ -27,12 +27,12 @@ from data import mlm_batches
 from data import text as text_lib
 from data import tokenizer as tokenizer_lib
 from train import checkpoint as ckpt_lib
+from train import flops as flops_lib
 from train import loop
-from train import optim
 from train import registry
 from train import sharding
 from train import tables
-from train.errors import ConfigError
+from train.errors import ConfigError, InputError
 from train.state import eval_params
 from train.sweep import format_value
 from train.tasks.mlm import masked_lm
@@ -59,32 +59,25 @@ def _key(*parts: Any) -> str:
 def measure_flops(cfg: ml_collections.ConfigDict, model, data: mlm_batches.MLMData) -> dict[str, float]:
   """FLOPs of one train step: XLA's cost analysis of the compiled step, and the analytic estimate.
 
-  The step is compiled with the depth scan fully unrolled, because XLA counts the body of a
-  loop only once; the runs themselves train with the loop. It is compiled for one device and
-  the whole global batch: the cost analysis of a program partitioned over N devices counts one
-  device's share, which would make a run on N devices train N times its FLOP budget. The
+  Counted as train/flops.py says (depth scan unrolled, one device, the whole global batch); the
   readout slots are those of the real run (train.readout_group is resolved for all devices).
   """
-  cfg = copy.deepcopy(cfg)
-  with cfg.unlocked():
-    cfg.train.steps = max(int(cfg.train.steps), 1000)  # Any value: FLOPs do not depend on the schedule.
-  one_device = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
   objective = masked_lm.make_objective(cfg, model, data, scan_unroll=True)
-  tx, schedule = optim.make_optimizer(cfg.train)
-  abstract_state = jax.eval_shape(lambda: loop.init_state(model, objective, cfg, tx, one_device))
-  global_batch = objective.train_batch(0, int(cfg.train.batch_size), 0, 1)
-  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in global_batch.items()}
-  step_fn = loop.jit_train_step(objective, tx, schedule, cfg, one_device)
   start = time.perf_counter()
-  xla = loop.compiled_flops(step_fn, abstract_state, abstract_batch)
+  xla, params = flops_lib.train_step_flops(cfg, model, objective)
   analytic = masked_lm.analytic_train_flops(cfg, data.vocab_size)
   logging.info('%s: FLOPs per train step %.4g (XLA, compiled in %.1fs), %.4g (analytic)', cfg.model.name, xla,
                time.perf_counter() - start, analytic)
-  return dict(xla=xla, analytic=analytic, params=loop.count_params(abstract_state.params))
+  return dict(xla=xla, analytic=analytic, params=params)
 
 
-def steps_for_budget(budget: float, flops_per_step: float) -> int:
-  return max(1, int(round(budget / flops_per_step)))
+def _check_enough_text(config: ml_collections.ConfigDict, data: mlm_batches.MLMData) -> None:
+  """Refuses a training text that does not fill one batch (it would repeat rows within every batch)."""
+  rows, batch = data.train_tokens_NxL.shape[0], int(config.train.batch_size)
+  if rows < batch:
+    source = config.data.files or f'HF {config.data.hf_config}'
+    raise InputError(f'{source}: the training text makes {rows} sequence(s) of data.seq_len={config.data.seq_len} '
+                     f'tokens, fewer than one batch (train.batch_size={batch}); give more text or a smaller batch')
 
 
 @dataclasses.dataclass
@@ -171,7 +164,7 @@ class MLMTask:
         cfg.train.warmup_steps = int(saved['train']['warmup_steps'])
       else:
         if float(cfg.flops_budget) > 0:
-          cfg.train.steps = steps_for_budget(float(cfg.flops_budget), flops_per_step)
+          cfg.train.steps = flops_lib.steps_for_budget(float(cfg.flops_budget), flops_per_step)
         elif int(cfg.train.steps) < 1:
           raise ConfigError('flops_budget=0 trains train.steps steps, which must be >= 1')
         cfg.train.warmup_steps = min(int(cfg.train.warmup_steps),
@@ -181,6 +174,7 @@ class MLMTask:
   def train_run(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path,
                 context: MLMContext) -> dict[str, Any]:
     data = context.data(config.data)
+    _check_enough_text(config, data)
     model = build_model(config, data.vocab_size)
     flops = context.flops(config, model)
     flops_per_step = flops['xla'] or flops['analytic']

@@ -1,0 +1,82 @@
+"""The arithmetic task through launch.py, as a user runs it: train, eval files, interactive, a study sweep."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import launch
+from tests.conftest import ok
+
+SMOKE = 'configs/arith.py:smoke'
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory) -> pathlib.Path:
+  workdir = tmp_path_factory.mktemp('arith')
+  ok(launch(f'--config={SMOKE}', f'--workdir={workdir}'))
+  return workdir
+
+
+def test_smoke_train_writes_results_table_and_length_plot(smoke_run):
+  results = json.loads((smoke_run / 'results.json').read_text())
+  assert results['train_steps'] == 20 and results['test_problems'] > 0
+  assert set(results['exact_by_length']) == {'1', '2', '3', '4'}  # Trained to 3 digits, scored to 4.
+  assert results['train_flops'] == 20 * results['flops_per_step'] > 0
+  assert results['inference_flops'] > 0
+  assert '| 4 |' in (smoke_run / 'results.md').read_text()
+  assert (smoke_run / 'accuracy_vs_length.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_eval_file_scores_every_line_and_ends_with_the_line_scripts_read(smoke_run, tmp_path):
+  problems = tmp_path / 'mine.txt'
+  problems.write_text('# a comment\n12+34\n5 + 7 =\n99+1=5\n\n123+4=127\n')
+  proc = launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={problems}')
+  out = ok(proc)
+  assert '1 of 4 lines' in out and 'wrong answer' in out  # 99+1=5 is scored against 100, with a warning.
+  last = proc.stdout.strip().splitlines()[-1]
+  assert last.startswith('exact_accuracy=') and last.endswith(' loops=1'), last
+  saved = json.loads((smoke_run / 'eval_mine.txt.json').read_text())
+  assert saved['problems'] == 4 and saved['wrong_given'] == 1 and set(saved['exact_by_length']) == {'1', '2', '3'}
+
+
+@pytest.mark.parametrize('text, says', [('12+34\n12+\n', ':2: '), ('1+1\n\n3-4\n', ':3: '), ('7*8=56\n1+2+3\n', ':2: ')])
+def test_malformed_eval_line_is_one_error_naming_file_and_line(smoke_run, tmp_path, text, says):
+  bad = tmp_path / 'bad.txt'
+  bad.write_text(text)
+  proc = launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={bad}')
+  err = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0 and len(err) == 1 and f'{bad}{says}' in err[0], proc.stderr[-2000:]
+
+
+def test_interactive_answers_piped_problems_and_rejects_other_input(smoke_run):
+  env = dict(JAX_PLATFORMS='cpu')
+  for ending in ('quit\n', ''):  # `quit`, and end of input (Ctrl-D).
+    proc = subprocess.run([sys.executable, 'launch.py', f'--config={SMOKE}', f'--workdir={smoke_run}',
+                           '--mode=interactive'], input='12+34=\nhello\n\n7+8\n' + ending, cwd=REPO, text=True,
+                          capture_output=True, timeout=300, env={**__import__('os').environ, **env})
+    out = ok(proc)
+    assert out.count('answer: ') == 2 and '12+34=' in out and '7+8=' in out, out[-2000:]
+    assert "not a problem: unexpected character 'h'" in out
+    assert proc.stdout.count('> ') == 5  # The prompt after each line, blank included, and before the end.
+
+
+def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(tmp_path):
+  """Two models at two FLOP budgets: steps follow the XLA-counted FLOPs; the looped model gets a loops curve."""
+  out = ok(launch('--config=configs/arith.py:smoke,study', f'--workdir={tmp_path}', '--config.train.batch_size=16',
+                  '--config.eval.num_val=2', '--config.eval.num_test=2', '--config.eval.num_per_length=3',
+                  '--config.eval.max_digits=5', "--config.sweep.grid=model=reversed,looped; flops_budget=1e9,2e9; seed=0"))
+  assert 'sweep done' in out
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert len(results) == 4
+  for record in results.values():
+    assert abs(record['train_flops'] - record['point']['flops_budget']) <= record['flops_per_step']
+  looped = [r for r in results.values() if r['looped']]
+  assert looped and all(len(r['exact_by_loops']) >= 3 for r in looped)
+  for name in ('accuracy_vs_compute.png', 'accuracy_vs_inference_flops.png', 'accuracy_vs_length.png'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  assert any((p / 'accuracy_vs_loops.png').is_file() for p in (tmp_path / 'runs').iterdir())
+  table = (tmp_path / 'results.md').read_text()
+  assert 'reversed, looped x4' in table and '| reversed |' in table

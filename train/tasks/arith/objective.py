@@ -1,0 +1,106 @@
+"""Next-token loss on the answer (and chain-of-thought) tokens, and its teacher-forced scores.
+
+Batches are those of data/arith_batches.py: `tokens` int32[B, L], `loss_mask` float32[B, L] (1 at the
+target tokens: chain of thought, answer, <end>; the prompt is masked), `digit_pos` int32[B, L]. The
+model reads tokens[:, :-1] and predicts tokens[:, 1:].
+
+Teacher-forced exact match (every target token is the argmax given the true prefix) is what greedy
+decoding gets right: greedy decoding writes exactly the target when, and only when, each of its
+tokens is the argmax after the true prefix. So validation, which picks the checkpoint, needs one
+forward pass instead of a decode loop; the reported accuracies come from generation.
+"""
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from data import arith_batches
+from models.decoder import Decoder
+from train import loop
+
+Batch = dict[str, Any]
+
+
+def loops_arg(model: Decoder, loops: int | None = None) -> dict[str, Any]:
+  """The `loops=` keyword of a call: only a looped decoder takes one."""
+  return {'loops': loops or model.config.loops} if model.config.looped else {}
+
+
+def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None = None,
+                 scan_unroll: int | bool = 1) -> dict[str, jax.Array]:
+  """Summed next-token loss, correct tokens, target tokens, exact rows and rows of one batch."""
+  tokens_BxL = batch['tokens']
+  logits_BxTxV = model.apply({'params': params}, tokens_BxL[:, :-1], digit_pos_BxL=batch['digit_pos'][:, :-1],
+                             scan_unroll=scan_unroll, **loops_arg(model, loops))
+  targets_BxT = tokens_BxL[:, 1:]
+  weights_BxT = batch['loss_mask'][:, 1:]
+  logp_BxTxV = jax.nn.log_softmax(logits_BxTxV)
+  nll_BxT = -jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+  correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
+  scored_B = jnp.sum(weights_BxT, axis=1) > 0
+  exact_B = jnp.all((correct_BxT > 0) | (weights_BxT == 0), axis=1) & scored_B
+  return dict(nll=jnp.sum(nll_BxT * weights_BxT), correct=jnp.sum(correct_BxT * weights_BxT),
+              tokens=jnp.sum(weights_BxT), exact=jnp.sum(exact_B), rows=jnp.sum(scored_B))
+
+
+def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder,
+                    scan_unroll: int | bool = 1) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean next-token cross-entropy over the target tokens, with token accuracy and exact rows."""
+  del rng
+  s = token_scores(params, batch, model=model, scan_unroll=scan_unroll)
+  loss = s['nll'] / jnp.maximum(s['tokens'], 1.0)
+  return loss, dict(loss=loss, token_acc=s['correct'] / jnp.maximum(s['tokens'], 1.0),
+                    exact=s['exact'] / jnp.maximum(s['rows'], 1.0))
+
+
+def data_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The data fields of arith_batches: config.data's, with the answer format of the model."""
+  spec = {k: config.data[k] for k in arith_batches.BATCH_FIELDS if k != 'format'}
+  spec['format'] = config.model.format
+  if int(spec['seq_len']) == 0:  # Auto: the longest problem of these settings, and no more.
+    spec['seq_len'] = arith_batches.required_seq_len(dict(spec, seq_len=1))
+  return spec
+
+
+def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unroll: int | bool = 1) -> loop.Objective:
+  """Training batches drawn on the fly (a pure function of data.seed and the step) and the loss."""
+  spec = data_spec(config)
+  seed = int(config.data.seed)
+
+  def train_batch(step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
+    return arith_batches.train_batch(spec, seed, step, batch_size // process_count, process_index)
+
+  example = train_batch(0, 2, 0, 1)
+  return loop.Objective(
+      loss_fn=functools.partial(next_token_loss, model=model, scan_unroll=scan_unroll), train_batch=train_batch,
+      example_inputs=dict(tokens_BxL=example['tokens'][:, :-1], digit_pos_BxL=example['digit_pos'][:, :-1]),
+      progress_metrics=('loss', 'token_acc', 'exact'))
+
+
+class TeacherForced:
+  """Token accuracy, loss and exact match under teacher forcing on a fixed set of problems."""
+
+  def __init__(self, model: Decoder, problems: list, fmt: str, seq_len: int, batch_size: int):
+    self.batches = []
+    for i in range(0, len(problems), batch_size):
+      chunk = list(problems[i:i + batch_size])
+      batch = arith_batches.encode_examples(chunk + [chunk[-1]] * (batch_size - len(chunk)), fmt, seq_len)
+      if len(chunk) < batch_size:  # Repeated rows fill the batch and score nothing.
+        batch['loss_mask'][len(chunk):] = 0.0
+      self.batches.append({k: batch[k] for k in ('tokens', 'loss_mask', 'digit_pos')})
+    self._score: Callable[..., Any] = jax.jit(functools.partial(token_scores, model=model),
+                                              static_argnames=('loops',))
+
+  def __call__(self, params: Any, loops: int | None = None) -> dict[str, float]:
+    totals = None
+    for batch in self.batches:
+      s = self._score(params, batch, loops=loops)
+      totals = s if totals is None else jax.tree.map(jnp.add, totals, s)
+    totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+    return dict(token_acc=totals['correct'] / max(totals['tokens'], 1.0),
+                loss=totals['nll'] / max(totals['tokens'], 1.0),
+                exact_tf=totals['exact'] / max(totals['rows'], 1.0))
+
+

@@ -1,0 +1,103 @@
+"""Tables, plots and printed lines of the arithmetic task (one run, a sweep, an eval file, a completion)."""
+import collections
+import pathlib
+from typing import Any
+
+from data import arith_problems
+from data.arith_problems import Problem
+from train import plots
+from train import tables
+from train.workdir import write_json
+
+
+def final_line(res: dict[str, Any]) -> str:
+  """The line scripts read (stdout's last of --mode=eval): exact accuracy and the loops used."""
+  loops = res['loops'] if res.get('loops') is not None else res.get('trained_loops') or 1
+  return f'exact_accuracy={res["exact_accuracy"]:.4f} loops={loops}'
+
+
+def run_summary(record: dict[str, Any]) -> str:
+  ood = f', beyond {record["max_train_digits"]} digits {record["ood_exact"]:.4f}' if 'ood_exact' in record else ''
+  return (f'{record["model"]} test: exact {record["test_exact"]:.4f} ({record["test_problems"]} problems), '
+          f'token acc {record["token_acc"]:.4f}{ood}')
+
+
+def layout(problem: Problem, completion: str, answer: int | None) -> str:
+  """A completion for a reader: the chain of thought one step a line, then the parsed answer."""
+  prompt = f'{problem.a}{problem.op}{problem.b}='
+  lines = [prompt + completion.removesuffix('<end>')]
+  if '<think>' in completion:
+    thought = completion.split('<think>', 1)[1].split('</think>', 1)[0]
+    lines += [f'  {step}' for step in thought.split()]
+  truth = arith_problems.answer(*problem)
+  verdict = 'malformed answer' if answer is None else ('correct' if answer == truth else f'wrong, true answer {truth}')
+  lines.append(f'answer: {answer if answer is not None else "-"} ({verdict})')
+  return '\n'.join(lines)
+
+
+def write_run(run_dir: pathlib.Path, record: dict[str, Any]) -> None:
+  """results.md and accuracy_vs_length.png (and accuracy_vs_loops.png) of one run."""
+  header = (f'# Arithmetic: {record["model"]} ({record["params"]:,} params), {record["train_steps"]} steps x '
+            f'batch {record["batch_size"]} = {record["train_flops"]:.3g} training FLOPs (XLA), checkpoint step '
+            f'{record["checkpoint_step"]}\n\n{run_summary(record)}; {record["inference_flops"]:.3g} inference FLOPs '
+            f'per problem ({record["mean_tokens"]} tokens)\n\n')
+  rows = [[n, record['problems_by_length'][n], f'{acc:.4f}', 'yes' if int(n) <= record['max_train_digits'] else 'no']
+          for n, acc in record['exact_by_length'].items()]
+  body = tables.markdown_table(('digits (longer operand)', 'problems', 'exact', 'trained length'), rows)
+  if record.get('exact_by_loops'):
+    loop_rows = [[k, f'{acc:.4f}', f'{record["inference_flops_by_loops"][k]:.3g}'] for k, acc in record['exact_by_loops'].items()]
+    body += '\n\n## Test-time loops\n\n' + tables.markdown_table(('loops', 'exact', 'inference FLOPs'), loop_rows)
+    plots.plot_lines({record['model']: ([int(k) for k in record['exact_by_loops']], list(record['exact_by_loops'].values()))},
+                     run_dir / 'accuracy_vs_loops.png', 'Arithmetic: exact accuracy vs test-time loops',
+                     'loops at test time (dashed: trained)', 'exact accuracy', marks={record['model']: record['trained_loops']})
+  tables.write_atomically(run_dir / 'results.md', header + body + '\n')
+  _plot_lengths({record['model']: [record]}, run_dir / 'accuracy_vs_length.png', record['max_train_digits'])
+
+
+def _plot_lengths(groups: dict[str, list[dict[str, Any]]], path: pathlib.Path, max_train: int) -> None:
+  series, errors = {}, {}
+  for label, runs in groups.items():
+    lengths = sorted({int(n) for r in runs for n in r['exact_by_length']})
+    means = [tables.mean_std([r['exact_by_length'][str(n)] for r in runs if str(n) in r['exact_by_length']])
+             for n in lengths]
+    series[label] = (lengths, [m for m, _ in means])
+    errors[label] = [s for _, s in means]
+  plots.plot_lines(series, path, 'Arithmetic: exact accuracy vs operand length (dashed: longest trained)',
+                   'digits of the longer operand', 'exact accuracy', errors=errors,
+                   marks={label: max_train for label in series})
+
+
+def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
+  """results.md/.json and the compute, length and inference-FLOP plots over the runs of a sweep."""
+  by_model = collections.defaultdict(list)
+  for r in records:
+    by_model[r['model']].append(r)
+  compute, compute_err, inference, inference_err = {}, {}, {}, {}
+  rows = []
+  for label, runs in by_model.items():
+    budgets = collections.defaultdict(list)
+    for r in runs:
+      budgets[round(r['train_flops'], -8) if r['train_flops'] > 1e9 else r['train_flops']].append(r)
+    points = sorted(budgets.items())
+    compute[label] = ([b for b, _ in points], [tables.mean_std([r['test_exact'] for r in rs])[0] for _, rs in points])
+    compute_err[label] = [tables.mean_std([r['test_exact'] for r in rs])[1] for _, rs in points]
+    inference[label] = ([tables.mean_std([r['inference_flops'] for r in rs])[0] for _, rs in points], compute[label][1])
+    inference_err[label] = compute_err[label]
+    for budget, rs in points:
+      ood = [r['ood_exact'] for r in rs if 'ood_exact' in r]
+      rows.append([label, f'{budget:.3g}', len(rs), rs[0]['params'], rs[0]['train_steps'],
+                   tables.pm([r['test_exact'] for r in rs], '.4f'), tables.pm([r['token_acc'] for r in rs], '.4f'),
+                   tables.pm(ood, '.4f') if ood else '-', f'{rs[0]["inference_flops"]:.3g}'])
+  plots.plot_lines(compute, workdir / 'accuracy_vs_compute.png', 'Arithmetic: test exact accuracy vs training FLOPs '
+                   '(mean ± std over seeds)', 'training FLOPs (XLA)', 'exact accuracy', log_x=True, errors=compute_err)
+  plots.plot_lines(inference, workdir / 'accuracy_vs_inference_flops.png', 'Arithmetic: test exact accuracy vs '
+                   'inference FLOPs per problem', 'inference FLOPs per problem (XLA)', 'exact accuracy', log_x=True,
+                   errors=inference_err)
+  largest = {label: [r for r in runs if r['train_flops'] == max(x['train_flops'] for x in runs)]
+             for label, runs in by_model.items()}
+  _plot_lengths(largest, workdir / 'accuracy_vs_length.png', max(r['max_train_digits'] for r in records))
+  header = ('model', 'training FLOPs', 'seeds', 'params', 'steps', 'test exact', 'token acc', 'beyond trained length',
+            'inference FLOPs')
+  tables.write_atomically(workdir / 'results.md', '# Arithmetic sweep (held-out test problems; mean ± std over '
+                          'seeds)\n\n' + tables.markdown_table(header, rows) + '\n')
+  write_json(workdir / 'results.json', {r['run']: r for r in records})
