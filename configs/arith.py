@@ -11,7 +11,8 @@ Variants (`:name`, several joined by commas):
   add_cpu     the best 1-6 digit addition model for <= 30 minutes on 2 CPU cores (reversed answer, Abacus).
   mul_cpu     up to 4x4-digit multiplication in the same budget.
   length_gen  trained on at most 6 digits (random Abacus offsets), evaluated to 16 digits.
-  study       plain, reversed, cot and the looped latent model at matched training FLOPs, 3 seeds.
+  study       plain, reversed, cot and the looped latent model at matched training FLOPs, 3 seeds (addition).
+  mul         after study (`study,mul`): the same comparison on 1-3 digit multiplication.
 
 Score a file of problems (one per line: 12+34, 12+34= or 12+34=46; also *), or type problems:
 
@@ -23,7 +24,7 @@ import ml_collections
 
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'length_gen', 'study')
+VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'length_gen', 'study', 'mul')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -102,6 +103,7 @@ def _stacked(width: int, num_layers: int, position: str = 'rope_abacus') -> ml_c
   model.recurrent_layers = 1  # Looped: blocks of the weight-tied core.
   model.coda_layers = 1  # Looped: blocks after the core.
   model.loops = 1  # Looped: core applications in training (raised at eval without retraining).
+  model.random_loops = 0  # Looped: > 0 draws each training batch's loops in 1..this (Huginn-style); a step computes this many.
   model.injection = 'add'  # Looped: the input re-injected at every application: 'add' or 'concat'.
   model.init_state = 'zeros'  # Looped: state before the first application: 'zeros' or 'prelude'.
   model.position = position  # 'rope', 'abacus' (digit position within its number), 'rope_abacus' or 'none'.
@@ -204,5 +206,12 @@ def _study(config: ml_collections.ConfigDict) -> None:
   config.sweep.grid = 'model=plain,reversed,cot,looped; flops_budget=1e11,3e11,1e12; seed=0,1,2'
 
 
+def _mul(config: ml_collections.ConfigDict) -> None:
+  """After `study`: the same comparison on multiplication of 1-3 digit operands (`study,mul`)."""
+  config.data.ops = '*'
+  config.data.max_digits = 3
+  config.eval.max_digits = 4
+
+
 _VARIANT_FNS = {'default': _default, 'smoke': _smoke, 'add_cpu': _add_cpu, 'mul_cpu': _mul_cpu,
-                'length_gen': _length_gen, 'study': _study}
+                'length_gen': _length_gen, 'study': _study, 'mul': _mul}

@@ -275,9 +275,12 @@ class LoopedCore(nn.Module):
   config: DecoderConfig
 
   @nn.compact
-  def __call__(self, state_BxLxD: jax.Array, kv: Pytree | None, inject_BxLxD: jax.Array,
-               rope: Rope | None, mask_BxLxS: jax.Array, index: jax.Array | None
+  def __call__(self, state_BxLxD: jax.Array, scanned: tuple[Pytree | None, jax.Array], inject_BxLxD: jax.Array,
+               rope: Rope | None, mask_BxLxS: jax.Array, index: jax.Array | None, active: jax.Array | None
                ) -> tuple[jax.Array, Pytree | None]:
+    """One application; `scanned` is (this application's kv or None, its number from 0 or None).
+    With `active` (an int scalar, may be traced), applications from number `active` on keep the state."""
+    kv, step = scanned
     cfg = self.config
     if cfg.injection == 'add':
       x_BxLxD = state_BxLxD + inject_BxLxD
@@ -289,7 +292,10 @@ class LoopedCore(nn.Module):
       name = f'block_{i}'
       x_BxLxD, new_kv[name] = DecoderBlock(cfg, name=name)(
           x_BxLxD, rope, mask_BxLxS, None if kv is None else kv[name], index)
-    return x_BxLxD.astype(cfg.compute_dtype), (None if kv is None else new_kv)
+    x_BxLxD = x_BxLxD.astype(cfg.compute_dtype)
+    if active is not None:
+      x_BxLxD = jnp.where(step < active, x_BxLxD, state_BxLxD)
+    return x_BxLxD, (None if kv is None else new_kv)
 
 
 def init_cache(config: DecoderConfig, batch: int, max_len: int, loops: int | None = None) -> Cache:
@@ -335,7 +341,7 @@ class Decoder(nn.Module):
 
   def __call__(self, tokens_BxL: jax.Array, *, digit_pos_BxL: jax.Array | None = None,
                mask_BxL: jax.Array | None = None, loops: int | None = None,
-               scan_unroll: int | bool = 1) -> jax.Array:
+               active_loops: jax.Array | None = None, scan_unroll: int | bool = 1) -> jax.Array:
     """float32[B, L, V] next-token logits.
 
     Args:
@@ -344,6 +350,9 @@ class Decoder(nn.Module):
       mask_BxL: optional, False hides a key (padding) and does not advance the RoPE
         position; None: every token is real. Right padding needs no mask (causal).
       loops: core applications of a looped model (static Python int; default config.loops).
+      active_loops: optional int scalar (may be traced, e.g. drawn per batch in training, as
+        Huginn): only the first `active_loops` of the `loops` applications change the state;
+        the compute is that of `loops` applications.
       scan_unroll: unroll of the scan over loops; True unrolls fully (XLA cost analysis
         then counts every application, at a compile time growing with loops).
     """
@@ -355,8 +364,10 @@ class Decoder(nn.Module):
     else:
       positions_BxL = positions_from_mask(mask_BxL)
       mask_BxLxL = causal_LxL[None] & mask_BxL.astype(bool)[:, None, :]
+    if active_loops is not None and not self.config.looped:
+      raise ValueError('active_loops is for a looped decoder (model.looped=True)')
     logits_BxLxV, _ = self._run(tokens_BxL, digit_pos_BxL, positions_BxL, mask_BxLxL, None, None,
-                                check_loops(self.config, loops), scan_unroll, False)
+                                check_loops(self.config, loops), scan_unroll, False, active_loops)
     return logits_BxLxV
 
   def prefill(self, tokens_BxP: jax.Array, mask_BxP: jax.Array, *, max_len: int,
@@ -404,7 +415,8 @@ class Decoder(nn.Module):
   @nn.compact
   def _run(self, tokens_BxL: jax.Array, digit_pos_BxL: jax.Array | None, positions_BxL: jax.Array,
            mask_BxLxS: jax.Array, kv: Pytree | None, index: jax.Array | None, loops: int,
-           scan_unroll: int | bool, last_only: bool) -> tuple[jax.Array, Pytree | None]:
+           scan_unroll: int | bool, last_only: bool, active_loops: jax.Array | None = None
+           ) -> tuple[jax.Array, Pytree | None]:
     """Embeddings, blocks (reading and writing `kv` at `index` when given), norm, head."""
     cfg = self.config
     dtype = cfg.compute_dtype
@@ -433,9 +445,11 @@ class Decoder(nn.Module):
       state_BxLxD = (prelude_BxLxD if cfg.init_state == 'prelude'
                      else jnp.zeros_like(prelude_BxLxD)).astype(dtype)
       core = nn.scan(LoopedCore, variable_broadcast='params', split_rngs={'params': False},
-                     in_axes=(0,) + (nn.broadcast,) * 4, length=loops, unroll=scan_unroll)
+                     in_axes=(0,) + (nn.broadcast,) * 5, length=loops, unroll=scan_unroll)
+      steps_T = None if active_loops is None else jnp.arange(loops, dtype=jnp.int32)
+      scanned = (None if kv is None else kv['core'], steps_T)
       x_BxLxD, new_kv['core'] = core(cfg, name='core')(
-          state_BxLxD, None if kv is None else kv['core'], inject_BxLxD, rope, mask_BxLxS, index)
+          state_BxLxD, scanned, inject_BxLxD, rope, mask_BxLxS, index, active_loops)
       x_BxLxD = blocks('coda', cfg.coda_layers, x_BxLxD)
     if last_only:
       x_BxLxD = x_BxLxD[:, -1:]

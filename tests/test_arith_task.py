@@ -64,13 +64,14 @@ def test_interactive_answers_piped_problems_and_rejects_other_input(smoke_run):
 
 
 def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(tmp_path):
-  """Two models at two FLOP budgets: steps follow the XLA-counted FLOPs; the looped model gets a loops curve."""
+  """Two models at one FLOP budget: steps follow the XLA-counted FLOPs; the looped model (trained at random
+  depths 1-6, Huginn-style) gets a loops curve."""
   out = ok(launch('--config=configs/arith.py:smoke,study', f'--workdir={tmp_path}', '--config.train.batch_size=16',
                   '--config.eval.num_val=2', '--config.eval.num_test=2', '--config.eval.num_per_length=3',
-                  '--config.eval.max_digits=5', "--config.sweep.grid=model=reversed,looped; flops_budget=1e9,2e9; seed=0"))
+                  '--config.eval.max_digits=5', "--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0", '--config.models.looped.random_loops=6'))
   assert 'sweep done' in out
   results = json.loads((tmp_path / 'results.json').read_text())
-  assert len(results) == 4
+  assert len(results) == 2
   for record in results.values():
     assert abs(record['train_flops'] - record['point']['flops_budget']) <= record['flops_per_step']
   looped = [r for r in results.values() if r['looped']]
@@ -79,4 +80,4 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
     assert (tmp_path / name).stat().st_size > 0, name
   assert any((p / 'accuracy_vs_loops.png').is_file() for p in (tmp_path / 'runs').iterdir())
   table = (tmp_path / 'results.md').read_text()
-  assert 'reversed, looped x4' in table and '| reversed |' in table
+  assert 'reversed, looped x4 (trained at 1-6)' in table and '| reversed |' in table

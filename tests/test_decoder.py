@@ -185,6 +185,10 @@ def test_looped_depth_is_a_call_argument():
   assert 'length=2' in str(jaxpr(2)) and str(jaxpr(2)).replace('length=2', 'length=17') == str(jaxpr(17))
   with pytest.raises(ValueError, match='loops'):
     forward(params, tokens, loops=0)
+  # Huginn-style training: 5 applications of which the first 3 act = 3 applications.
+  active = jax.jit(lambda p, t, k: model.apply({'params': p}, t, loops=5, active_loops=k))
+  np.testing.assert_allclose(active(params, tokens, 3), three, atol=1e-5)
+  np.testing.assert_allclose(active(params, tokens, 1), one, atol=1e-5)
   _, cache = jax.eval_shape(functools.partial(model.apply, max_len=8, loops=2, method=Decoder.prefill),
                             {'params': params}, tokens, tokens > -1)
   assert cache['kv']['core']['block_0']['k'].shape == (2, 2, 8, 2, 4)  # [T, B, S, G, K]

@@ -62,3 +62,13 @@ def test_a_corpus_smaller_than_one_batch_is_refused_naming_it(tmp_path, shared_d
   proc = launch('--config=configs/mlm.py:smoke', f'--workdir={tmp_path / "w2"}', f'--config.data.files={tiny}')
   last = proc.stderr.strip().splitlines()[-1]
   assert proc.returncode != 0 and f'the last 0.05 of the lines of {tiny} (data.eval_fraction)' in last, last
+
+
+def test_a_workdir_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
+  a_file = tmp_path / 'taken'
+  a_file.write_text('x')
+  for workdir, says in ((a_file, 'is a file, not a directory'), (a_file / 'sub', 'is not writable')):
+    proc = launch('--config=configs/sudoku.py:smoke', f'--workdir={workdir}')
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and err == [f'error: --workdir={workdir} {says}' + (': Not a directory' if 'sub' in
+                                                                                   str(workdir) else '')], err

@@ -37,7 +37,7 @@ from train.tasks.arith import objective as objective_lib
 from train.tasks.arith import report as report_lib
 from train.workdir import write_json
 
-MODEL_TASK_KEYS = ('format',)  # Keys of config.model that the task reads (not DecoderConfig fields).
+MODEL_TASK_KEYS = ('format', 'random_loops')  # Keys of config.model that the task reads (not DecoderConfig fields).
 
 
 def build_model(config: ml_collections.ConfigDict) -> Decoder:
@@ -49,7 +49,10 @@ def build_model(config: ml_collections.ConfigDict) -> Decoder:
 def run_label(config: ml_collections.ConfigDict) -> str:
   """'reversed', 'cot', 'plain', or 'reversed, looped x8' for a looped model."""
   fmt = str(config.model.format)
-  return f'{fmt}, looped x{config.model.loops}' if config.model.looped else fmt
+  if not config.model.looped:
+    return fmt
+  random_loops = int(config.model.random_loops)
+  return f'{fmt}, looped x{config.model.loops}' + (f' (trained at 1-{random_loops})' if random_loops else '')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

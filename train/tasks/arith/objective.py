@@ -19,6 +19,7 @@ import ml_collections
 from data import arith_batches
 from models.decoder import Decoder
 from train import loop
+from train.errors import ConfigError
 
 Batch = dict[str, Any]
 
@@ -29,11 +30,12 @@ def loops_arg(model: Decoder, loops: int | None = None) -> dict[str, Any]:
 
 
 def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None = None,
-                 scan_unroll: int | bool = 1) -> dict[str, jax.Array]:
+                 scan_unroll: int | bool = 1, active_loops: jax.Array | None = None) -> dict[str, jax.Array]:
   """Summed next-token loss, correct tokens, target tokens, exact rows and rows of one batch."""
   tokens_BxL = batch['tokens']
+  extra = {} if active_loops is None else {'active_loops': active_loops}
   logits_BxTxV = model.apply({'params': params}, tokens_BxL[:, :-1], digit_pos_BxL=batch['digit_pos'][:, :-1],
-                             scan_unroll=scan_unroll, **loops_arg(model, loops))
+                             scan_unroll=scan_unroll, **loops_arg(model, loops), **extra)
   targets_BxT = tokens_BxL[:, 1:]
   weights_BxT = batch['loss_mask'][:, 1:]
   logp_BxTxV = jax.nn.log_softmax(logits_BxTxV)
@@ -45,11 +47,17 @@ def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None
               tokens=jnp.sum(weights_BxT), exact=jnp.sum(exact_B), rows=jnp.sum(scored_B))
 
 
-def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder,
+def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder, random_loops: int = 0,
                     scan_unroll: int | bool = 1) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Mean next-token cross-entropy over the target tokens, with token accuracy and exact rows."""
-  del rng
-  s = token_scores(params, batch, model=model, scan_unroll=scan_unroll)
+  """Mean next-token cross-entropy over the target tokens, with token accuracy and exact rows.
+
+  With `random_loops` > 0 (a looped model), each batch's loops are drawn uniformly in 1..random_loops
+  from the step's rng (Huginn-style, so the core learns to improve its state at any depth); the step
+  then computes random_loops applications, the later ones masked.
+  """
+  active = jax.random.randint(rng, (), 1, random_loops + 1) if random_loops else None
+  s = token_scores(params, batch, model=model, scan_unroll=scan_unroll, active_loops=active,
+                   loops=random_loops or None)
   loss = s['nll'] / jnp.maximum(s['tokens'], 1.0)
   return loss, dict(loss=loss, token_acc=s['correct'] / jnp.maximum(s['tokens'], 1.0),
                     exact=s['exact'] / jnp.maximum(s['rows'], 1.0))
@@ -73,8 +81,14 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
     return arith_batches.train_batch(spec, seed, step, batch_size // process_count, process_index)
 
   example = train_batch(0, 2, 0, 1)
+  random_loops = int(config.model.random_loops)
+  if random_loops and not model.config.looped:
+    raise ConfigError(f'model.random_loops={random_loops} needs a looped model (model.looped=True)')
+  if random_loops < 0:
+    raise ConfigError(f'model.random_loops={random_loops} must be >= 0 (0: always model.loops)')
   return loop.Objective(
-      loss_fn=functools.partial(next_token_loss, model=model, scan_unroll=scan_unroll), train_batch=train_batch,
+      loss_fn=functools.partial(next_token_loss, model=model, random_loops=random_loops, scan_unroll=scan_unroll),
+      train_batch=train_batch,
       example_inputs=dict(tokens_BxL=example['tokens'][:, :-1], digit_pos_BxL=example['digit_pos'][:, :-1]),
       progress_metrics=('loss', 'token_acc', 'exact'))
 

@@ -76,8 +76,8 @@ def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
   rows = []
   for label, runs in by_model.items():
     budgets = collections.defaultdict(list)
-    for r in runs:
-      budgets[round(r['train_flops'], -8) if r['train_flops'] > 1e9 else r['train_flops']].append(r)
+    for r in runs:  # A run's budget as the sweep set it, else what it trained.
+      budgets[float(r.get('point', {}).get('flops_budget') or r['train_flops'])].append(r)
     points = sorted(budgets.items())
     compute[label] = ([b for b, _ in points], [tables.mean_std([r['test_exact'] for r in rs])[0] for _, rs in points])
     compute_err[label] = [tables.mean_std([r['test_exact'] for r in rs])[1] for _, rs in points]
