@@ -202,7 +202,6 @@ def _study(config: ml_collections.ConfigDict) -> None:
   config.eval.num_test = 20
   config.eval.num_per_length = 30
   config.eval.max_digits = 6
-  config.eval.loop_multiplier = 2
   config.sweep.grid = 'model=plain,reversed,cot,looped; flops_budget=1e11,3e11,1e12; seed=0,1,2'
 
 
