@@ -81,3 +81,12 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
   assert any((p / 'accuracy_vs_loops.png').is_file() for p in (tmp_path / 'runs').iterdir())
   table = (tmp_path / 'results.md').read_text()
   assert 'reversed, looped x4 (trained at 1-6)' in table and '| reversed |' in table
+  # Interactive mode drives one point of the sweep, named by a one-point grid.
+  point = ['--config=configs/arith.py:smoke,study', f'--workdir={tmp_path}', '--config.train.batch_size=16',
+           '--mode=interactive', '--config.models.looped.random_loops=6']
+  proc = subprocess.run([sys.executable, 'launch.py', *point, '--config.sweep.grid=model=looped; flops_budget=1e9; seed=0'],
+                        input='3+4\n', cwd=REPO, text=True, capture_output=True, timeout=300,
+                        env={**__import__('os').environ, 'JAX_PLATFORMS': 'cpu'})
+  assert 'reversed, looped x4 (trained at 1-6), best checkpoint' in ok(proc) and 'answer: ' in proc.stdout
+  proc = launch(*point, '--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0')
+  assert proc.returncode != 0 and 'the sweep has 2 points' in proc.stderr.strip().splitlines()[-1]

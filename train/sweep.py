@@ -352,9 +352,14 @@ def interactive(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, 
   workdir = pathlib.Path(workdir)
   if not callable(getattr(task, 'interactive', None)):
     raise ConfigError(f'task {task.name!r} has no --mode=interactive')
-  if _is_sweep(config):
-    raise ConfigError("--mode=interactive drives one trained run: give its directory W/runs/<name> as --workdir, "
-                      "that point's settings, and --config.sweep.grid=''")
+  run_dir = workdir
+  if _is_sweep(config):  # One point of the sweep: its run in W/runs/<name>.
+    chosen = points(config, task)
+    if len(chosen) != 1:
+      raise ConfigError(f'--mode=interactive drives one trained run, but the sweep has {len(chosen)} points; '
+                        "narrow --config.sweep.grid to one, e.g. 'model=looped; flops_budget=1e12; seed=0'")
+    _layout(workdir, config, task)
+    run_dir, config = workdir / RUNS_DIR / chosen[0].name, point_config(config, chosen[0])
   settings = workdir_lib.settings_of(config, task.name, task.free_fields + task.eval_free_fields)
-  workdir_lib.check_settings(workdir, dict(settings, layout='single'), record=False, ignore=task.eval_free_fields)
-  task.interactive(config, workdir, task.prepare(config, workdir))
+  workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=False, ignore=task.eval_free_fields)
+  task.interactive(config, run_dir, task.prepare(config, workdir))
