@@ -13,22 +13,12 @@ from models.decoder import Decoder
 from models.decoder import DecoderConfig
 from models.errors import ModelConfigError
 from models.generate import greedy_generate
+from tests.conftest import fast_jit
 
 VOCAB = 13  # Digits 0..9, '+' 10, '=' 11, end 12.
 DIGITS = tuple(range(10))
 END = 12
 NEVER = VOCAB  # An end id that argmax never produces: generation runs every step.
-
-# Tiny graphs: cheaper LLVM settings cut XLA:CPU compile time, which dominates these tests.
-_FAST_CPU_COMPILE = {'xla_backend_optimization_level': 0,
-                     'xla_llvm_disable_expensive_passes': True}
-
-
-def fast_jit(fn, **kwargs):
-  if jax.default_backend() == 'cpu':
-    kwargs['compiler_options'] = _FAST_CPU_COMPILE
-  return jax.jit(fn, **kwargs)
-
 
 # greedy_generate as it is, compiled with the cheaper settings (generate's own jit is tested too).
 fast_generate = fast_jit(greedy_generate.__wrapped__, static_argnames=(

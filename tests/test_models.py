@@ -8,6 +8,7 @@ import pytest
 
 import models
 from models import flops
+from tests.conftest import fast_jit
 
 SEQ_LEN, VOCAB, CLASSES = 16, 5, 4  # 4x4 Sudoku: tokens 0 (blank) .. 4, digits 1..4.
 NAMES = ('mlp', 'bert', 'trm')
@@ -23,17 +24,6 @@ def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
              mlp_state_dim=64)
   cfg.update(overrides)
   return ml_collections.ConfigDict(cfg)
-
-
-# Tiny graphs: cheaper LLVM settings halve XLA:CPU compile time, which dominates these tests.
-_FAST_CPU_COMPILE = {'xla_backend_optimization_level': 0,
-                     'xla_llvm_disable_expensive_passes': True}
-
-
-def fast_jit(fn, **kwargs):
-  if jax.default_backend() == 'cpu':
-    kwargs['compiler_options'] = _FAST_CPU_COMPILE
-  return jax.jit(fn, **kwargs)
 
 
 def get_model(cfg, **kwargs):
