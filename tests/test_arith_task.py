@@ -4,11 +4,19 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+from data import arith_batches
+from data import arith_tokenizer
+from data.arith_problems import Problem
+from models.decoder import Decoder, DecoderConfig
 from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import launch
 from tests.conftest import ok
+from train.tasks.arith import generation
+from train.tasks.arith import objective
 
 SMOKE = 'configs/arith.py:smoke'
 
@@ -90,3 +98,26 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
   assert 'reversed, looped x4 (trained at 1-6), best checkpoint' in ok(proc) and 'answer: ' in proc.stdout
   proc = launch(*point, '--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0')
   assert proc.returncode != 0 and 'the sweep has 2 points' in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('looped', [False, True])
+def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped):
+  """Validation's premise: greedy decoding (KV cache, left-padded prompts, incremental Abacus positions)
+  writes exactly the tokens that are the argmax after the true prefix under teacher forcing (right-padded,
+  data-side positions). Checked on a random model's own completions, which are its argmax by construction."""
+  cfg = DecoderConfig(width=32, num_heads=4, num_kv_heads=2, num_layers=2, looped=looped, loops=3,
+                      position='rope_abacus', max_digit_pos=16)
+  model = Decoder(cfg, arith_tokenizer.VOCAB_SIZE)
+  tokens = np.zeros((1, 8), np.int32)
+  params = model.init(jax.random.key(3), tokens, digit_pos_BxL=tokens)['params']
+  problems = [Problem(7, 5, '+'), Problem(123, 45, '+'), Problem(98765, 4321, '+'), Problem(12, 34, '*')]
+  answers = generation.generate(model, params, problems, 'reversed', batch_size=3, extra_tokens=3)
+  texts = [f'{p.a}{p.op}{p.b}=' + c for p, c in zip(problems, answers.completions)]
+  tokens_BxL, length_B = arith_tokenizer.encode_padded(texts)
+  prompt_B = np.array([len(f'{p.a}{p.op}{p.b}=') for p in problems])
+  columns = np.arange(tokens_BxL.shape[1])
+  batch = dict(tokens=tokens_BxL, digit_pos=arith_batches._digit_positions(tokens_BxL, prompt_B),  # pylint: disable=protected-access
+               loss_mask=((columns >= prompt_B[:, None]) & (columns < length_B[:, None])).astype(np.float32))
+  scores = jax.device_get(objective.token_scores(params, batch, model=model))
+  assert scores['tokens'] == sum(length_B - prompt_B) > 0
+  assert scores['correct'] == scores['tokens'] and scores['exact'] == len(problems)
