@@ -6,11 +6,14 @@ configuration runs --repeats times with seeds 0..R-1, the rows interleaved; the 
 the median over seeds of (ours / gensim 1 worker) from back-to-back runs (robust when the
 machine is shared), quality the mean over runs. words/s = raw corpus words x epochs / training seconds
 (vocabulary building excluded for both; gensim gets its sentences pre-tokenized in memory).
+The CPU model and vector ISA (and the one NumPy dispatches to) are printed with the table.
 
   python bench/w2v_vs_gensim.py [--corpus FILE] [--epochs 5] [--workers 2] [--repeats 3]
 """
 import argparse
+import os
 import pathlib
+import platform
 import sys
 import time
 
@@ -22,6 +25,27 @@ sys.path.insert(0, str(REPO))
 import w2v_numpy  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_DATA = REPO.parent / 'shared' / 'data'
+
+
+def machine_line() -> str:
+  """CPU model, cores, the widest vector ISA the CPU has and the one NumPy dispatches to: the ratios move with them."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      key, _, value = line.partition(':')
+      if key.strip() == 'model name' and model in ('', platform.machine(), platform.processor()):
+        model = value.strip()
+      elif key.strip() == 'flags' and not flags:
+        flags = set(value.split())
+  except OSError:
+    pass
+  isa = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2' if flags else 'unknown ISA'
+  try:
+    from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+    numpy_isa = 'AVX-512' if __cpu_features__.get('AVX512F') else 'AVX2' if __cpu_features__.get('AVX2') else 'SSE'
+  except ImportError:
+    numpy_isa = '?'
+  return f'machine: {model}, {os.cpu_count()} cores, {isa} (NumPy {np.__version__} dispatches {numpy_isa})'
 
 
 def _quality(emb: w2v_numpy.Embeddings, wordsim: pathlib.Path) -> dict:
@@ -77,6 +101,7 @@ def main(argv=None) -> None:
   from gensim.models.word2vec import LineSentence  # pylint: disable=g-import-not-at-top
   corpus = w2v_numpy.read_corpus(args.corpus, min_count=args.min_count)
   sentences = list(LineSentence(args.corpus))   # same tokenization, 10000-word cap
+  print(machine_line(), flush=True)
   print(f'corpus {args.corpus}: {corpus.raw_token_count:,} words, vocabulary '
         f'{corpus.vocab_size:,}; dim {args.dim}, window {args.window}, negative '
         f'{args.negative}, sample {args.sample}, min_count {args.min_count}, epochs '
@@ -108,6 +133,7 @@ def main(argv=None) -> None:
     paired = float(np.median(np.array(speed[name]) / np.array(base)))
     print(f'| {name} | {max(speed[name]) / 1e3:.0f}K | {np.median(speed[name]) / 1e3:.0f}K | '
           f'{paired:.2f} | ' + ' | '.join(f'{mean_q[name][k]:.4f}' for k in keys) + ' |')
+  print(f'\n{machine_line()}')
   ref = mean_q['gensim 4, 1 worker']
   for name in rows:
     if name.startswith('w2v_numpy'):

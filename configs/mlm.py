@@ -1,15 +1,22 @@
-r"""Masked language modelling: BERT-small vs TRM at matched training FLOPs.
+r"""Masked language modelling: BERT-small vs TRM vs looped BERT at matched training FLOPs.
 
 The study is a sweep (train/sweep.py): every model section of `models` x FLOP
 budget x seed in `sweep.grid`, each run in `<workdir>/runs/<model>_<budget>_s<seed>`
 (resumable; finished runs are skipped on rerun), scored on one fixed, seeded set
 of masked eval positions; it writes `results.json`, `results.md`,
-`accuracy_vs_compute.png` and `sweep.md`:
+`accuracy_vs_compute.png`, `depth_vs_loss.png` (depth at test time) and `sweep.md`:
 
   python launch.py --config=configs/mlm.py --workdir=runs/mlm          # GPU, WikiText-103 via HF
   python launch.py --config=configs/mlm.py:quick --workdir=runs/mlm_quick   # 2 CPU cores, <= 20 min
   python launch.py --config=configs/mlm.py:smoke --workdir=/tmp/mlm_smoke \
       --config.data.files=../shared/data/text/wiki.valid.tokens          # under a minute
+
+Why TRM stayed at the no-context level (docs/mlm.md): one factor at a time around the earlier TRM (post-norm),
+from the one-application TRM upwards, and the pre-norm TRM with normalised states; 400 updates, 3 seeds each:
+
+  python launch.py --config=configs/mlm.py:trm_factors --workdir=runs/trm_factors
+  python launch.py --config=configs/mlm.py:trm_factors_up --workdir=runs/trm_factors_up
+  python launch.py --config=configs/mlm.py:trm_fix --workdir=runs/trm_fix
 
 The hyperparameter ablation (one axis at a time around the quick-scale models at one budget,
 3 seeds; writes ablation.md and ablation.png), and its smoke form:
@@ -42,8 +49,8 @@ from configs import variants
 
 from data import paths
 
-VARIANTS = ('default', 'quick', 'smoke', 'ablation')
-MODEL_NAMES = ('bert', 'trm')
+VARIANTS = ('default', 'quick', 'smoke', 'ablation', 'trm_factors', 'trm_factors_up', 'trm_fix')
+MODEL_NAMES = ('bert', 'trm', 'looped_bert')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -72,12 +79,22 @@ def _bert(hidden: int, num_layers: int, num_heads: int) -> ml_collections.Config
   model.use_bias = True  # Biases in dense layers and norms, as BERT.
   model.inner_steps = 1  # (TRM only.)
   model.cycles = 1  # (TRM only.)
-  model.depth = 1  # Applications of the encoder: 1 = a plain BERT.
+  model.depth = 1  # Applications of the encoder: 1 = a plain BERT; k > 1 = looped (weight-tied) BERT.
+  model.deep_supervision = True  # Loss after every application, averaged (False: only after the last).
+  model.detach = False  # Stop gradients between applications (False: backprop through all of them).
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
   model.tie_embeddings = True  # MLM head: Dense + GELU + LayerNorm, logits against the token embeddings + bias.
   model.mlp_state_dim = 64  # (MLP baseline only.)
   model.dropout = 0.0  # BERT's hidden and attention dropout in training (BERT: 0.1); evaluation runs without.
   model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
+  return model
+
+
+def _looped_bert(hidden: int, num_heads: int, depth: int) -> ml_collections.ConfigDict:
+  """Looped BERT: one weight-tied BERT block applied `depth` times, h <- Block(h + x) (the Sudoku study's
+  recurrent BERT); no (y, z) split, gradients through every application, a loss after each."""
+  model = _bert(hidden=hidden, num_layers=1, num_heads=num_heads)
+  model.depth = depth
   return model
 
 
@@ -93,12 +110,19 @@ def _trm(hidden: int, num_layers: int, num_heads: int, inner_steps: int, cycles:
   model.mlp_act = 'swiglu'  # TRM's channel MLP.
   model.mixer = 'attention'  # Self-attention (TRM's attention variant; the Sudoku recipe uses an MLP).
   model.norm = 'rmsnorm'  # TRM's RMSNorm.
-  model.post_norm = True  # TRM normalises after each residual add.
+  model.post_norm = False  # Pre-norm (+ a final norm): TRM's post-norm keeps it at the no-context level on MLM (docs/mlm.md).
   model.norm_eps = 1e-5  # RMSNorm epsilon.
   model.use_bias = False  # TRM has no biases.
   model.inner_steps = inner_steps  # n: latent updates z <- f(z + y + x) per cycle.
   model.cycles = cycles  # T: cycles per step; the first T-1 run without gradient.
-  model.depth = depth  # Supervision steps per batch (loss after each with train.deep_supervision).
+  model.depth = depth  # Supervision steps per batch.
+  model.deep_supervision = True  # Loss after every supervision step, averaged (False: only after the last).
+  model.detach = True  # Stop gradients between supervision steps (TRM's deep supervision).
+  model.grad_cycles = 1  # Cycles of a step with gradients, the last ones (1 = TRM; `cycles` = full backprop).
+  model.init_state = 'random'  # Initial (y, z): 'random' fixed vectors (TRM) or 'input' (y = embedding, z = 0).
+  model.inject = 'z'  # Input x added in the z updates only ('z', TRM) or also in the y update ('zy').
+  model.embed_scale = True  # Scale the token embeddings (init std 1/sqrt(D)) by sqrt(D), as TRM.
+  model.state_norm = False  # Pre-norm only: normalise every application's output (bounded y, z at any depth).
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
   model.tie_embeddings = False  # TRM's head is its own matrix.
   model.mlp_state_dim = 64  # (MLP baseline only.)
@@ -131,7 +155,7 @@ def _base() -> ml_collections.ConfigDict:
   data.num_eval_sequences = 4096  # Eval sequences (a seeded sample; <= 0 = all).
 
   config.sweep = sweep = ml_collections.ConfigDict()  # train/sweep.py: the runs of the study.
-  sweep.grid = 'model=bert,trm; flops_budget=1e16,3e16,1e17,3e17; seed=0,1,2'  # Axes whose product is run ('model' picks a section of `models`).
+  sweep.grid = 'model=bert,trm,looped_bert; flops_budget=1e16,3e16,1e17,3e17; seed=0,1,2'  # Axes whose product is run ('model' picks a section of `models`).
   sweep.vary = ''  # Axes varied one at a time around the config's values (the ablation), crossed with the grid.
   sweep.shard = ''  # 'i/n': run every n-th point from the i-th (a job array into one shared workdir).
   sweep.compilation_cache = True  # Keep compiled steps in <workdir>/xla_cache: runs differing only in seed compile once (if set before the process compiles anything).
@@ -139,6 +163,7 @@ def _base() -> ml_collections.ConfigDict:
   config.models = ml_collections.ConfigDict()  # One section per model; the `model` axis copies one into each run.
   config.models.bert = _bert(hidden=512, num_layers=4, num_heads=8)  # BERT-small (Turc et al. 2019).
   config.models.trm = _trm(hidden=512, num_layers=2, num_heads=8, inner_steps=2, cycles=2, depth=2)
+  config.models.looped_bert = _looped_bert(hidden=512, num_heads=8, depth=4)  # BERT-small's compute per step, weights tied.
 
   config.train = train = ml_collections.ConfigDict()
   train.steps = 0  # Set for each run from flops_budget (used as given when flops_budget is 0).
@@ -153,8 +178,6 @@ def _base() -> ml_collections.ConfigDict:
   train.b2 = 0.98  # AdamW beta2.
   train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
   train.ema_decay = 0.0  # EMA of params used for evaluation (0 = off).
-  train.deep_supervision = True  # Loss after every depth step (TRM) or only the last.
-  train.detach = True  # Stop gradients between depth steps (TRM deep supervision).
   train.readout_group = 0  # Sequences sharing one list of readout slots (0 = each device's batch; 1 = per sequence).
   train.max_predictions = 0  # Readout slots per list (0 = mean + 5 std of the group's masked count).
   train.log_every = 200  # Steps between progress lines / metrics.jsonl rows.
@@ -164,6 +187,8 @@ def _base() -> ml_collections.ConfigDict:
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 256  # Sequences per eval batch.
+  ev.depth_multiplier = 4  # Also score depths 1 .. this x model.depth (depth at test time; loss_by_depth).
+  ev.diagnostics = False  # Record gradient norms per parameter group and state change per application at init and end.
   return config
 
 
@@ -172,17 +197,19 @@ def _default(config: ml_collections.ConfigDict) -> None:
 
 
 def _quick(config: ml_collections.ConfigDict) -> None:
-  """2 CPU cores, <= 20 minutes: small models on WikiText-2 test + a Wikipedia sample, 3 seeds."""
+  """2 CPU cores, <= 20 minutes: small BERT, TRM and looped BERT on WikiText-2 test + a Wikipedia sample, 3 budgets
+  x 3 seeds."""
   config.data.files = ','.join([_shared_text('wiki.test.tokens'), _shared_text('enwiki_sample.txt')])
   config.data.eval_files = _shared_text('wiki.valid.tokens')
   config.data.vocab_size = 2048
   config.data.seq_len = 64
   config.data.num_eval_sequences = 512
-  config.sweep.grid = 'model=bert,trm; flops_budget=1.5e11,5e11,1.5e12,4e12; seed=0,1,2'
+  config.sweep.grid = 'model=bert,trm,looped_bert; flops_budget=3e11,1e12,3e12; seed=0,1,2'  # 27 runs, ~19 min.
   config.models.bert = _bert(hidden=64, num_layers=4, num_heads=4)
   config.models.trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
-  config.models.trm.lr = 3e-3  # Probed at the largest budget (1e-3 / 3e-3): BERT 1e-3, TRM 3e-3.
-  config.train.batch_size = 32
+  config.models.looped_bert = _looped_bert(hidden=64, num_heads=4, depth=4)
+  config.models.trm.lr = 3e-3  # Probed (1e-3 / 3e-3) for the earlier post-norm TRM; the pre-norm one learns at it.
+  config.train.batch_size = 16  # Twice the updates per FLOP of 32: BERT at 4e12 FLOPs, loss 5.64 against 5.72 at 32.
   config.train.lr = 1e-3
   config.train.warmup_steps = 100
   config.train.b2 = 0.99
@@ -198,12 +225,13 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.data.vocab_size = 512
   config.data.seq_len = 32
   config.data.num_eval_sequences = 64
-  config.sweep.grid = 'model=bert,trm; flops_budget=2e9,6e9; seed=0'
+  config.sweep.grid = 'model=bert,trm,looped_bert; flops_budget=2e9,6e9; seed=0'
   if config.sweep.vary:  # ablation,smoke: one model, one seed, the smaller budget.
     config.sweep.grid = 'model=bert; seed=0'
     config.flops_budget = 4e9
   config.models.bert = _bert(hidden=32, num_layers=2, num_heads=2)
   config.models.trm = _trm(hidden=32, num_layers=1, num_heads=2, inner_steps=1, cycles=2, depth=2)
+  config.models.looped_bert = _looped_bert(hidden=32, num_heads=2, depth=2)
   config.train.batch_size = 16
   config.train.lr = 2e-3
   config.train.warmup_steps = 10
@@ -220,6 +248,8 @@ def _ablation(config: ml_collections.ConfigDict) -> None:
   given as a fraction of the run's steps (train.warmup_steps is set out of the way).
   """
   _quick(config)
+  config.train.batch_size = 32  # The settings of the documented run (before the quick study's batch 16 and pre-norm TRM).
+  config.models.trm.post_norm = True
   config.flops_budget = 1.5e12
   config.models.bert.lr = 1e-3  # The quick study's BERT lr (train.lr), stated so that the lr axis has a baseline.
   config.train.warmup_steps = 1_000_000
@@ -230,9 +260,44 @@ def _ablation(config: ml_collections.ConfigDict) -> None:
                        'model.dropout=0.05,0.1; train.grad_clip=0.5,0')
 
 
+def _trm_factors(config: ml_collections.ConfigDict) -> None:
+  """Why TRM stayed at the no-context level: one factor at a time around the earlier quick-scale TRM (post-norm,
+  lr 3e-3), 400 updates each (equal updates), 3 seeds, with diagnostics (docs/mlm.md, "Why TRM did not learn")."""
+  _quick(config)
+  config.train.batch_size = 32  # The earlier quick study's batch.
+  config.flops_budget = 0  # Equal updates: every run trains train.steps.
+  config.train.steps = 400
+  config.eval.diagnostics = True
+  config.models.trm.post_norm = True  # The TRM before the fix.
+  config.sweep.grid = 'model=trm; seed=0,1,2'
+  config.sweep.vary = ('model.post_norm=False; model.grad_cycles=2; model.detach=False; model.deep_supervision=False; '
+                       'model.init_state=input; model.inject=zy; model.embed_scale=False; model.lr=1e-3')
+
+
+def _trm_fix(config: ml_collections.ConfigDict) -> None:
+  """Pre-norm with each application's output normalised, at the same 400 updates, 3 seeds (pre-norm alone is the
+  `model.post_norm=False` row of trm_factors)."""
+  _trm_factors(config)
+  config.models.trm.post_norm = False
+  config.models.trm.state_norm = True
+  config.sweep.vary = ''
+
+
+def _trm_factors_up(config: ml_collections.ConfigDict) -> None:
+  """The same question from the one-application TRM (n = T = depth = 1) upwards: each recursive setting added
+  alone, and pre-norm, 400 updates, 3 seeds."""
+  _trm_factors(config)
+  trm = config.models.trm
+  trm.inner_steps, trm.cycles, trm.depth = 1, 1, 1
+  config.sweep.vary = 'model.inner_steps=2; model.cycles=2; model.depth=2; model.post_norm=False'
+
+
 _VARIANT_FNS = {
     'default': _default,
     'quick': _quick,
     'smoke': _smoke,
     'ablation': _ablation,
+    'trm_factors': _trm_factors,
+    'trm_factors_up': _trm_factors_up,
+    'trm_fix': _trm_fix,
 }

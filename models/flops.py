@@ -19,7 +19,7 @@ class FlopEstimate:
   """Forward FLOPs per example, split by phase of the unroll."""
   encode: int  # Once per unroll.
   step: int  # One unit of depth (for TRM all T cycles, with or without gradient).
-  step_grad: int  # The part of `step` that is differentiated (TRM: its last cycle).
+  step_grad: int  # The part of `step` that is differentiated (TRM: its last grad_cycles cycles).
   readout: int  # One readout (head + halting head).
 
   def forward(self, depth: int, readout_every_step: bool = True) -> int:
@@ -78,5 +78,5 @@ def estimate(cfg: Any, *, vocab_size: int, num_classes: int, seq_len: int,
   if arch.name == 'trm':
     net = arch.num_layers * block_flops(arch, seq_len + arch.prefix_len)
     cycle = (arch.inner_steps + 1) * net
-    return FlopEstimate(encode=0, step=arch.cycles * cycle, step_grad=cycle, readout=head)
+    return FlopEstimate(encode=0, step=arch.cycles * cycle, step_grad=arch.grad_cycles * cycle, readout=head)
   raise ValueError(f'flops: unknown model.name={arch.name!r}')

@@ -28,6 +28,8 @@ _CHOICES = {
     'dtype': tuple(DTYPES),
     'pos_emb': ('learned', 'none'),
     'attention_bias': ('none', 'grid', 'grid_heads'),
+    'init_state': ('random', 'input'),
+    'inject': ('z', 'zy'),
 }
 
 # Dense default: LeCun normal (truncated), as TRM's CastedLinear.
@@ -68,6 +70,15 @@ class ArchConfig:
   # BERT's hidden and attention-probability dropout rate, active only when the caller passes a
   # 'dropout' rng (training); evaluation never does. 0 adds no op at all.
   dropout: float = 0.0
+  # TRM's recursion scheme (defaults: the paper's). Cycles of a step that carry gradients (the last
+  # ones; the others run under stop_gradient): 1 = TRM, `cycles` = full backprop through the step.
+  grad_cycles: int = 1
+  init_state: str = 'random'  # Initial (y, z): fixed random vectors (TRM), or y = input embedding, z = 0.
+  inject: str = 'z'  # Where the input x enters: the latent z only (TRM), or z and the answer y.
+  embed_scale: bool = True  # TRM: token embeddings (init std 1/sqrt(D)) scaled by sqrt(D); False: unscaled.
+  # TRM with pre-norm blocks: normalise the output of every application of the network (one shared norm), so
+  # that y and z stay bounded however many applications run (post-norm blocks already end with a norm).
+  state_norm: bool = False
 
   def __post_init__(self):
     for key, choices in _CHOICES.items():
@@ -78,6 +89,8 @@ class ArchConfig:
                 'mlp_state_dim', 'mlp_multiple_of'):
       if getattr(self, key) < 1:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be >= 1')
+    if not 1 <= self.grad_cycles <= self.cycles:
+      raise ModelConfigError(f'model.grad_cycles={self.grad_cycles} must be in [1, model.cycles={self.cycles}]')
     if self.prefix_len < 0:
       raise ModelConfigError(f'model.prefix_len={self.prefix_len} must be >= 0')
     if not 0.0 <= self.dropout < 1.0:

@@ -178,7 +178,15 @@ class TrmModel(RecurrentModel):
   """Tiny Recursive Model (Jolicoeur-Martineau 2025): one tiny network f, states (y, z).
 
   One step = T cycles; a cycle is n times z <- f(z + y + x), then y <- f(y + z).
-  The first T-1 cycles run under stop_gradient, the last with gradients.
+  The first T-1 cycles run under stop_gradient, the last with gradients. The
+  recursion scheme's choices are fields of the arch (defaults: TRM's):
+  `grad_cycles` (how many of the last cycles carry gradients), `init_state`
+  ('input': y starts at the input embedding and z at 0), `inject` ('zy': x is
+  also added in the y update), `embed_scale` (False: no sqrt(D) on the input),
+  `state_norm` (pre-norm blocks, with every application's output normalised).
+  Each application sows its output in the 'intermediates' collection (y and z
+  in application order, a no-op unless the caller asks for it), so a
+  diagnostic can measure how much each one changes the state.
   Follows the authors' code where it differs from the paper: embeddings scaled
   by sqrt(D) (init std 1/sqrt(D)); optional learned prefix positions (their
   puzzle embedding, zero-initialised; the halting head reads position 0);
@@ -190,7 +198,8 @@ class TrmModel(RecurrentModel):
     arch = self.arch
     dim = arch.hidden
     self.embed = layers.TokenEmbed(self.vocab_size, dim, 1 / math.sqrt(dim),
-                                   scale=math.sqrt(dim), dtype=self.dtype, name='embed')
+                                   scale=math.sqrt(dim) if arch.embed_scale else 1.0, dtype=self.dtype,
+                                   name='embed')
     if arch.prefix_len:
       self.prefix = self.param('prefix', nn.initializers.zeros, (arch.prefix_len, dim),
                                jnp.float32)
@@ -204,6 +213,8 @@ class TrmModel(RecurrentModel):
                                                name='grid_bias')
     if not arch.post_norm:
       self.final_norm = layers.make_norm(arch, 'final_norm')
+    if arch.state_norm and not arch.post_norm:
+      self.state_norm = layers.make_norm(arch, 'state_norm')
     self.head = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name='head')
     self.halt_head = layers.HaltHead(self.dtype, name='halt_head')
 
@@ -221,11 +232,14 @@ class TrmModel(RecurrentModel):
             [jnp.ones((mask_BxL.shape[0], arch.prefix_len), mask_BxL.dtype), mask_BxL], axis=1)
     if arch.pos_emb == 'learned':  # TRM: (token + position) / sqrt(2).
       x_BxLxD = (x_BxLxD + self.pos_embed().astype(jnp.float32)[None]) / math.sqrt(2)
-    return {'x': (x_BxLxD * math.sqrt(dim)).astype(self.dtype), 'mask': mask_BxL,
+    scale = math.sqrt(dim) if arch.embed_scale else 1.0
+    return {'x': (x_BxLxD * scale).astype(self.dtype), 'mask': mask_BxL,
             'bias': self._attention_bias()}
 
   def init_carry(self, inputs: Pytree) -> Pytree:
     shape = inputs['x'].shape
+    if self.arch.init_state == 'input':
+      return {'y': inputs['x'], 'z': jnp.zeros_like(inputs['x'])}
     key_y, key_z = jax.random.split(jax.random.key(0))  # Fixed: not params, never trained.
     init_y_D = jax.random.truncated_normal(key_y, -2.0, 2.0, shape[-1:])
     init_z_D = jax.random.truncated_normal(key_z, -2.0, 2.0, shape[-1:])
@@ -235,22 +249,29 @@ class TrmModel(RecurrentModel):
   def _net(self, h_BxLxD: jax.Array, inputs: Pytree) -> jax.Array:
     for block in self.blocks:
       h_BxLxD = block(h_BxLxD, inputs['mask'], inputs['bias'])
+    if self.arch.state_norm and not self.arch.post_norm:
+      h_BxLxD = self.state_norm(h_BxLxD)
     return h_BxLxD
 
   def _cycle(self, y_BxLxD: jax.Array, z_BxLxD: jax.Array,
              inputs: Pytree) -> tuple[jax.Array, jax.Array]:
     for _ in range(self.arch.inner_steps):
       z_BxLxD = self._net(z_BxLxD + y_BxLxD + inputs['x'], inputs)
-    y_BxLxD = self._net(y_BxLxD + z_BxLxD, inputs)
+      self.sow('intermediates', 'z', z_BxLxD)
+    y_in_BxLxD = y_BxLxD + z_BxLxD + (inputs['x'] if self.arch.inject == 'zy' else 0.0)
+    y_BxLxD = self._net(y_in_BxLxD, inputs)
+    self.sow('intermediates', 'y', y_BxLxD)
     return y_BxLxD, z_BxLxD
 
   def step(self, carry: Pytree, inputs: Pytree) -> Pytree:
     y_BxLxD, z_BxLxD = carry['y'], carry['z']
-    if self.arch.cycles > 1:
-      for _ in range(self.arch.cycles - 1):
+    no_grad_cycles = self.arch.cycles - self.arch.grad_cycles
+    if no_grad_cycles:
+      for _ in range(no_grad_cycles):
         y_BxLxD, z_BxLxD = self._cycle(y_BxLxD, z_BxLxD, inputs)
       y_BxLxD, z_BxLxD = jax.lax.stop_gradient((y_BxLxD, z_BxLxD))
-    y_BxLxD, z_BxLxD = self._cycle(y_BxLxD, z_BxLxD, inputs)
+    for _ in range(self.arch.grad_cycles):
+      y_BxLxD, z_BxLxD = self._cycle(y_BxLxD, z_BxLxD, inputs)
     return {'y': y_BxLxD.astype(self.dtype), 'z': z_BxLxD.astype(self.dtype)}
 
   def readout(self, carry: Pytree, positions_GxM: jax.Array | None = None

@@ -59,11 +59,12 @@ def study(tmp_path_factory):
   return config, workdir, records
 
 
-def test_smoke_study_writes_results_for_both_models(study):
+def test_smoke_study_writes_results_for_every_model(study):
   config, workdir, records = study
   results = json.loads((workdir / 'results.json').read_text())
-  assert len(results) == len(records) == 4  # 2 models x 2 budgets x 1 seed.
-  assert {r['model'] for r in results} == {'bert', 'trm'}
+  assert len(results) == len(records) == 6  # 3 models x 2 budgets x 1 seed.
+  assert {r['model'] for r in results} == {'bert', 'trm', 'looped_bert'}
+  assert {r['architecture'] for r in results} == {'bert', 'trm'}
   for r in results:
     for key in REQUIRED_KEYS:
       assert key in r, key
@@ -72,15 +73,21 @@ def test_smoke_study_writes_results_for_both_models(study):
     assert np.isclose(r['perplexity'], np.exp(r['mlm_loss']), rtol=1e-6)
     # Steps come from the budget: the trained FLOPs are the budget up to one step.
     assert abs(r['flops_trained'] - r['flops']) <= r['flops_per_step_xla'] / 2 + 1
+    # Depth at test time: every step up to eval.depth_multiplier x the trained depth; the score is the trained one.
+    assert len(r['loss_by_depth']) == len(r['accuracy_by_depth']) == config.eval.depth_multiplier * r['depth']
+    assert r['mlm_loss'] == r['loss_by_depth'][r['depth'] - 1]
   assert (workdir / 'accuracy_vs_compute.png').stat().st_size > 10_000
+  assert (workdir / 'depth_vs_loss.png').stat().st_size > 10_000
   table = (workdir / 'results.md').read_text()
   assert '±' in table and '| bert |' in table and '| trm |' in table
   assert 'Without context (unigram of the eval targets): masked accuracy 0.' in table
+  depth_tables = table.split('## Depth at test time')[1]
+  assert '### trm (trained depth 2)' in depth_tables and '### looped_bert (trained depth 2)' in depth_tables
+  assert '### bert' not in depth_tables  # One application: nothing to vary.
   # The larger budget trains more steps.
-  for model in ('bert', 'trm'):
+  for model in ('bert', 'trm', 'looped_bert'):
     steps = [r['steps'] for r in results if r['model'] == model]
     assert steps[0] < steps[1]
-  del config
 
 
 def test_xla_flops_within_sane_factor_of_analytic(study):
@@ -100,9 +107,9 @@ def test_rerun_skips_finished_runs(study, capsys):
   before = {p: p.stat().st_mtime_ns for p in result_files}
   records = train.train_and_evaluate(config, str(workdir))
   out = capsys.readouterr().out
-  assert out.count('finished earlier, skipped') == 4
+  assert out.count('finished earlier, skipped') == 6
   assert {p: p.stat().st_mtime_ns for p in result_files} == before
-  assert len(records) == 4
+  assert len(records) == 6
 
 
 def test_changed_settings_are_refused_in_the_same_workdir(study):
@@ -224,7 +231,8 @@ def test_top_class_is_argmax_with_ties_to_the_first_index():
 def test_sweep_points_names_and_steps():
   config = mlm_configs.get_config('smoke')
   task = registry.get_task('mlm')
-  assert [p.name for p in sweep.points(config, task)] == ['bert_2e9_s0', 'bert_6e9_s0', 'trm_2e9_s0', 'trm_6e9_s0']
+  assert [p.name for p in sweep.points(config, task)] == ['bert_2e9_s0', 'bert_6e9_s0', 'trm_2e9_s0', 'trm_6e9_s0',
+                                                           'looped_bert_2e9_s0', 'looped_bert_6e9_s0']
   assert steps_for_budget(10.0, 100.0) == 1
   assert steps_for_budget(1e12, 3e9) == 333
   with config.unlocked():
@@ -235,7 +243,7 @@ def test_sweep_points_names_and_steps():
     mlm_configs.get_config('huge')
   for variant in mlm_configs.VARIANTS:
     cfg = mlm_configs.get_config(variant)
-    for name in ('bert', 'trm'):  # Every section is a valid model config.
+    for name in cfg.models:  # Every section is a valid model config.
       models.ArchConfig.from_config(cfg.models[name], allowed_extra=mlm_lib.MODEL_TASK_KEYS)
 
 
@@ -259,3 +267,39 @@ def test_eight_simulated_devices_match_one(tmp_path):
   assert one['flops_per_step_xla'] == eight['flops_per_step_xla']
   np.testing.assert_allclose(losses_eight, losses_one, rtol=2e-4, atol=1e-5)
   assert eight['mlm_loss'] == pytest.approx(one['mlm_loss'], rel=1e-4)
+
+
+def test_diagnostics_measure_gradients_and_state_change_per_application():
+  """grad_norm per parameter group, the relative change of every application (TRM: n x T latent updates and T
+  answer updates per step; looped BERT: its carry per step) and the loss after each supervision step."""
+  from train.tasks.mlm import diagnostics
+  cfg = mlm_configs.get_config('smoke')
+  seq_len, vocab = 12, 40
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, vocab, (4, seq_len)).astype(np.int32)
+  weights = (rng.random((4, seq_len)) < 0.3).astype(np.float32)
+  weights[:, 0] = 1.0
+  batch = mlm_lib.to_positions(dict(tokens=tokens, targets=tokens, weights=weights), seq_len, 1)
+  for name, states in (('trm', {'z': 2, 'y': 2}), ('looped_bert', {'h': 1})):
+    model_cfg = ml_collections.ConfigDict(cfg.models[name].to_dict())
+    model_cfg.inner_steps = 1 if name == 'trm' else model_cfg.inner_steps
+    model = models.get_model(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len,
+                             task_keys=mlm_lib.MODEL_TASK_KEYS)
+    params = model.init(jax.random.key(0), tokens)['params']
+    loss_fn = lambda p, b, r: mlm_lib.mlm_loss(p, b, r, model=model, depth=2, deep_supervision=True,  # pylint: disable=cell-var-from-loop
+                                               detach=model_cfg.detach)
+    step_losses = lambda p, b: (lambda s: s['ce'] / s['count'])(mlm_lib.eval_sums(p, b, model=model, depth=2))  # pylint: disable=cell-var-from-loop
+    diag = diagnostics.diagnose(model, params, batch, loss_fn, 2, step_losses)
+    assert {'embed', 'block_0'} <= set(diag['grad_norm'])
+    assert all(v > 0 for k, v in diag['grad_norm'].items() if k != 'halt_head')  # MLM trains no halting head.
+    assert len(diag['change']) == 2 and {k: len(v) for k, v in diag['change'][0].items()} == states
+    loss, _ = loss_fn(params, {k: jax.numpy.asarray(v) for k, v in batch.items()}, None)
+    assert np.mean(diag['loss_by_step']) == pytest.approx(float(loss), rel=1e-5)
+    if name == 'trm':  # The first latent update, by hand: ||z1 - z0|| / ||z0||.
+      cls = type(model)
+      inputs = model.apply({'params': params}, tokens, method=cls.encode)
+      carry = model.apply({'params': params}, inputs, method=cls.init_carry)
+      _, state = model.apply({'params': params}, carry, inputs, method=cls.step, mutable=['intermediates'])
+      z0, z1 = np.asarray(carry['z']), np.asarray(state['intermediates']['z'][0])
+      assert diag['change'][0]['z'][0] == pytest.approx(np.linalg.norm(z1 - z0) / np.linalg.norm(z0), rel=1e-4)
+    assert 'd' in diagnostics.summary_line(diag) and '|g| embed' in diagnostics.summary_line(diag)

@@ -133,6 +133,68 @@ def test_trm_only_last_cycle_is_differentiated():
   assert all(not np.any(g) for g in jax.tree.leaves(carry_grad))
 
 
+def test_trm_grad_cycles_backpropagates_through_the_last_k_cycles():
+  """grad_cycles=k differentiates the last k cycles: k = cycles is full backprop (the carry entering the step
+  gets gradients), k = 2 of 3 equals one constant cycle followed by two differentiated ones."""
+  model, variables, tokens_BxL = build(tiny_cfg('trm', cycles=3, inner_steps=1, grad_cycles=3))
+  cls = type(model)
+  one_cycle = get_model(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB, num_classes=CLASSES,
+                        seq_len=SEQ_LEN)
+  last_two = get_model(tiny_cfg('trm', cycles=3, inner_steps=1, grad_cycles=2), vocab_size=VOCAB,
+                       num_classes=CLASSES, seq_len=SEQ_LEN)
+  params = variables['params']
+  inputs = model.apply(variables, tokens_BxL, method=cls.encode)
+  carry = model.apply(variables, inputs, method=cls.init_carry)
+
+  def loss_of(p, stepper, chain=None):
+    v = {'params': p}
+    c = carry
+    if chain is None:
+      c = stepper.apply(v, c, inputs, method=cls.step)
+    else:
+      for constant in chain:
+        c = one_cycle.apply(v, c, inputs, method=cls.step)
+        c = jax.lax.stop_gradient(c) if constant else c
+    return jnp.mean(one_cycle.apply(v, c, method=cls.readout)['logits'] ** 2)
+
+  grad = lambda *a: fast_jit(jax.grad(lambda p: loss_of(p, *a)))(params)
+  assert relative_diff(grad(model), grad(None, [False, False, False])) < 1e-4
+  assert relative_diff(grad(last_two), grad(None, [True, False, False])) < 1e-4
+  assert relative_diff(grad(last_two), grad(model)) > 1e-2
+  step_loss = lambda c: jnp.mean(model.apply(variables, c, inputs, method=cls.step)['y'] ** 2)
+  assert any(np.any(g) for g in jax.tree.leaves(fast_jit(jax.grad(step_loss))(carry)))
+  with pytest.raises(models.ModelConfigError, match='grad_cycles=4 must be in'):
+    build(tiny_cfg('trm', cycles=3, grad_cycles=4))
+
+
+def test_trm_recursion_options_change_what_they_name():
+  """init_state='input' starts y at the input embedding and z at 0; inject='zy' adds x to the y update;
+  embed_scale=False leaves out the sqrt(D) factor; the sown intermediates are every application's output."""
+  base, variables, tokens_BxL = build(tiny_cfg('trm', inner_steps=2, cycles=2))
+  cls = type(base)
+  inputs = base.apply(variables, tokens_BxL, method=cls.encode)
+  from_input = get_model(tiny_cfg('trm', inner_steps=2, cycles=2, init_state='input'), vocab_size=VOCAB,
+                         num_classes=CLASSES, seq_len=SEQ_LEN)
+  carry = from_input.apply(variables, inputs, method=cls.init_carry)
+  np.testing.assert_array_equal(carry['y'], inputs['x'])
+  assert not np.any(carry['z'])
+  unscaled = get_model(tiny_cfg('trm', embed_scale=False), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  x_unscaled = unscaled.apply(variables, tokens_BxL, method=cls.encode)['x']
+  np.testing.assert_allclose(inputs['x'], x_unscaled * np.sqrt(32), rtol=1e-5)
+  carry = base.apply(variables, inputs, method=cls.init_carry)
+  out, state = base.apply(variables, carry, inputs, method=cls.step, mutable=['intermediates'])
+  sown = state['intermediates']
+  assert len(sown['z']) == 4 and len(sown['y']) == 2  # n x T latent updates, T answer updates.
+  np.testing.assert_array_equal(sown['y'][-1], out['y'])
+  np.testing.assert_array_equal(sown['z'][-1], out['z'])
+  inject_zy = get_model(tiny_cfg('trm', inner_steps=2, cycles=2, inject='zy'), vocab_size=VOCAB,
+                        num_classes=CLASSES, seq_len=SEQ_LEN)
+  out_zy = inject_zy.apply(variables, carry, inputs, method=cls.step)
+  assert relative_diff(out_zy['y'], out['y']) > 1e-3
+  with pytest.raises(models.ModelConfigError, match="model.inject='x' is not one of"):
+    build(tiny_cfg('trm', inject='x'))
+
+
 @pytest.mark.parametrize('name', NAMES)
 def test_bfloat16_compute_float32_params(name):
   model, variables, tokens_BxL = build(tiny_cfg(name, dtype='bfloat16'))

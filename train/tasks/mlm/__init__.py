@@ -19,7 +19,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
 
 import models
@@ -35,6 +37,7 @@ from train import tables
 from train.errors import ConfigError, InputError
 from train.state import eval_params
 from train.sweep import format_value
+from train.tasks.mlm import diagnostics as diagnostics_lib
 from train.tasks.mlm import masked_lm
 from train.tasks.mlm import report
 from train.workdir import write_json
@@ -115,10 +118,12 @@ class MLMContext:
     return self._get(_key('eval', cfg.data, eval_bs, group, source), build)
 
   def evaluator(self, cfg: ml_collections.ConfigDict, model, batches) -> masked_lm.Evaluator:
-    """One per architecture and eval set (the model's lr and dropout do not change its eval program)."""
-    arch = {k: v for k, v in cfg.model.to_dict().items() if k not in ('lr', 'dropout')}
-    return self._get(_key('evaluator', arch, id(batches)),
-                     lambda: masked_lm.Evaluator(model, int(cfg.model.depth), batches, sharding.make_mesh()))
+    """One per architecture and eval set (lr, dropout and the training-only detach/deep_supervision do not change
+    the eval program)."""
+    arch = {k: v for k, v in cfg.model.to_dict().items() if k not in ('lr', 'dropout', 'detach', 'deep_supervision')}
+    return self._get(_key('evaluator', arch, int(cfg.eval.depth_multiplier), id(batches)),
+                     lambda: masked_lm.Evaluator(model, int(cfg.model.depth), batches, sharding.make_mesh(),
+                                                 int(cfg.model.depth) * int(cfg.eval.depth_multiplier)))
 
   def flops(self, cfg: ml_collections.ConfigDict, model) -> dict[str, float]:
     """Measured once per program: the lr and schedule are constants of the step, not FLOPs."""
@@ -134,6 +139,18 @@ class MLMContext:
         logging.warning('XLA reported no FLOPs on this backend; budgets use the analytic estimate')
       return flops
     return self._get(_key('flops', arch, train_fields, cfg.data), build)
+
+
+def _diagnostics_fn(cfg: ml_collections.ConfigDict, model, objective: loop.Objective):
+  """params -> diagnostics (train/tasks/mlm/diagnostics.py) on the run's first train batch."""
+  batch = objective.train_batch(0, int(cfg.train.batch_size), 0, 1)
+  depth = int(cfg.model.depth)
+
+  def step_losses(params, arrays):
+    sums = masked_lm.eval_sums(params, arrays, model=model, depth=depth)
+    return sums['ce'] / jnp.maximum(sums['count'], 1.0)
+
+  return lambda params: diagnostics_lib.diagnose(model, params, batch, objective.loss_fn, depth, step_losses)
 
 
 @registry.register('mlm')
@@ -183,7 +200,13 @@ class MLMTask:
           f'warmup {cfg.train.warmup_steps}, lr {cfg.train.lr:g}', flush=True)
     write_json(run_dir / 'config.json', cfg.to_dict())
     evaluator = context.evaluator(cfg, model, context.eval_batches(cfg))
-    result = loop.train(cfg, run_dir, model, masked_lm.make_objective(cfg, model, data),
+    objective = masked_lm.make_objective(cfg, model, data)
+    diagnose = _diagnostics_fn(cfg, model, objective) if bool(cfg.eval.diagnostics) else None
+    diagnostics = {}
+    if diagnose is not None:
+      diagnostics['init'] = diagnose(loop.init_state(model, objective, cfg, optax.sgd(0.0),
+                                                     sharding.make_mesh()).params)
+    result = loop.train(cfg, run_dir, model, objective,
                         [loop.Evaluator('eval', lambda params, step: evaluator(params), int(cfg.train.eval_every))],
                         label=cfg.model.name)
     steps = int(cfg.train.steps)
@@ -191,6 +214,10 @@ class MLMTask:
     # Resumed after the last step, the loop did not evaluate: score the restored state.
     scores = last[1] if last is not None and last[0] == steps else evaluator(eval_params(result.state))
     result.checkpoints.close()
+    if diagnose is not None:
+      diagnostics['final'] = diagnose(eval_params(result.state))
+      for when, diag in diagnostics.items():
+        print(f'  diagnostics at {when}: {diagnostics_lib.summary_line(diag)}', flush=True)
     record = dict(
         model=str(cfg.model.name), flops=float(cfg.flops_budget) or steps * flops_per_step,
         flops_trained=steps * flops_per_step, seed=int(cfg.seed), steps=steps,
@@ -198,7 +225,9 @@ class MLMTask:
         seq_len=int(cfg.data.seq_len), tokens_seen=steps * int(cfg.train.batch_size) * int(cfg.data.seq_len),
         lr=float(cfg.train.lr), depth=int(cfg.model.depth), params=int(flops['params']),
         flops_per_step_xla=float(flops['xla']), flops_per_step_analytic=float(flops['analytic']),
-        train_seconds=float(result.train_seconds), **scores)
+        train_seconds=float(result.train_seconds), architecture=str(cfg.model.name), **scores)
+    if diagnostics:
+      record['diagnostics'] = diagnostics
     print(f'  {report.overall_line(record)}', flush=True)
     return record
 

@@ -33,7 +33,8 @@ from train import sharding
 from train.errors import ConfigError, InputError
 
 Batch = dict[str, np.ndarray]
-MODEL_TASK_KEYS = ('depth', 'lr')  # Model-section fields this task reads itself (not architecture).
+# Model-section fields this task reads itself (not architecture).
+MODEL_TASK_KEYS = ('depth', 'lr', 'deep_supervision', 'detach')
 
 
 def auto_max_predictions(seq_len: int, mask_prob: float, group: int = 1) -> int:
@@ -111,7 +112,7 @@ def mlm_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model:
   return loss, metrics
 
 
-def _eval_sums(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
+def eval_sums(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
                depth: int) -> dict[str, jax.Array]:
   """Sums over one eval batch at every depth: CE, correct predictions, predicted positions."""
   _, out = unroll(model, {'params': params}, batch['tokens'], depth, positions_GxM=batch['positions'])
@@ -147,15 +148,18 @@ def unigram_baseline(batches: list[Batch]) -> dict[str, float]:
 
 
 class Evaluator:
-  """Masked accuracy, MLM loss and perplexity of params on a fixed eval set, at every depth."""
+  """Masked accuracy, MLM loss and perplexity of params on a fixed eval set at the trained depth, and the
+  loss and accuracy after every step up to `eval_depth` (>= depth: depth at test time)."""
 
-  def __init__(self, model: nn.Module, depth: int, batches: list[Batch], mesh: jax.sharding.Mesh):
+  def __init__(self, model: nn.Module, depth: int, batches: list[Batch], mesh: jax.sharding.Mesh,
+               eval_depth: int = 0):
     if not batches:
       raise InputError('the MLM eval set is empty')
     self.depth = depth
+    self.eval_depth = max(depth, eval_depth)
     self.mesh = mesh
     self.batches = batches
-    self._fn = jax.jit(functools.partial(_eval_sums, model=model, depth=depth),
+    self._fn = jax.jit(functools.partial(eval_sums, model=model, depth=self.eval_depth),
                        out_shardings=sharding.replicated(mesh))
 
   def __call__(self, params: Any) -> dict[str, Any]:
@@ -168,8 +172,9 @@ class Evaluator:
     count = max(float(totals['count']), 1.0)
     loss_D = totals['ce'] / count
     acc_D = totals['correct'] / count
-    return dict(mlm_loss=float(loss_D[-1]), masked_accuracy=float(acc_D[-1]),
-                perplexity=float(math.exp(min(loss_D[-1], 700.0))), eval_tokens=int(count),
+    trained = self.depth - 1
+    return dict(mlm_loss=float(loss_D[trained]), masked_accuracy=float(acc_D[trained]),
+                perplexity=float(math.exp(min(loss_D[trained], 700.0))), eval_tokens=int(count),
                 loss_by_depth=loss_D.tolist(), accuracy_by_depth=acc_D.tolist())
 
 
@@ -179,8 +184,8 @@ def make_objective(config: ml_collections.ConfigDict, model: nn.Module, data: ml
   group = readout_group(config, int(config.train.batch_size))
   slots = max_predictions(config, group)
   loss_fn = functools.partial(mlm_loss, model=model, depth=int(config.model.depth),
-                              deep_supervision=bool(config.train.deep_supervision),
-                              detach=bool(config.train.detach), scan_unroll=scan_unroll)
+                              deep_supervision=bool(config.model.deep_supervision),
+                              detach=bool(config.model.detach), scan_unroll=scan_unroll)
 
   def train_batch(step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
     batch = mlm_batches.train_batch(data.train_tokens_NxL, config.data, step, batch_size, data.vocab_size,
@@ -217,5 +222,5 @@ def analytic_train_flops(config: ml_collections.ConfigDict, vocab_size: int) -> 
   estimate = flops_lib.estimate(ArchConfig.from_config(config.model, allowed_extra=MODEL_TASK_KEYS), vocab_size=vocab_size, num_classes=vocab_size,
                                 seq_len=int(config.data.seq_len),
                                 readout_positions=max_predictions(config, group) / group)
-  per_example = estimate.train(int(config.model.depth), bool(config.train.deep_supervision))
+  per_example = estimate.train(int(config.model.depth), bool(config.model.deep_supervision))
   return float(per_example) * int(config.train.batch_size)

@@ -1,4 +1,5 @@
-"""MLM tables and figures over the finished runs: results.json, results.md, accuracy_vs_compute.png."""
+"""MLM tables and figures over the finished runs: results.json, results.md, accuracy_vs_compute.png,
+depth_vs_loss.png."""
 import pathlib
 from typing import Any
 
@@ -13,6 +14,7 @@ from train.sweep import format_value
 from train.workdir import write_json
 
 PLOT_FILE = 'accuracy_vs_compute.png'
+DEPTH_PLOT_FILE = 'depth_vs_loss.png'
 
 
 def model_label(record: dict[str, Any]) -> str:
@@ -85,6 +87,115 @@ def results_markdown(records: list[dict[str, Any]], description: str, baseline: 
                                   'train s'), per_run))
 
 
+def _is_recursive(record: dict[str, Any]) -> bool:
+  return record.get('architecture', record['model']) == 'trm' or int(record.get('depth', 1)) > 1
+
+
+def depth_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Per recursive model and budget: masked accuracy and loss after each step at eval (1 .. the evaluated depth,
+  e.g. 4x the trained one), mean and std over seeds."""
+  groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+  for r in records:
+    if _is_recursive(r) and r.get('loss_by_depth'):
+      groups.setdefault((model_label(r), r['flops']), []).append(r)
+  rows = []
+  for (model, budget), runs in sorted(groups.items()):
+    steps = min(len(r['loss_by_depth']) for r in runs)
+    loss_SxD = np.array([r['loss_by_depth'][:steps] for r in runs])
+    acc_SxD = np.array([r['accuracy_by_depth'][:steps] for r in runs])
+    std = lambda a: a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])  # pylint: disable=unnecessary-lambda-assignment
+    rows.append(dict(model=model, flops=budget, seeds=len(runs), trained_depth=int(runs[0]['depth']),
+                     loss=loss_SxD.mean(0).tolist(), loss_std=std(loss_SxD).tolist(),
+                     accuracy=acc_SxD.mean(0).tolist(), accuracy_std=std(acc_SxD).tolist()))
+  return rows
+
+
+def depth_markdown(rows: list[dict[str, Any]]) -> str:
+  """One table per recursive model: a row per budget, a column per eval depth (fractions of the trained depth D
+  up to 4D), each cell masked accuracy / MLM loss."""
+  parts = []
+  for model in sorted({r['model'] for r in rows}):
+    mine = [r for r in rows if r['model'] == model]
+    trained, evaluated = mine[0]['trained_depth'], min(len(r['loss']) for r in mine)
+    columns = sorted({1, max(trained // 2, 1), trained, 2 * trained, 3 * trained, evaluated} & set(range(1, evaluated + 1)))
+    header = ['FLOPs budget', 'seeds'] + [f'{d} step{"s" * (d > 1)}' + (' (trained)' if d == trained else '')
+                                          for d in columns]
+    body = [[f'{r["flops"]:.3g}', r['seeds']] + [f'{r["accuracy"][d - 1]:.4f} / {r["loss"][d - 1]:.4f}'
+                                                 for d in columns] for r in mine]
+    parts.append(f'### {model} (trained depth {trained})\n\n' + tables.markdown_table(header, body))
+  return ('\n## Depth at test time\n\nMasked accuracy / MLM loss after each recurrent step at eval (TRM: a '
+          'supervision step of T cycles; looped BERT: one application of its block), from 1 to the evaluated '
+          'depth (eval.depth_multiplier x the trained one); mean over seeds. '
+          f'All steps are in results.json (loss_by_depth, accuracy_by_depth) and {DEPTH_PLOT_FILE}.\n\n'
+          + '\n'.join(parts)) if parts else ''
+
+
+def plot_depth(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path | None:
+  """Masked accuracy and MLM loss against the steps applied at eval, one line per recursive model at its largest
+  budget (mean ± std over seeds), a dashed mark at the trained depth."""
+  if not rows:
+    return None
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  largest = {}
+  for r in rows:
+    if r['model'] not in largest or r['flops'] > largest[r['model']]['flops']:
+      largest[r['model']] = r
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for ax, key, label in ((axes[0], 'accuracy', 'masked-token accuracy'), (axes[1], 'loss', 'MLM loss')):
+    for i, (model, r) in enumerate(sorted(largest.items())):
+      steps = np.arange(1, len(r[key]) + 1)
+      ax.errorbar(steps, r[key], yerr=r[f'{key}_std'], marker='o', markersize=3, capsize=2, color=f'C{i}',
+                  label=f'{model} ({format_value(r["flops"])} FLOPs, {r["seeds"]} seed{"s" * (r["seeds"] > 1)})')
+      ax.axvline(r['trained_depth'], color=f'C{i}', linestyle='--', linewidth=1, alpha=0.6)
+    ax.set_xscale('log', base=2)
+    ax.set_xlabel('recurrent steps at eval (dashed: trained depth)')
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=8)
+  fig.suptitle('MLM: depth at test time (each recursive model at its largest budget)', fontsize=10)
+  fig.tight_layout()
+  return plots.save(fig, path)
+
+
+def diagnostics_markdown(records: list[dict[str, Any]]) -> str:
+  """diagnostics.md: per setting, mean over seeds of the scores and of what shows the mechanism (eval.diagnostics):
+  gradient norms reaching the embeddings, the first block and the head, at init and after training; the mean
+  relative change of each state per application in the last supervision step; the loss after each step."""
+  groups: dict[str, list[dict[str, Any]]] = {}
+  for r in records:
+    if 'diagnostics' in r:
+      groups.setdefault(model_label(r), []).append(r)
+  if not groups:
+    return ''
+  mean = lambda values: float(np.mean(values))  # pylint: disable=unnecessary-lambda-assignment
+
+  def grad(runs, when, group):
+    return mean([r['diagnostics'][when]['grad_norm'].get(group, np.nan) for r in runs])
+
+  def change(runs, when):
+    names = sorted(runs[0]['diagnostics'][when]['change'][-1])
+    return ', '.join(f'{n} {mean([np.nanmean(r["diagnostics"][when]["change"][-1][n]) for r in runs]):.2g}'
+                     for n in names)
+
+  rows = []
+  for label, runs in sorted(groups.items(), key=lambda kv: mean([r['mlm_loss'] for r in kv[1]])):
+    by_step = np.mean([r['diagnostics']['final']['loss_by_step'] for r in runs], axis=0)
+    rows.append([label, len(runs), mean([r['steps'] for r in runs]),
+                 f'{mean([r["masked_accuracy"] for r in runs]):.4f}', f'{mean([r["mlm_loss"] for r in runs]):.4f}',
+                 f'{grad(runs, "init", "embed"):.2g} -> {grad(runs, "final", "embed"):.2g}',
+                 f'{grad(runs, "init", "block_0"):.2g} -> {grad(runs, "final", "block_0"):.2g}',
+                 f'{grad(runs, "final", "head"):.2g}', change(runs, 'init'), change(runs, 'final'),
+                 ' / '.join(f'{x:.3f}' for x in by_step)])
+  header = ('setting', 'seeds', 'steps', 'masked acc', 'MLM loss', '|grad| embed (init -> end)',
+            '|grad| block_0 (init -> end)', '|grad| head (end)', 'change per application, init',
+            'change per application, end', 'train-batch loss by supervision step (end)')
+  return ('# Diagnostics (mean over seeds)\n\nOn the run\'s first training batch, at initialisation and after training: '
+          'the norm of the loss gradient per parameter group; ||new - old|| / ||old|| of each state per application '
+          'of the network in the last supervision step (TRM: z per latent update, y per cycle; other models: the '
+          'carry per step), averaged over the applications; the loss after each supervision step.\n\n'
+          + tables.markdown_table(header, rows))
+
+
 def plot_accuracy_vs_compute(records: list[dict[str, Any]], path: pathlib.Path, title: str,
                              baseline: dict[str, float]) -> pathlib.Path:
   """Two panels against training FLOPs (log x): masked accuracy and MLM loss, mean ± std over seeds,
@@ -123,7 +234,15 @@ def write_outputs(workdir: pathlib.Path, records: list[dict[str, Any]], descript
   """results{suffix}.json / .md and accuracy_vs_compute{suffix}.png in workdir (process 0)."""
   if jax.process_index() != 0 or not records:
     return
+  # A run's `model` is its section of config.models (looped_bert), its `architecture` the registry name (bert).
+  records = [dict(r, model=r.get('point', {}).get('model', r['model'])) for r in records]
   write_json(workdir / f'results{suffix}.json', records)
-  tables.write_atomically(workdir / f'results{suffix}.md', results_markdown(records, description, baseline))
+  depth_rows = depth_summary(records)
+  tables.write_atomically(workdir / f'results{suffix}.md',
+                          results_markdown(records, description, baseline) + depth_markdown(depth_rows))
+  plot_depth(depth_rows, workdir / f'{pathlib.Path(DEPTH_PLOT_FILE).stem}{suffix}.png')
+  diagnostics = diagnostics_markdown(records)
+  if diagnostics:
+    tables.write_atomically(workdir / f'diagnostics{suffix}.md', diagnostics)
   plot_accuracy_vs_compute(records, workdir / f'{pathlib.Path(PLOT_FILE).stem}{suffix}.png',
                            'MLM: accuracy and loss vs training compute (mean ± std over seeds)', baseline)
