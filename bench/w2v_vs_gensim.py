@@ -48,13 +48,17 @@ def machine_line() -> str:
   return f'machine: {model}, {os.cpu_count()} cores, {isa} (NumPy {np.__version__} dispatches {numpy_isa})'
 
 
-def _quality(emb: w2v_numpy.Embeddings, wordsim: pathlib.Path) -> dict:
+PAIR_FILES = ('wordsim353.tsv', 'simlex999.txt', 'EN-MEN-TR-3k.txt')
+
+
+def _quality(emb: w2v_numpy.Embeddings, wordsim: pathlib.Path, rare_pairs: list) -> dict:
   return {
       'analogy': w2v_numpy.analogy_accuracy(emb, wordsim / 'questions-words.txt',
                                             restrict_vocab=30000)['accuracy'],
       'WS353': w2v_numpy.word_pairs_spearman(emb, wordsim / 'wordsim353.tsv')['spearman'],
       'SimLex': w2v_numpy.word_pairs_spearman(emb, wordsim / 'simlex999.txt')['spearman'],
       'MEN': w2v_numpy.word_pairs_spearman(emb, wordsim / 'EN-MEN-TR-3k.txt')['spearman'],
+      'rare': w2v_numpy.pairs_spearman(emb, rare_pairs)['spearman'],
   }
 
 
@@ -95,18 +99,25 @@ def main(argv=None) -> None:
   p.add_argument('--batch', type=int, default=w2v_numpy.TrainConfig.batch)
   p.add_argument('--workers', type=int, default=2, help='Hogwild processes for the 2nd row')
   p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--rare-below', type=int, default=50,
+                 help="the 'rare' column: WordSim/SimLex/MEN pairs whose two words both occur "
+                      'fewer than this many times in the corpus (and at least min_count)')
   args = p.parse_args(argv)
   wordsim = pathlib.Path(args.wordsim_dir)
 
   from gensim.models.word2vec import LineSentence  # pylint: disable=g-import-not-at-top
   corpus = w2v_numpy.read_corpus(args.corpus, min_count=args.min_count)
   sentences = list(LineSentence(args.corpus))   # same tokenization, 10000-word cap
+  counts = {w.lower(): int(c) for w, c in zip(corpus.words, corpus.counts)}
+  rare_pairs = w2v_numpy.rare_word_pairs([wordsim / f for f in PAIR_FILES], counts,
+                                         args.rare_below)
   print(machine_line(), flush=True)
   print(f'corpus {args.corpus}: {corpus.raw_token_count:,} words, vocabulary '
         f'{corpus.vocab_size:,}; dim {args.dim}, window {args.window}, negative '
         f'{args.negative}, sample {args.sample}, min_count {args.min_count}, epochs '
         f'{args.epochs}, batch {args.batch}; {args.repeats} runs each (seeds 0..'
-        f'{args.repeats - 1})', flush=True)
+        f'{args.repeats - 1}); rare: {len(rare_pairs)} pairs of words seen {args.min_count}-'
+        f'{args.rare_below - 1} times', flush=True)
 
   rows = {'w2v_numpy, 1 worker': lambda s: _run_ours(corpus, args, 1, s)}
   if args.workers > 1:
@@ -120,10 +131,10 @@ def main(argv=None) -> None:
     for name, run in rows.items():
       wps, emb = run(seed)
       speed[name].append(wps)
-      quality[name].append(_quality(emb, wordsim))
+      quality[name].append(_quality(emb, wordsim, rare_pairs))
       print(f'  {name} seed {seed}: {wps / 1e3:.0f}K words/s', file=sys.stderr, flush=True)
 
-  keys = ['analogy', 'WS353', 'SimLex', 'MEN']
+  keys = ['analogy', 'WS353', 'SimLex', 'MEN', 'rare']
   base = speed['gensim 4, 1 worker']
   mean_q = {n: {k: float(np.mean([q[k] for q in quality[n]])) for k in keys} for n in rows}
   print('\n| run | words/s best | words/s median | × gensim 1 worker (median of paired runs) | '
@@ -134,6 +145,9 @@ def main(argv=None) -> None:
     print(f'| {name} | {max(speed[name]) / 1e3:.0f}K | {np.median(speed[name]) / 1e3:.0f}K | '
           f'{paired:.2f} | ' + ' | '.join(f'{mean_q[name][k]:.4f}' for k in keys) + ' |')
   print(f'\n{machine_line()}')
+  print('\nper-seed spread (std over seeds): ' + '; '.join(
+      f"{name}: " + ', '.join(f"{k} {np.std([q[k] for q in quality[name]]):.4f}" for k in keys)
+      for name in rows))
   ref = mean_q['gensim 4, 1 worker']
   for name in rows:
     if name.startswith('w2v_numpy'):

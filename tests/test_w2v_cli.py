@@ -136,3 +136,14 @@ def test_download_text8_from_a_local_url(tmp_path, monkeypatch):
   assert cli.main(['download', 'text8', '--dir', str(tmp_path / 'd3'),
                    '--url', archive.as_uri()]) == 0
   assert (tmp_path / 'd3' / 'text8').is_file()
+
+
+@pytest.mark.parametrize('background', [True, False])
+def test_loss_plotter_writes_the_png_or_names_the_failure(tmp_path, background):
+  from w2v_numpy import plots  # pylint: disable=g-import-not-at-top
+  history = [(0.5, 3.0), (1.0, 2.5)]
+  plots.LossPlotter(background).plot(history, tmp_path / 'loss.png')
+  assert (tmp_path / 'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  with pytest.raises(ValueError, match='no_such_dir'):
+    plots.LossPlotter(background).plot(history, tmp_path / 'no_such_dir' / 'loss.png')
+  plots.LossPlotter(background).close()   # a plotter never used stops at once

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from w2v_numpy import corpus as corpus_lib
+from w2v_numpy import sampling
 from w2v_numpy import sgns
 from w2v_numpy import trainer
 
@@ -44,30 +45,41 @@ def test_pair_grads_match_finite_differences():
   np.testing.assert_allclose(d_u_neg, _finite_diff(loss, u_neg), atol=1e-7)
 
 
-def test_batch_grads_match_finite_differences_with_masks():
+@pytest.mark.parametrize('chunk', [1, 2, 3])
+def test_banded_grads_match_finite_differences_with_masks(chunk):
   rng = np.random.default_rng(1)
-  n, c, k, d = 3, 5, 2, 4
-  v = rng.normal(size=(n, c, d))
+  n, c, k, d = 6, 5, 2, 4
+  v = rng.normal(size=(n // chunk, chunk + c - 1, d))   # group g's rows; center g*M+i: rows i..i+c-1
   u = rng.normal(size=(n, k + 1, d))
   pair_mask = rng.random((n, c)) < 0.6
   pair_mask[0, 0] = True
   neg_mask = np.ones((n, k + 1), bool)
   neg_mask[1, 2] = False
+  band = sgns.band_pair_mask(pair_mask, chunk)
   scale = 0.7
-  loss, pairs, d_v, d_u = sgns.batch_loss_and_grads(v, u, pair_mask, neg_mask, scale=scale)
-  f = lambda: scale * sgns.batch_loss_and_grads(v, u, pair_mask, neg_mask)[0]
+  loss, pairs, d_v, d_u = sgns.banded_loss_and_grads(v, u, band, neg_mask, scale=scale)
+  f = lambda: scale * sgns.banded_loss_and_grads(v, u, band, neg_mask)[0]
   np.testing.assert_allclose(d_v, _finite_diff(f, v), atol=1e-7)
   np.testing.assert_allclose(d_u, _finite_diff(f, u), atol=1e-7)
   assert pairs == pair_mask.sum()
-  # The batched loss is the sum of per-pair losses (skipped negatives removed).
+  # The banded loss is the sum of per-pair losses (skipped negatives removed).
   expected = 0.0
   for i, j in zip(*np.nonzero(pair_mask)):
     keep = [q for q in range(1, k + 1) if neg_mask[i, q]]
-    expected += sgns.pair_loss(v[i, j], u[i, 0], u[i, keep])
+    expected += sgns.pair_loss(v[i // chunk, i % chunk + j], u[i, 0], u[i, keep])
   assert loss == pytest.approx(expected, rel=1e-12)
 
 
-def test_one_minibatch_step_equals_explicit_pair_updates():
+def test_band_pair_mask_places_each_pair_on_its_row():
+  pair_mask = np.random.default_rng(0).random((8, 5)) < 0.5
+  band = sgns.band_pair_mask(pair_mask, 4)
+  assert band.shape == (2, 8, 4) and band.sum() == pair_mask.sum()
+  for n, c in zip(*np.nonzero(pair_mask)):
+    assert band[n // 4, n % 4 + c, n % 4]
+
+
+@pytest.mark.parametrize('centers', [4, 5, 3])   # 5, 3: not a multiple of trainer.CHUNK
+def test_one_minibatch_step_equals_explicit_pair_updates(centers):
   """trainer.step applies exactly -lr * (sum of pair gradients) to every row it touches."""
   rng = np.random.default_rng(2)
   vocab, dim, w = 7, 5, 2
@@ -81,16 +93,23 @@ def test_one_minibatch_step_equals_explicit_pair_updates():
       return np.arange(np.prod(shape)).reshape(shape) % vocab
 
   step = trainer._BatchTrainer(params, vocab, cfg, FixedNegatives())
-  ctx = np.array([0, 1, 2, 3, 4, 5, 6, 2], dtype=np.int32)     # 4 centers + 2 pad each side
-  sid = np.array([0, 0, 0, 0, 0, 1, 1, 1], dtype=np.int32)
+  ctx = np.array([0, 1, 2, 3, 4, 5, 6, 2, 5], dtype=np.int32)[:centers + 2 * w]  # 2 pad each side
+  sid = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int32)[:centers + 2 * w]
+  # Groups of CHUNK consecutive centers with their W neighbours, the last one padded.
+  groups = -(-centers // trainer.CHUNK)
+  rows = trainer.CHUNK + 2 * w
+  padded = groups * trainer.CHUNK + 2 * w
+  ids_p = np.concatenate([ctx, np.zeros(padded - len(ctx), np.int32)])
+  sid_p = np.concatenate([sid, np.full(padded - len(sid), -5, np.int32)])
+  starts = trainer.CHUNK * np.arange(groups)[:, None] + np.arange(rows)
   lr = np.float32(0.05)
-  step.step(ctx, sid, lr, np.random.default_rng(3))
+  step.step(ids_p[starts], sid_p[starts], centers, lr, np.random.default_rng(3))
   # Replay the same random reduced windows and do every pair by hand in float64.
-  reduced = np.random.default_rng(3).integers(1, w + 1, size=4, dtype=np.int8)
+  reduced = np.random.default_rng(3).integers(1, w + 1, size=centers, dtype=np.int8)
   syn0, syn1 = before[:vocab, :dim].astype(float), before[vocab:, :dim].astype(float)
   grad0, grad1 = np.zeros_like(syn0), np.zeros_like(syn1)
-  negs = FixedNegatives().draw(None, (4, 2))
-  for n in range(4):
+  negs = FixedNegatives().draw(None, (centers, 2))
+  for n in range(centers):
     pos = n + w
     for p in range(pos - reduced[n], pos + reduced[n] + 1):
       if p == pos or sid[p] != sid[pos]:
@@ -104,6 +123,41 @@ def test_one_minibatch_step_equals_explicit_pair_updates():
   np.testing.assert_allclose(params[:vocab, :dim], syn0 - lr * grad0, atol=1e-6)
   np.testing.assert_allclose(params[vocab:, :dim], syn1 - lr * grad1, atol=1e-6)
   assert np.all(params[:, dim:] == 0)   # padding column of odd dim stays zero
+
+
+def test_lanes_cut_the_stream_into_equal_parts_with_their_neighbours():
+  ids = np.arange(1, 23, dtype=np.int32)
+  ids_LxS, sid_LxS, length = trainer.lanes(ids, np.zeros(22, np.int32), count=3, window=2)
+  assert length % trainer.CHUNK == 0 and 3 * length >= 22
+  for lane in range(3):
+    for j in range(length + 4):   # stream position lane * length + j - 2
+      pos = lane * length + j - 2
+      inside = 0 <= pos < 22
+      assert ids_LxS[lane, j] == (ids[pos] if inside else 0)
+      assert (sid_LxS[lane, j] == 0) == inside
+
+
+def test_every_kept_position_is_trained_once_per_epoch():
+  """The lanes cover the subsampled stream exactly: one center per position, none twice."""
+  corpus = corpus_lib.corpus_from_sentences([['a', 'b', 'c'] * 7, ['b', 'c'] * 9], min_count=1)
+  cfg = trainer.TrainConfig(dim=4, window=2, epochs=1, batch=8, sample=0)
+  seen = []
+
+  class Recorder(trainer._BatchTrainer):
+    def step(self, ids_GxR, sid_GxR, n_valid, lr, rng):
+      centers = ids_GxR[:, 2:2 + trainer.CHUNK].reshape(-1)[:n_valid]
+      seen.append(centers.copy())
+      return 0.0, 0
+
+  rng = np.random.default_rng(0)
+  params = trainer.init_params(corpus.vocab_size, 4, rng)
+  sampler = sampling.AliasSampler(np.ones(corpus.vocab_size) / corpus.vocab_size)
+  rec = Recorder(params, corpus.vocab_size, cfg, sampler)
+  trainer._run_epochs(rec, corpus.tokens, corpus.sentence_ids(), np.ones(corpus.vocab_size),
+                      cfg, rng, (0, len(corpus.tokens)), lambda *a: None)
+  trained = np.concatenate(seen)
+  assert len(trained) == len(corpus.tokens)
+  assert np.array_equal(np.sort(trained), np.sort(corpus.tokens))
 
 
 def test_loss_decreases_over_an_epoch_on_real_text(shared_data):

@@ -98,20 +98,28 @@ def _train(args) -> int:
   if not args.alpha > 0:
     raise ValueError('--alpha must be > 0')
   _check_out_dir(args.out)  # Before training: vectors must not be lost to an unwritable --out.
-  log = None if args.quiet else sys.stdout
-  start = time.perf_counter()
-  corpus = corpus_lib.read_corpus(args.corpus, min_count=args.min_count,
-                                  max_vocab=args.max_vocab,
-                                  max_sentence_length=args.max_sentence_length)
-  if log:
-    print(f'{args.corpus}: {corpus.raw_token_count:,} words, vocabulary {corpus.vocab_size:,} '
-          f'(min_count {args.min_count}), {len(corpus.tokens):,} in-vocabulary tokens, '
-          f'read in {time.perf_counter() - start:.1f}s', file=log, flush=True)
-  config = trainer.TrainConfig(
-      dim=args.dim, window=args.window, negative=args.negative, sample=args.sample,
-      epochs=args.epochs, alpha=args.alpha, min_alpha=args.min_alpha, batch=args.batch,
-      seed=args.seed, workers=args.workers)
-  result = trainer.train(corpus, config, log=log)
+  from w2v_numpy import plots  # pylint: disable=g-import-not-at-top
+  # matplotlib is imported on a spare core while the corpus is read and training runs (not when
+  # the Hogwild workers take every core).
+  plotter = plots.LossPlotter(background=args.workers < (os.cpu_count() or 1))
+  try:
+    log = None if args.quiet else sys.stdout
+    start = time.perf_counter()
+    corpus = corpus_lib.read_corpus(args.corpus, min_count=args.min_count,
+                                    max_vocab=args.max_vocab,
+                                    max_sentence_length=args.max_sentence_length)
+    if log:
+      print(f'{args.corpus}: {corpus.raw_token_count:,} words, vocabulary {corpus.vocab_size:,} '
+            f'(min_count {args.min_count}), {len(corpus.tokens):,} in-vocabulary tokens, '
+            f'read in {time.perf_counter() - start:.1f}s', file=log, flush=True)
+    config = trainer.TrainConfig(
+        dim=args.dim, window=args.window, negative=args.negative, sample=args.sample,
+        epochs=args.epochs, alpha=args.alpha, min_alpha=args.min_alpha, batch=args.batch,
+        seed=args.seed, workers=args.workers)
+    result = trainer.train(corpus, config, log=log)
+  except BaseException:
+    plotter.close()
+    raise
   os.makedirs(args.out, exist_ok=True)
   emb = evaluate.Embeddings(result.words, result.vectors)
   formats.save_text(emb, os.path.join(args.out, 'vectors.txt'))
@@ -121,9 +129,10 @@ def _train(args) -> int:
   with open(os.path.join(args.out, 'loss.tsv'), 'w', encoding='utf-8') as f:
     f.write('epoch\tloss\n')
     f.writelines(f'{e:.4f}\t{l:.6f}\n' for e, l in result.loss_history)
-  from w2v_numpy import plots  # pylint: disable=g-import-not-at-top
   if result.loss_history:
-    plots.plot_loss(result.loss_history, os.path.join(args.out, 'loss.png'))
+    plotter.plot(result.loss_history, os.path.join(args.out, 'loss.png'))
+  else:
+    plotter.close()
   if log:
     print(f'trained {config.epochs} epochs in {result.seconds:.1f}s '
           f'({result.words_per_second / 1e3:.1f}K words/s); wrote {args.out}/vectors.txt, '

@@ -150,17 +150,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
   return float((rx * ry).sum() / denom) if denom > 0 else float('nan')
 
 
-def word_pairs_spearman(emb: Embeddings, path: str | os.PathLike) -> dict:
-  """Spearman correlation of cosine vs human score on `w1 w2 score` lines (tab or space).
-
-  Lines starting with '#' are comments; pairs with an unknown word are skipped (as gensim's
-  evaluate_word_pairs; words compared case-insensitively). Returns {'spearman', 'pairs',
-  'skipped'}.
-  """
-  lower_index = {}
-  for i, w in enumerate(emb.words):
-    lower_index.setdefault(w.lower(), i)
-  sims, gold, skipped = [], [], 0
+def read_word_pairs(path: str | os.PathLike) -> list[tuple[str, str, float]]:
+  """(w1, w2, score) of every `w1 w2 score` line (tab or space; '#' lines are comments), words
+  lower-cased; a malformed line raises EvalFileError naming the file and line."""
+  pairs = []
   for line_no, line in _lines(path):
     line = line.strip()
     if not line or line.startswith('#'):
@@ -173,7 +166,20 @@ def word_pairs_spearman(emb: Embeddings, path: str | os.PathLike) -> dict:
     except ValueError:
       raise EvalFileError(
           f'{os.fspath(path)}:{line_no}: score {parts[2]!r} is not a number') from None
-    a, b = lower_index.get(parts[0].strip().lower()), lower_index.get(parts[1].strip().lower())
+    pairs.append((parts[0].strip().lower(), parts[1].strip().lower(), score))
+  return pairs
+
+
+def pairs_spearman(emb: Embeddings, pairs: list[tuple[str, str, float]]) -> dict:
+  """Spearman correlation of cosine vs human score over `pairs`; pairs with a word the vectors
+  lack are skipped (as gensim's evaluate_word_pairs; case-insensitive). Returns {'spearman',
+  'pairs', 'skipped'}."""
+  lower_index = {}
+  for i, w in enumerate(emb.words):
+    lower_index.setdefault(w.lower(), i)
+  sims, gold, skipped = [], [], 0
+  for w1, w2, score in pairs:
+    a, b = lower_index.get(w1), lower_index.get(w2)
     if a is None or b is None:
       skipped += 1
       continue
@@ -181,3 +187,27 @@ def word_pairs_spearman(emb: Embeddings, path: str | os.PathLike) -> dict:
     gold.append(score)
   rho = spearman(np.array(sims), np.array(gold)) if len(sims) >= 2 else float('nan')
   return {'spearman': rho, 'pairs': len(sims), 'skipped': skipped}
+
+
+def word_pairs_spearman(emb: Embeddings, path: str | os.PathLike) -> dict:
+  """Spearman correlation of cosine vs human score on a `w1 w2 score` file (`read_word_pairs`,
+  `pairs_spearman`). Returns {'spearman', 'pairs', 'skipped'}."""
+  return pairs_spearman(emb, read_word_pairs(path))
+
+
+def rare_word_pairs(paths: list[str | os.PathLike], counts: dict[str, int], below: int,
+                    ) -> list[tuple[str, str, float]]:
+  """The pairs of several `w1 w2 score` files whose two words both occur, but fewer than
+  `below` times, in a corpus (`counts`: word -> corpus count, lower-cased), pooled into one
+  rare-word set in the spirit of Stanford RW.
+
+  Files score on different scales (WordSim 0-10, MEN 0-50), so each pair's score becomes its
+  percentile rank inside its own file before pooling; Spearman within a file is unchanged.
+  """
+  pooled = []
+  for path in paths:
+    pairs = read_word_pairs(path)
+    ranks = _average_ranks(np.array([score for _, _, score in pairs])) / max(len(pairs), 1)
+    pooled += [(w1, w2, float(rank)) for (w1, w2, _), rank in zip(pairs, ranks)
+               if 0 < counts.get(w1, 0) < below and 0 < counts.get(w2, 0) < below]
+  return pooled

@@ -2,6 +2,7 @@
 
 matplotlib is imported lazily here only, so training never loads it.
 """
+import multiprocessing
 import os
 from typing import Sequence
 
@@ -62,3 +63,60 @@ def plot_words(emb: Embeddings, words: Sequence[str], path: str | os.PathLike,
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return missing
+
+
+def _plot_loss_when_told(conn) -> None:
+  """Child of LossPlotter: imports matplotlib at once, then plots the history it is sent."""
+  try:
+    _pyplot()
+    history, path = conn.recv()
+    plot_loss(history, path)
+    conn.send(None)
+  except Exception as e:  # pylint: disable=broad-except  (reported by the parent)
+    conn.send(f'{type(e).__name__}: {e}')
+  finally:
+    conn.close()
+
+
+class LossPlotter:
+  """plot_loss in a forked process started before training: matplotlib's import (most of the
+  time a loss plot takes) then runs on a spare core while NumPy trains, not after it.
+
+  Without fork (or with `background=False`), `plot` simply calls plot_loss.
+  """
+
+  def __init__(self, background: bool = True):
+    self._conn = self._proc = None
+    if background and 'fork' in multiprocessing.get_all_start_methods():
+      ctx = multiprocessing.get_context('fork')
+      self._conn, child = ctx.Pipe()
+      self._proc = ctx.Process(target=_plot_loss_when_told, args=(child,), daemon=True)
+      self._proc.start()
+      child.close()
+
+  def plot(self, history: Sequence[tuple[float, float]], path: str | os.PathLike) -> None:
+    """Writes the PNG (raises ValueError with the child's message if that failed)."""
+    if self._proc is None:
+      try:
+        plot_loss(history, path)
+      except OSError as e:
+        raise ValueError(f'could not write {os.fspath(path)}: {type(e).__name__}: {e}') from None
+      return
+    try:
+      self._conn.send((list(history), os.fspath(path)))
+      error = self._conn.recv()
+    except (EOFError, OSError) as e:
+      error = f'the plotting process died ({e or type(e).__name__})'
+    self._conn.close()
+    self._proc.join()
+    self._proc = None
+    if error:
+      raise ValueError(f'could not write {os.fspath(path)}: {error}')
+
+  def close(self) -> None:
+    """Stops the child (if any); it has nothing left to do."""
+    if self._proc is not None:
+      self._conn.close()
+      self._proc.terminate()
+      self._proc.join()
+      self._proc = None

@@ -1,11 +1,12 @@
 """SGNS training loop: vectorized minibatches of center words, optional Hogwild processes.
 
-Each minibatch takes B consecutive (subsampled) center positions, gathers their context
-rows once (a sliding window over the gathered rows, no copy), scores every context against
-the center's output block with batched matmuls, and adds the gradients back into the
-parameter matrix with a flat `np.add.at` over a complex64 view (1-D ufunc.at is ~5x faster
-than the 2-D form, and adding (re, im) pairs halves the number of indexed elements; rows are
-padded to an even width whose extra column stays zero).
+Each epoch's subsampled token stream is cut into `batch / CHUNK` lanes (`lanes`), and a
+minibatch takes one group of CHUNK consecutive centers from every lane, so the centers of one
+update lie far apart in the corpus (as word2vec.c's threads do); with B consecutive centers
+instead, a rare word repeated within a passage took several updates from one stale vector,
+which cost rare-word similarity (w2v_numpy/README.md). Each group's scores are one small
+matrix product (`sgns.banded_loss_and_grads`), and the gradients go back into the parameter
+matrix by `_BatchTrainer._scatter_add`.
 """
 import dataclasses
 import multiprocessing
@@ -33,7 +34,7 @@ class TrainConfig:
   epochs: int = 5
   alpha: float = 0.025
   min_alpha: float = 0.0001
-  batch: int = 256        # center words per vectorized update
+  batch: int = 256        # centers per update: one group of CHUNK from each of batch / CHUNK lanes
   seed: int = 0
   workers: int = 1        # >1: Hogwild processes on shared-memory matrices
   ns_exponent: float = 0.75
@@ -61,6 +62,10 @@ class TrainResult:
   seconds: float
 
 
+# Centers per BLAS product in `sgns.banded_loss_and_grads` (measured best of 2, 4, 8 at d 100, W 5).
+CHUNK = 4
+
+
 class _BatchTrainer:
   """Holds the per-run constants and applies one minibatch update in place."""
 
@@ -75,50 +80,89 @@ class _BatchTrainer:
     self.cfg = config
     self.sampler = sampler
     w = config.window
-    self.abs_offset = np.abs(np.arange(-w, w + 1))
+    # Distance of band row r from chunk center i (`sgns.band_pair_mask` layout); the center
+    # itself gets W + 1 so that no reduced window b <= W takes it.
+    offset = np.arange(CHUNK + 2 * w)[:, None] - np.arange(CHUNK)[None, :] - w
+    self.band_distance = np.where(offset == 0, w + 1, np.abs(offset)).astype(np.int8)
     self.pair_range = np.arange(self.pairs_per_row, dtype=np.intp)
 
-  def step(self, ctx_ids: np.ndarray, ctx_sid: np.ndarray, lr: float,
+  def step(self, ids_GxR: np.ndarray, sid_GxR: np.ndarray, n_valid: int, lr: float,
            rng: np.random.Generator) -> tuple[float, int]:
-    """Trains the centers ctx_ids[W:-W] (context padded by W each side); returns (loss, pairs)."""
+    """Trains G groups of CHUNK consecutive centers; returns (loss, pairs).
+
+    Row g holds the R = CHUNK + 2W corpus positions of group g (its centers are positions
+    W .. W + CHUNK - 1, with their W neighbours each side) and their sentence ids; only the
+    first `n_valid` centers (group-major) are trained, the rest get an empty window.
+    """
     cfg, w, width = self.cfg, self.cfg.window, self.params.shape[1]
-    n = len(ctx_ids) - 2 * w
-    centers = ctx_ids[w:w + n]
-    # Pair mask: same sentence, inside the reduced window b ~ U{1..W}, not the center itself.
-    win_sid = np.lib.stride_tricks.sliding_window_view(ctx_sid, 2 * w + 1)
-    reduced = rng.integers(1, w + 1, size=n, dtype=np.int8)
-    mask = (win_sid == ctx_sid[w:w + n, None]) & (self.abs_offset <= reduced[:, None])
-    mask[:, w] = False
-    out_ids = np.empty((n, cfg.negative + 1), dtype=np.int32)
-    out_ids[:, 0] = centers
-    out_ids[:, 1:] = self.sampler.draw(rng, (n, cfg.negative))
-    neg_mask = out_ids != centers[:, None]
+    groups = ids_GxR.shape[0]
+    n = groups * CHUNK
+    # Pair mask in band form: same sentence, inside the reduced window b ~ U{1..W}, not the center.
+    reduced = np.zeros(n, dtype=np.int8)
+    reduced[:n_valid] = rng.integers(1, w + 1, size=n_valid, dtype=np.int8)
+    pair_band = ((sid_GxR[:, :, None] == sid_GxR[:, None, w:w + CHUNK])
+                 & (self.band_distance <= reduced.reshape(groups, 1, CHUNK)))
+    out_ids = np.zeros((n, cfg.negative + 1), dtype=np.int32)
+    out_ids[:, 0] = ids_GxR[:, w:w + CHUNK].reshape(-1)
+    out_ids[:n_valid, 1:] = self.sampler.draw(rng, (n_valid, cfg.negative))
+    neg_mask = out_ids != out_ids[:, :1]
     neg_mask[:, 0] = True
 
-    v_pad = self.syn0[ctx_ids]
-    v_win = np.lib.stride_tricks.sliding_window_view(v_pad, 2 * w + 1, axis=0)
-    v_win = v_win.transpose(0, 2, 1)                       # N x (2W+1) x d, no copy
-    u_out = self.syn1[out_ids]
-    loss, pairs, d_v_win, d_u = sgns.batch_loss_and_grads(
-        v_win, u_out, mask, neg_mask, scale=-lr)
-    # Fold the window gradients back onto the padded positions.
-    d_v_pad = np.zeros_like(v_pad)
-    for o in range(2 * w + 1):
-      if o != w:
-        d_v_pad[o:o + n] += d_v_win[:, o]
-    self._scatter_add(ctx_ids, d_v_pad)
+    v_GxRxd = np.take(self.syn0, ids_GxR, axis=0)
+    u_out = np.take(self.syn1, out_ids, axis=0)
+    loss, pairs, d_v, d_u = sgns.banded_loss_and_grads(
+        v_GxRxd, u_out, pair_band, neg_mask, scale=-lr)
+    self._scatter_add(ids_GxR.reshape(-1), d_v.reshape(-1, width))
     self._scatter_add(out_ids.reshape(-1) + self.vocab_size, d_u.reshape(-1, width))
     return loss, pairs
 
   def _scatter_add(self, rows: np.ndarray, values: np.ndarray) -> None:
-    """params[rows] += values, accumulating repeated rows."""
-    flat_idx = rows.astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
-    values = np.ascontiguousarray(values).view(np.complex64)
-    np.add.at(self.flat_pairs, flat_idx.reshape(-1), values.reshape(-1))
+    """params[rows] += values, accumulating repeated rows.
+
+    The first occurrence of every row goes in with one fancy-indexed `+=` (correct because those
+    rows are distinct, and ~5x cheaper per element than `np.add.at`); only the repeats (about a
+    third of a batch's output rows: frequent words drawn as negatives) take the flat `np.add.at`.
+    """
+    order = np.argsort(rows)   # any order within a row's group will do
+    sorted_rows = rows[order]
+    first = np.empty(len(rows), dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_rows[1:], sorted_rows[:-1], out=first[1:])
+    firsts, repeats = order[first], order[~first]
+    self.params[sorted_rows[first]] += np.take(values, firsts, axis=0)
+    if len(repeats):
+      flat_idx = rows[repeats].astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
+      repeated = np.take(values, repeats, axis=0).view(np.complex64)
+      np.add.at(self.flat_pairs, flat_idx.reshape(-1), repeated.reshape(-1))
 
 
 def _learning_rate(cfg: TrainConfig, progress: float) -> float:
   return cfg.alpha - (cfg.alpha - cfg.min_alpha) * min(progress, 1.0)
+
+
+def lanes(ids: np.ndarray, sids: np.ndarray, count: int, window: int
+          ) -> tuple[np.ndarray, np.ndarray, int]:
+  """Cuts a token stream into `count` lanes of equal length (a multiple of CHUNK) for batches
+  that take one group of CHUNK centers from each lane: centers of one batch then lie far apart
+  in the corpus, as the threads of word2vec.c do, and a word repeated within a passage (rare
+  words are bursty) is not updated several times from the same stale vector.
+
+  Returns (ids_LxS, sids_LxS, lane length): lane l is stream positions [l * length,
+  (l + 1) * length) with `window` neighbours each side (S = length + 2 window); positions past
+  the stream's end are padding (id 0, a sentence id of its own).
+  """
+  n = len(ids)
+  length = -(-max(n, 1) // (count * CHUNK)) * CHUNK
+  total = count * length + 2 * window
+  padded_ids = np.zeros(total, dtype=np.int32)
+  padded_sid = np.full(total, -1, dtype=np.int32)
+  padded_ids[window:window + n] = ids
+  padded_sid[window:window + n] = sids
+  padded_sid[window + n:] = -2
+  item = padded_ids.itemsize
+  view = lambda a: np.lib.stride_tricks.as_strided(
+      a, shape=(count, length + 2 * window), strides=(length * item, item), writeable=False)
+  return view(padded_ids), view(padded_sid), length
 
 
 def _run_epochs(trainer: _BatchTrainer, corpus_tokens: np.ndarray, sentence_ids: np.ndarray,
@@ -129,18 +173,24 @@ def _run_epochs(trainer: _BatchTrainer, corpus_tokens: np.ndarray, sentence_ids:
   w = cfg.window
   lo, hi = part
   tokens, sids = corpus_tokens[lo:hi], sentence_ids[lo:hi]
+  count = max(1, cfg.batch // CHUNK)
   for epoch in range(cfg.epochs):
     keep = sampling.subsample(tokens, keep_prob, rng)
-    kept = np.concatenate([np.zeros(w, np.int32), tokens[keep], np.zeros(w, np.int32)])
-    kept_sid = np.concatenate([np.full(w, -1, np.int32), sids[keep], np.full(w, -2, np.int32)])
-    n_kept = len(kept) - 2 * w
-    for start in range(0, n_kept, cfg.batch):
-      stop = min(start + cfg.batch, n_kept)
-      progress = (epoch + start / max(n_kept, 1)) / cfg.epochs
+    n_kept = int(keep.sum())
+    ids_LxS, sid_LxS, length = lanes(tokens[keep], sids[keep], count, w)
+    # Lane l's t-th group is stream position l * length + t: the valid centers of a step are
+    # those of the lanes that have not run past the stream's end.
+    for start in range(0, length, CHUNK):
+      live = int(np.clip((n_kept - start + length - 1) // length, 0, count))
+      if live == 0:
+        break
+      n_valid = (live - 1) * CHUNK + min(CHUNK, n_kept - (live - 1) * length - start)
+      progress = (epoch + start / length) / cfg.epochs
       lr = _learning_rate(cfg, progress)
-      loss, pairs = trainer.step(kept[start:stop + 2 * w], kept_sid[start:stop + 2 * w],
+      loss, pairs = trainer.step(ids_LxS[:live, start:start + CHUNK + 2 * w],
+                                 sid_LxS[:live, start:start + CHUNK + 2 * w], n_valid,
                                  np.float32(lr), rng)
-      report((epoch + stop / n_kept) / cfg.epochs, loss, pairs, lr)
+      report((epoch + (start + CHUNK) / length) / cfg.epochs, loss, pairs, lr)
     if n_kept == 0:
       report((epoch + 1) / cfg.epochs, 0.0, 0, _learning_rate(cfg, (epoch + 1) / cfg.epochs))
 
