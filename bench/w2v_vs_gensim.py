@@ -8,13 +8,21 @@ machine is shared), quality the mean over runs. words/s = raw corpus words x epo
 (vocabulary building excluded for both; gensim gets its sentences pre-tokenized in memory).
 The CPU model and vector ISA (and the one NumPy dispatches to) are printed with the table.
 
+Then, as a user times it: the whole `python -m w2v_numpy train` command (imports, reading,
+training, writing vectors.txt/.bin and loss.png) against gensim's `Word2Vec(LineSentence(...))`
+call (vocabulary and training, its import timed apart), each in a fresh process, interleaved;
+and scaling: words/s and peak memory (max RSS) of one epoch on the corpus repeated to 10x
+and to --scale-words (20M) words.
+
   python bench/w2v_vs_gensim.py [--corpus FILE] [--epochs 5] [--workers 2] [--repeats 3]
 """
 import argparse
 import os
 import pathlib
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -84,6 +92,107 @@ def _run_gensim(sentences, raw_words: int, args, workers: int, seed: int):
   return raw_words * args.epochs / seconds, emb
 
 
+_GENSIM_CALL = """
+import sys, time
+start = time.perf_counter()
+from gensim.models import Word2Vec
+from gensim.models.word2vec import LineSentence
+imported = time.perf_counter()
+Word2Vec(LineSentence(sys.argv[1]), vector_size={dim}, window={window}, negative={negative}, hs=0,
+         sg=1, min_count={min_count}, sample={sample}, epochs={epochs}, alpha={alpha},
+         min_alpha={min_alpha}, workers=1, seed=0)
+print(imported - start, time.perf_counter() - imported)
+"""
+
+
+def _time_commands(args) -> None:
+  """The whole train command against gensim's Word2Vec call, fresh processes, interleaved."""
+  ours, call, imports, last_line = [], [], [], ''
+  gensim_code = _GENSIM_CALL.format(**vars(args))
+  with tempfile.TemporaryDirectory() as out:
+    for _ in range(args.repeats):
+      start = time.perf_counter()
+      done = subprocess.run(
+          [sys.executable, '-m', 'w2v_numpy', 'train', '--corpus', args.corpus, '--out', out,
+           '--dim', str(args.dim), '--window', str(args.window), '--negative', str(args.negative),
+           '--min-count', str(args.min_count), '--sample', str(args.sample), '--epochs',
+           str(args.epochs), '--alpha', str(args.alpha), '--min-alpha', str(args.min_alpha)],
+          cwd=REPO, check=True, capture_output=True, text=True)
+      ours.append(time.perf_counter() - start)
+      last_line = done.stdout.strip().splitlines()[-1]
+      done = subprocess.run([sys.executable, '-c', gensim_code, args.corpus], check=True,
+                            capture_output=True, text=True)
+      imported, seconds = map(float, done.stdout.split())
+      imports.append(imported)
+      call.append(seconds)
+  ratio = float(np.median(np.array(call) / np.array(ours)))
+  print(f'\nwhole command, as a user times it (median of {args.repeats}): `python -m w2v_numpy '
+        f'train` {np.median(ours):.2f}s; gensim `Word2Vec(LineSentence(...))` call '
+        f'{np.median(call):.2f}s (+ {np.median(imports):.2f}s importing gensim); gensim call / '
+        f'our command: {ratio:.2f}x')
+  print(f'  our command reports: {last_line}')
+
+
+_SCALE_RUN = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import w2v_numpy
+start = time.perf_counter()
+corpus = w2v_numpy.read_corpus(sys.argv[1], min_count=int(sys.argv[3]))
+read = time.perf_counter() - start
+result = w2v_numpy.train(corpus, w2v_numpy.TrainConfig(epochs=int(sys.argv[4]), seed=0), log=None)
+peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(corpus.raw_token_count, corpus.vocab_size, read, result.words_per_second, int(peak) * 1024)
+"""
+
+_SCALE_GENSIM = """
+import sys, time
+from gensim.models import Word2Vec
+from gensim.models.word2vec import LineSentence
+model = Word2Vec(vector_size=100, window=5, negative=5, hs=0, sg=1, min_count=int(sys.argv[2]),
+                 sample=1e-3, workers=1, seed=0)
+model.build_vocab(LineSentence(sys.argv[1]))
+start = time.perf_counter()
+model.train(LineSentence(sys.argv[1]), total_examples=model.corpus_count, epochs=int(sys.argv[3]))
+seconds = time.perf_counter() - start
+peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(model.corpus_total_words * int(sys.argv[3]) / seconds, int(peak) * 1024)
+"""
+
+
+def _scaling(args) -> None:
+  """The corpus repeated to larger sizes, min_count scaled with it so that the vocabulary stays
+  the same, each trained on at least 4.5M words (epochs): words/s and peak memory, ours and
+  gensim's (which streams the file)."""
+  text = pathlib.Path(args.corpus).read_bytes()
+  if not text.endswith(b'\n'):
+    text += b'\n'
+  words = len(text.split())
+  targets = [1, 10, max(1, round(args.scale_words / words))]
+  print('\nscaling, 1 worker, >= 4.5M words trained, the corpus repeated k times with min_count x k (same '
+        'vocabulary and subsampling rates):\n\n| corpus words | vocabulary | w2v_numpy read s | '
+        'w2v_numpy words/s | w2v_numpy peak memory (VmHWM) | gensim words/s | gensim peak memory |'
+        '\n|---|---|---|---|---|---|---|')
+  with tempfile.TemporaryDirectory() as tmp:
+    for times in sorted(set(targets)):
+      path = pathlib.Path(tmp) / f'x{times}.txt'
+      with open(path, 'wb') as f:
+        for _ in range(times):
+          f.write(text)
+      min_count = str(args.min_count * times)
+      epochs = str(max(1, -(-4_500_000 // (words * times))))
+      out = subprocess.run([sys.executable, '-c', _SCALE_RUN, str(path), str(REPO), min_count,
+                            epochs], check=True, capture_output=True, text=True)
+      n, vocab, read, wps, rss = out.stdout.split()
+      out = subprocess.run([sys.executable, '-c', _SCALE_GENSIM, str(path), min_count, epochs],
+                           check=True, capture_output=True, text=True)
+      g_wps, g_rss = out.stdout.split()
+      print(f'| {int(n):,} ({epochs} epochs) | {int(vocab):,} | {float(read):.1f} | {float(wps) / 1e3:.0f}K | '
+            f'{int(rss) / 2**20:.0f} MiB | {float(g_wps) / 1e3:.0f}K | '
+            f'{int(g_rss) / 2**20:.0f} MiB |', flush=True)
+      path.unlink()
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--corpus', default=str(DEFAULT_DATA / 'text' / 'enwiki_sample.txt'))
@@ -102,6 +211,9 @@ def main(argv=None) -> None:
   p.add_argument('--rare-below', type=int, default=50,
                  help="the 'rare' column: WordSim/SimLex/MEN pairs whose two words both occur "
                       'fewer than this many times in the corpus (and at least min_count)')
+  p.add_argument('--scale-words', type=int, default=20_000_000,
+                 help='largest corpus of the scaling table (0: no scaling table)')
+  p.add_argument('--no-command', action='store_true', help='skip the whole-command timing')
   args = p.parse_args(argv)
   wordsim = pathlib.Path(args.wordsim_dir)
 
@@ -154,6 +266,12 @@ def main(argv=None) -> None:
       diffs = ', '.join(f'{k} {mean_q[name][k] - ref[k]:+.4f}' for k in keys)
       worst = max(abs(mean_q[name][k] - ref[k]) for k in keys)
       print(f'\n{name} minus gensim 1 worker: {diffs} (largest |diff| {worst:.4f})')
+
+  if not args.no_command:
+    _time_commands(args)
+  if args.scale_words:
+    _scaling(args)
+  print(f'\n{machine_line()}')
 
 
 if __name__ == '__main__':

@@ -120,6 +120,8 @@ def _train(args) -> int:
   except BaseException:
     plotter.close()
     raise
+  read_seconds = time.perf_counter() - start - result.seconds
+  start = time.perf_counter()
   os.makedirs(args.out, exist_ok=True)
   emb = evaluate.Embeddings(result.words, result.vectors)
   formats.save_text(emb, os.path.join(args.out, 'vectors.txt'))
@@ -129,14 +131,17 @@ def _train(args) -> int:
   with open(os.path.join(args.out, 'loss.tsv'), 'w', encoding='utf-8') as f:
     f.write('epoch\tloss\n')
     f.writelines(f'{e:.4f}\t{l:.6f}\n' for e, l in result.loss_history)
+  write_seconds = time.perf_counter() - start
+  start = time.perf_counter()
   if result.loss_history:
     plotter.plot(result.loss_history, os.path.join(args.out, 'loss.png'))
   else:
     plotter.close()
   if log:
     print(f'trained {config.epochs} epochs in {result.seconds:.1f}s '
-          f'({result.words_per_second / 1e3:.1f}K words/s); wrote {args.out}/vectors.txt, '
-          f'vectors.bin, loss.png', file=log)
+          f'({result.words_per_second / 1e3:.1f}K words/s); reading {read_seconds:.1f}s, writing '
+          f'vectors {write_seconds:.1f}s, loss.png {time.perf_counter() - start:.1f}s more; wrote '
+          f'{args.out}/vectors.txt, vectors.bin, loss.png', file=log)
   return 0
 
 
