@@ -181,7 +181,7 @@ def _run_epochs(trainer: _BatchTrainer, corpus_tokens: np.ndarray, sentence_ids:
     # Lane l's t-th group is stream position l * length + t: the valid centers of a step are
     # those of the lanes that have not run past the stream's end.
     for start in range(0, length, CHUNK):
-      live = int(np.clip((n_kept - start + length - 1) // length, 0, count))
+      live = min(count, max(0, (n_kept - start + length - 1) // length))
       if live == 0:
         break
       n_valid = (live - 1) * CHUNK + min(CHUNK, n_kept - (live - 1) * length - start)
