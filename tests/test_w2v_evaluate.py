@@ -62,3 +62,18 @@ def test_scores_agree_with_gensim_on_the_real_benchmark_files(shared_data):
   assert ours['total'] == len(total['correct']) + len(total['incorrect'])
   assert ours['accuracy'] == pytest.approx(score)
   assert ours['correct'] > 0
+
+
+def test_rare_word_pairs_keep_pairs_of_rare_words_and_pool_files_by_rank(tmp_path):
+  a = tmp_path / 'a.txt'
+  a.write_text('x y 1\nx z 9\ny z 5\nx common 7\n', encoding='utf-8')
+  b = tmp_path / 'b.tsv'
+  b.write_text('Y\tZ\t40\nx\ty\t10\n', encoding='utf-8')        # another scale, mixed case
+  counts = {'x': 5, 'y': 12, 'z': 30, 'common': 500}
+  pairs = evaluate.rare_word_pairs([a, b], counts, below=20)
+  # z (30) and common (500) are not rare; within each file the score becomes its rank / size.
+  assert pairs == [('x', 'y', 0.25), ('x', 'y', 0.5)]
+  pairs = evaluate.rare_word_pairs([a, b], counts, below=31)
+  assert [(w1, w2) for w1, w2, _ in pairs] == [('x', 'y'), ('x', 'z'), ('y', 'z'), ('y', 'z'), ('x', 'y')]
+  assert [s for *_, s in pairs] == [0.25, 1.0, 0.5, 1.0, 0.5]
+  assert evaluate.rare_word_pairs([a], {'x': 5}, below=20) == []   # a word the corpus lacks drops the pair
