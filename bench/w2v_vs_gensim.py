@@ -223,7 +223,7 @@ def main(argv=None) -> None:
   from gensim.models.word2vec import LineSentence  # pylint: disable=g-import-not-at-top
   corpus = w2v_numpy.read_corpus(args.corpus, min_count=args.min_count)
   sentences = list(LineSentence(args.corpus))   # same tokenization, 10000-word cap
-  counts = {w.lower(): int(c) for w, c in zip(corpus.words, corpus.counts)}
+  counts = dict(zip(corpus.words, corpus.counts.tolist()))
   rare_pairs = w2v_numpy.rare_word_pairs([wordsim / f for f in PAIR_FILES], counts,
                                          args.rare_below)
   print(machine_line(), flush=True)

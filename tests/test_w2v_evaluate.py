@@ -77,3 +77,11 @@ def test_rare_word_pairs_keep_pairs_of_rare_words_and_pool_files_by_rank(tmp_pat
   assert [(w1, w2) for w1, w2, _ in pairs] == [('x', 'y'), ('x', 'z'), ('y', 'z'), ('y', 'z'), ('x', 'y')]
   assert [s for *_, s in pairs] == [0.25, 1.0, 0.5, 1.0, 0.5]
   assert evaluate.rare_word_pairs([a], {'x': 5}, below=20) == []   # a word the corpus lacks drops the pair
+
+
+def test_pairs_spearman_ignores_case_and_rare_counts_sum_case_variants(tmp_path):
+  emb = evaluate.Embeddings(['King', 'queen', 'man'], np.eye(3, dtype=np.float32) + 0.1)
+  assert evaluate.pairs_spearman(emb, [('KING', 'queen', 1.0), ('king', 'man', 2.0)])['pairs'] == 2
+  f = tmp_path / 'p.txt'
+  f.write_text('paris rome 1\n', encoding='utf-8')
+  assert evaluate.rare_word_pairs([f], {'Paris': 40, 'paris': 5, 'rome': 5}, below=20) == []

@@ -105,7 +105,7 @@ def test_one_minibatch_step_equals_explicit_pair_updates(centers):
   lr = np.float32(0.05)
   step.step(ids_p[starts], sid_p[starts], centers, lr, np.random.default_rng(3))
   # Replay the same random reduced windows and do every pair by hand in float64.
-  reduced = np.random.default_rng(3).integers(1, w + 1, size=centers, dtype=np.int8)
+  reduced = np.random.default_rng(3).integers(1, w + 1, size=centers, dtype=np.int32)
   syn0, syn1 = before[:vocab, :dim].astype(float), before[vocab:, :dim].astype(float)
   grad0, grad1 = np.zeros_like(syn0), np.zeros_like(syn1)
   negs = FixedNegatives().draw(None, (centers, 2))
@@ -139,7 +139,9 @@ def test_lanes_cut_the_stream_into_equal_parts_with_their_neighbours():
 
 def test_every_kept_position_is_trained_once_per_epoch():
   """The lanes cover the subsampled stream exactly: one center per position, none twice."""
-  corpus = corpus_lib.corpus_from_sentences([['a', 'b', 'c'] * 7, ['b', 'c'] * 9], min_count=1)
+  # Every position its own word, so the ids trained name the positions.
+  corpus = corpus_lib.corpus_from_sentences([[f'a{i}' for i in range(21)], [f'b{i}' for i in range(18)]],
+                                            min_count=1)
   cfg = trainer.TrainConfig(dim=4, window=2, epochs=1, batch=8, sample=0)
   seen = []
 
@@ -157,6 +159,7 @@ def test_every_kept_position_is_trained_once_per_epoch():
                       cfg, rng, (0, len(corpus.tokens)), lambda *a: None)
   trained = np.concatenate(seen)
   assert len(trained) == len(corpus.tokens)
+  assert len(set(corpus.tokens.tolist())) == len(corpus.tokens)
   assert np.array_equal(np.sort(trained), np.sort(corpus.tokens))
 
 

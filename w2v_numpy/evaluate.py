@@ -179,7 +179,7 @@ def pairs_spearman(emb: Embeddings, pairs: list[tuple[str, str, float]]) -> dict
     lower_index.setdefault(w.lower(), i)
   sims, gold, skipped = [], [], 0
   for w1, w2, score in pairs:
-    a, b = lower_index.get(w1), lower_index.get(w2)
+    a, b = lower_index.get(w1.lower()), lower_index.get(w2.lower())
     if a is None or b is None:
       skipped += 1
       continue
@@ -198,12 +198,16 @@ def word_pairs_spearman(emb: Embeddings, path: str | os.PathLike) -> dict:
 def rare_word_pairs(paths: list[str | os.PathLike], counts: dict[str, int], below: int,
                     ) -> list[tuple[str, str, float]]:
   """The pairs of several `w1 w2 score` files whose two words both occur, but fewer than
-  `below` times, in a corpus (`counts`: word -> corpus count, lower-cased), pooled into one
-  rare-word set in the spirit of Stanford RW.
+  `below` times, in a corpus (`counts`: word -> corpus count; words differing only in case are
+  summed), pooled into one rare-word set in the spirit of Stanford RW.
 
   Files score on different scales (WordSim 0-10, MEN 0-50), so each pair's score becomes its
   percentile rank inside its own file before pooling; Spearman within a file is unchanged.
   """
+  lower_counts: dict[str, int] = {}
+  for word, count in counts.items():
+    lower_counts[word.lower()] = lower_counts.get(word.lower(), 0) + int(count)
+  counts = lower_counts
   pooled = []
   for path in paths:
     pairs = read_word_pairs(path)

@@ -65,8 +65,10 @@ def plot_words(emb: Embeddings, words: Sequence[str], path: str | os.PathLike,
   return missing
 
 
-def _plot_loss_when_told(conn) -> None:
-  """Child of LossPlotter: imports matplotlib at once, then plots the history it is sent."""
+def _plot_loss_when_told(conn, parent_end) -> None:
+  """Child of LossPlotter: imports matplotlib at once, then plots the history it is sent (exits
+  when the parent's end closes, also when the parent is killed)."""
+  parent_end.close()
   try:
     _pyplot()
     history, path = conn.recv()
@@ -90,7 +92,7 @@ class LossPlotter:
     if background and 'fork' in multiprocessing.get_all_start_methods():
       ctx = multiprocessing.get_context('fork')
       self._conn, child = ctx.Pipe()
-      self._proc = ctx.Process(target=_plot_loss_when_told, args=(child,), daemon=True)
+      self._proc = ctx.Process(target=_plot_loss_when_told, args=(child, self._conn), daemon=True)
       self._proc.start()
       child.close()
 
@@ -99,11 +101,12 @@ class LossPlotter:
     if self._proc is None:
       try:
         plot_loss(history, path)
-      except OSError as e:
+      except (OSError, ImportError) as e:
         raise ValueError(f'could not write {os.fspath(path)}: {type(e).__name__}: {e}') from None
       return
     try:
-      self._conn.send((list(history), os.fspath(path)))
+      if not self._conn.poll():   # an early message is the child's failure (e.g. no matplotlib)
+        self._conn.send((list(history), os.fspath(path)))
       error = self._conn.recv()
     except (EOFError, OSError) as e:
       error = f'the plotting process died ({e or type(e).__name__})'

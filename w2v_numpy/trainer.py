@@ -34,7 +34,7 @@ class TrainConfig:
   epochs: int = 5
   alpha: float = 0.025
   min_alpha: float = 0.0001
-  batch: int = 256        # centers per update: one group of CHUNK from each of batch / CHUNK lanes
+  batch: int = 256        # centers per update: one group of CHUNK (4) from each of max(1, batch // 4) lanes
   seed: int = 0
   workers: int = 1        # >1: Hogwild processes on shared-memory matrices
   ns_exponent: float = 0.75
@@ -83,7 +83,7 @@ class _BatchTrainer:
     # Distance of band row r from chunk center i (`sgns.band_pair_mask` layout); the center
     # itself gets W + 1 so that no reduced window b <= W takes it.
     offset = np.arange(CHUNK + 2 * w)[:, None] - np.arange(CHUNK)[None, :] - w
-    self.band_distance = np.where(offset == 0, w + 1, np.abs(offset)).astype(np.int8)
+    self.band_distance = np.where(offset == 0, w + 1, np.abs(offset)).astype(np.int32)
     self.pair_range = np.arange(self.pairs_per_row, dtype=np.intp)
 
   def step(self, ids_GxR: np.ndarray, sid_GxR: np.ndarray, n_valid: int, lr: float,
@@ -98,8 +98,8 @@ class _BatchTrainer:
     groups = ids_GxR.shape[0]
     n = groups * CHUNK
     # Pair mask in band form: same sentence, inside the reduced window b ~ U{1..W}, not the center.
-    reduced = np.zeros(n, dtype=np.int8)
-    reduced[:n_valid] = rng.integers(1, w + 1, size=n_valid, dtype=np.int8)
+    reduced = np.zeros(n, dtype=np.int32)
+    reduced[:n_valid] = rng.integers(1, w + 1, size=n_valid, dtype=np.int32)
     pair_band = ((sid_GxR[:, :, None] == sid_GxR[:, None, w:w + CHUNK])
                  & (self.band_distance <= reduced.reshape(groups, 1, CHUNK)))
     out_ids = np.zeros((n, cfg.negative + 1), dtype=np.int32)
@@ -122,7 +122,14 @@ class _BatchTrainer:
     The first occurrence of every row goes in with one fancy-indexed `+=` (correct because those
     rows are distinct, and ~5x cheaper per element than `np.add.at`); only the repeats (about a
     third of a batch's output rows: frequent words drawn as negatives) take the flat `np.add.at`.
+    Hogwild workers use `np.add.at` for all rows: it adds in place, where `+=` gathers the rows
+    and writes them back later, over other workers' updates.
     """
+    if self.cfg.workers > 1:   # Hogwild: a gather-add-write `+=` would expose rows to lost updates
+      flat_idx = rows.astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
+      np.add.at(self.flat_pairs, flat_idx.reshape(-1),
+                np.ascontiguousarray(values).view(np.complex64).reshape(-1))
+      return
     order = np.argsort(rows)   # any order within a row's group will do
     sorted_rows = rows[order]
     first = np.empty(len(rows), dtype=bool)
