@@ -14,8 +14,9 @@ The CPU model and vector ISA (and the one NumPy dispatches to) are printed with 
 Then, as a user times it: the whole `python -m w2v_numpy train` command (imports, reading,
 training, writing vectors.txt/.bin and loss.png) against gensim's `Word2Vec(LineSentence(...))`
 call (vocabulary and training, its import timed apart), each in a fresh process, interleaved;
-and scaling: words/s and peak memory (max RSS) of one epoch on the corpus repeated to 10x
-and to --scale-words (20M) words.
+and scaling: words/s and peak memory (VmHWM) on the corpus repeated 1x, 10x and to
+--scale-words (20M) words, min_count scaled so the vocabulary stays the same, each run
+training at least 4.5M words (epochs).
 
   python bench/w2v_vs_gensim.py [--corpus FILE] [--epochs 5] [--workers 2] [--repeats 3]
 """

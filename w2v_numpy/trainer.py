@@ -126,9 +126,7 @@ class _BatchTrainer:
     and writes them back later, over other workers' updates.
     """
     if self.cfg.workers > 1:   # Hogwild: a gather-add-write `+=` would expose rows to lost updates
-      flat_idx = rows.astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
-      np.add.at(self.flat_pairs, flat_idx.reshape(-1),
-                np.ascontiguousarray(values).view(np.complex64).reshape(-1))
+      self._add_at(rows, values)
       return
     order = np.argsort(rows)   # any order within a row's group will do
     sorted_rows = rows[order]
@@ -138,9 +136,13 @@ class _BatchTrainer:
     firsts, repeats = order[first], order[~first]
     self.params[sorted_rows[first]] += np.take(values, firsts, axis=0)
     if len(repeats):
-      flat_idx = rows[repeats].astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
-      repeated = np.take(values, repeats, axis=0).view(np.complex64)
-      np.add.at(self.flat_pairs, flat_idx.reshape(-1), repeated.reshape(-1))
+      self._add_at(rows[repeats], np.take(values, repeats, axis=0))
+
+  def _add_at(self, rows: np.ndarray, values: np.ndarray) -> None:
+    """params[rows] += values in place with one flat `np.add.at` over (re, im) float pairs."""
+    flat_idx = rows.astype(np.intp)[:, None] * self.pairs_per_row + self.pair_range
+    pairs = np.ascontiguousarray(values).view(np.complex64)
+    np.add.at(self.flat_pairs, flat_idx.reshape(-1), pairs.reshape(-1))
 
 
 def _learning_rate(cfg: TrainConfig, progress: float) -> float:
