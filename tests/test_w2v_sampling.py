@@ -23,6 +23,14 @@ def test_subsample_keeps_each_word_at_its_probability():
   np.testing.assert_allclose(rates, keep, atol=0.01)
 
 
+def test_subsample_in_blocks_draws_the_mask_of_one_draw(monkeypatch):
+  keep = np.array([0.1, 0.5, 0.9], dtype=np.float32)
+  tokens = np.random.default_rng(1).integers(0, 3, 10_007).astype(np.int32)
+  whole = np.random.default_rng(2).random(len(tokens), dtype=np.float32) < keep[tokens]
+  monkeypatch.setattr(sampling, '_SUBSAMPLE_BLOCK', 1000)
+  np.testing.assert_array_equal(sampling.subsample(tokens, keep, np.random.default_rng(2)), whole)
+
+
 def test_negative_draws_follow_unigram_to_the_075():
   counts = np.array([1000, 500, 200, 100, 50, 10, 5, 1])
   probs = sampling.noise_distribution(counts)

@@ -125,16 +125,26 @@ def test_one_minibatch_step_equals_explicit_pair_updates(centers):
   assert np.all(params[:, dim:] == 0)   # padding column of odd dim stays zero
 
 
-def test_lanes_cut_the_stream_into_equal_parts_with_their_neighbours():
-  ids = np.arange(1, 23, dtype=np.int32)
-  ids_LxS, sid_LxS, length = trainer.lanes(ids, np.zeros(22, np.int32), count=3, window=2)
-  assert length % trainer.CHUNK == 0 and 3 * length >= 22
+def test_lanes_cut_the_kept_stream_into_equal_parts_with_their_neighbours():
+  tokens = np.arange(1, 31, dtype=np.int32)
+  starts = np.array([0, 5, 9, 12, 20, 30])   # sentences [0,5) [5,9) [9,12) [12,20) [20,30)
+  keep = np.ones(30, dtype=bool)
+  keep[[1, 6, 7, 8, 9, 10, 11, 25]] = False   # sentence [9,12) loses every token
+  ids = tokens[keep]
+  sentence = np.searchsorted(starts, np.flatnonzero(keep), side='right')
+  ids_LxS, sid_LxS, length, n = trainer.lanes(tokens, starts, keep, count=3, window=2)
+  assert n == 22 and length % trainer.CHUNK == 0 and 3 * length >= 22
   for lane in range(3):
-    for j in range(length + 4):   # stream position lane * length + j - 2
+    for j in range(length + 4):   # kept-stream position lane * length + j - 2
       pos = lane * length + j - 2
       inside = 0 <= pos < 22
       assert ids_LxS[lane, j] == (ids[pos] if inside else 0)
-      assert (sid_LxS[lane, j] == 0) == inside
+      assert (sid_LxS[lane, j] >= 0) == inside
+  flat = lambda a: np.concatenate([a[0, :2]] + [a[l, 2:2 + length] for l in range(3)])[2:2 + n]
+  sids = flat(sid_LxS)
+  np.testing.assert_array_equal(flat(ids_LxS), ids)
+  # Two kept positions share a sentence number exactly when they share a sentence.
+  np.testing.assert_array_equal(sids[:, None] == sids[None, :], sentence[:, None] == sentence[None, :])
 
 
 def test_every_kept_position_is_trained_once_per_epoch():
@@ -155,7 +165,7 @@ def test_every_kept_position_is_trained_once_per_epoch():
   params = trainer.init_params(corpus.vocab_size, 4, rng)
   sampler = sampling.AliasSampler(np.ones(corpus.vocab_size) / corpus.vocab_size)
   rec = Recorder(params, corpus.vocab_size, cfg, sampler)
-  trainer._run_epochs(rec, corpus.tokens, corpus.sentence_ids(), np.ones(corpus.vocab_size),
+  trainer._run_epochs(rec, corpus.tokens, corpus.sentence_starts, np.ones(corpus.vocab_size),
                       cfg, rng, (0, len(corpus.tokens)), lambda *a: None)
   trained = np.concatenate(seen)
   assert len(trained) == len(corpus.tokens)

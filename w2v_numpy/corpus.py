@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 _BLOCK_BYTES = 1 << 20
+_INDEX_BLOCK = 1 << 20
 _ASCII_SPACE = (b' ', b'\n', b'\t', b'\r', b'\x0b', b'\x0c')
 
 
@@ -43,18 +44,18 @@ class Corpus:
     """word -> id."""
     return {w: i for i, w in enumerate(self.words)}
 
-  def sentence_ids(self) -> np.ndarray:
-    """int32 sentence number of every token."""
-    lengths = np.diff(self.sentence_starts)
-    return np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
 
 
 class _Encoder:
-  """Maps words to provisional ids (first-seen order) and records line starts."""
+  """Maps words to provisional ids (first-seen order) and records line starts.
+
+  The ids go into one int32 buffer that grows in place (realloc), so the corpus is held once,
+  at 4 bytes a token, while it is read.
+  """
 
   def __init__(self):
     self.ids: dict[str, int] = {}
-    self.chunks: list[np.ndarray] = []
+    self._codes = np.empty(1 << 16, dtype=np.int32)
     self.line_starts: list[int] = [0]
     self.n_tokens = 0
 
@@ -64,8 +65,17 @@ class _Encoder:
     if not toks:
       return
     ids = self.ids
-    self.chunks.append(np.array([ids.setdefault(w, len(ids)) for w in toks], dtype=np.int32))
-    self.n_tokens += len(toks)
+    n, end = self.n_tokens, self.n_tokens + len(toks)
+    if end > len(self._codes):
+      self._codes.resize(max(2 * len(self._codes), end), refcheck=False)
+    self._codes[n:end] = [ids.setdefault(w, len(ids)) for w in toks]
+    self.n_tokens = end
+
+  def take_codes(self) -> np.ndarray:
+    """The provisional ids of every token, in corpus order (the encoder lets go of them)."""
+    codes, self._codes = self._codes, np.empty(0, dtype=np.int32)
+    codes.resize(self.n_tokens, refcheck=False)
+    return codes
 
   def new_line(self) -> None:
     if self.line_starts[-1] != self.n_tokens:
@@ -113,8 +123,12 @@ def _finish(enc: _Encoder, source: str, min_count: int, max_vocab: int | None,
   """Sorts the vocabulary by frequency, drops rare words, and cuts sentences."""
   if enc.n_tokens == 0:
     raise CorpusError(f'{source}: is empty (no tokens)')
-  codes = np.concatenate(enc.chunks)
-  counts = np.bincount(codes, minlength=len(enc.ids)).astype(np.int64)
+  codes = enc.take_codes()
+  # In blocks: bincount and take cast int32 indices to intp, which would double the corpus.
+  blocks = [slice(lo, lo + _INDEX_BLOCK) for lo in range(0, len(codes), _INDEX_BLOCK)]
+  counts = np.zeros(len(enc.ids), dtype=np.int64)
+  for b in blocks:
+    counts += np.bincount(codes[b], minlength=len(enc.ids))
   order = np.argsort(-counts, kind='stable')
   n_keep = int(np.sum(counts >= min_count))
   if max_vocab is not None:
@@ -128,11 +142,11 @@ def _finish(enc: _Encoder, source: str, min_count: int, max_vocab: int | None,
   kept = order[:n_keep]
   remap = np.full(len(counts), -1, dtype=np.int32)
   remap[kept] = np.arange(n_keep, dtype=np.int32)
-  mapped = remap[codes]
+  for b in blocks:
+    np.take(remap, codes[b], out=codes[b])   # in place: codes become vocabulary ids, -1 dropped
+  dropped = np.flatnonzero(codes < 0)
+  tokens = np.delete(codes, dropped) if len(dropped) else codes
   del codes
-  tokens = mapped[mapped >= 0]
-  dropped = np.flatnonzero(mapped < 0)
-  del mapped
   # Sentence starts in raw-token space: line starts plus cuts every max_sentence_length.
   line_starts = np.array(enc.line_starts + [enc.n_tokens], dtype=np.int64)
   starts = [line_starts[:-1]]

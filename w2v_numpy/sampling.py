@@ -55,8 +55,19 @@ class AliasSampler:
     return np.where(coin < self._accept[column], column, self._alias[column])
 
 
+_SUBSAMPLE_BLOCK = 1 << 20
+
+
 def subsample(tokens: np.ndarray, keep_prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Boolean mask of the tokens kept this epoch."""
+  """Boolean mask of the tokens kept this epoch.
+
+  Drawn in blocks, so that the temporaries stay small on a large corpus; the random stream,
+  hence the mask, is the same as one draw for all tokens.
+  """
+  keep = np.ones(len(tokens), dtype=bool)
   if np.all(keep_prob >= 1.0):
-    return np.ones(len(tokens), dtype=bool)
-  return rng.random(len(tokens), dtype=np.float32) < keep_prob[tokens]
+    return keep
+  for lo in range(0, len(tokens), _SUBSAMPLE_BLOCK):
+    block = tokens[lo:lo + _SUBSAMPLE_BLOCK]
+    np.less(rng.random(len(block), dtype=np.float32), keep_prob[block], out=keep[lo:lo + len(block)])
+  return keep

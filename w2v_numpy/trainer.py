@@ -64,6 +64,7 @@ class TrainResult:
 
 # Centers per BLAS product in `sgns.banded_loss_and_grads` (measured best of 2, 4, 8 at d 100, W 5).
 CHUNK = 4
+_LANE_BLOCK = 1 << 20  # tokens per block when the lanes are filled
 
 
 class _BatchTrainer:
@@ -149,44 +150,52 @@ def _learning_rate(cfg: TrainConfig, progress: float) -> float:
   return cfg.alpha - (cfg.alpha - cfg.min_alpha) * min(progress, 1.0)
 
 
-def lanes(ids: np.ndarray, sids: np.ndarray, count: int, window: int
-          ) -> tuple[np.ndarray, np.ndarray, int]:
-  """Cuts a token stream into `count` lanes of equal length (a multiple of CHUNK) for batches
-  that take one group of CHUNK centers from each lane: centers of one batch then lie far apart
-  in the corpus, as the threads of word2vec.c do, and a word repeated within a passage (rare
-  words are bursty) is not updated several times from the same stale vector.
+def lanes(tokens: np.ndarray, sentence_starts: np.ndarray, keep: np.ndarray, count: int,
+          window: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+  """Cuts the kept tokens of a stream into `count` lanes of equal length (a multiple of CHUNK)
+  for batches that take one group of CHUNK centers from each lane: centers of one batch then lie
+  far apart in the corpus, as the threads of word2vec.c do, and a word repeated within a passage
+  (rare words are bursty) is not updated several times from the same stale vector.
 
-  Returns (ids_LxS, sids_LxS, lane length): lane l is stream positions [l * length,
-  (l + 1) * length) with `window` neighbours each side (S = length + 2 window); positions past
-  the stream's end are padding (id 0, a sentence id of its own).
+  `sentence_starts` are the offsets into `tokens` of its sentences (plus len(tokens)); `keep`
+  is this epoch's subsampling mask. Returns (ids_LxS, sids_LxS, lane length, kept tokens): lane
+  l is kept-stream positions [l * length, (l + 1) * length) with `window` neighbours each side
+  (S = length + 2 window), and sids are sentence numbers; positions past the stream's end are
+  padding (id 0, a sentence id of its own). 8 bytes a kept token, filled in blocks.
   """
-  n = len(ids)
+  n = int(np.count_nonzero(keep))
   length = -(-max(n, 1) // (count * CHUNK)) * CHUNK
   total = count * length + 2 * window
   padded_ids = np.zeros(total, dtype=np.int32)
   padded_sid = np.full(total, -1, dtype=np.int32)
-  padded_ids[window:window + n] = ids
-  padded_sid[window:window + n] = sids
+  pos = window
+  for lo in range(0, len(tokens), _LANE_BLOCK):   # whole-array temporaries would be 8 B a token
+    kept_at = np.flatnonzero(keep[lo:lo + _LANE_BLOCK])
+    padded_ids[pos:pos + len(kept_at)] = tokens[lo:lo + _LANE_BLOCK][kept_at]
+    padded_sid[pos:pos + len(kept_at)] = np.searchsorted(sentence_starts, kept_at + lo, side='right') - 1
+    pos += len(kept_at)
   padded_sid[window + n:] = -2
   item = padded_ids.itemsize
   view = lambda a: np.lib.stride_tricks.as_strided(
       a, shape=(count, length + 2 * window), strides=(length * item, item), writeable=False)
-  return view(padded_ids), view(padded_sid), length
+  return view(padded_ids), view(padded_sid), length, n
 
 
-def _run_epochs(trainer: _BatchTrainer, corpus_tokens: np.ndarray, sentence_ids: np.ndarray,
+def _run_epochs(trainer: _BatchTrainer, corpus_tokens: np.ndarray, sentence_starts: np.ndarray,
                 keep_prob: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
                 part: tuple[int, int], report: Callable[[float, float, int, float], None]
                 ) -> None:
-  """Runs all epochs over the token range `part`; calls report(progress, loss, pairs, lr)."""
+  """Runs all epochs over the token range `part` (cut at sentence starts); calls
+  report(progress, loss, pairs, lr)."""
   w = cfg.window
   lo, hi = part
-  tokens, sids = corpus_tokens[lo:hi], sentence_ids[lo:hi]
+  tokens = corpus_tokens[lo:hi]
+  starts = sentence_starts[(sentence_starts >= lo) & (sentence_starts <= hi)] - lo
   count = max(1, cfg.batch // CHUNK)
   for epoch in range(cfg.epochs):
     keep = sampling.subsample(tokens, keep_prob, rng)
-    n_kept = int(keep.sum())
-    ids_LxS, sid_LxS, length = lanes(tokens[keep], sids[keep], count, w)
+    ids_LxS, sid_LxS, length, n_kept = lanes(tokens, starts, keep, count, w)
+    del keep
     # Lane l's t-th group is stream position l * length + t: the valid centers of a step are
     # those of the lanes that have not run past the stream's end.
     for start in range(0, length, CHUNK):
@@ -322,16 +331,15 @@ def train(corpus: Corpus, config: TrainConfig, log: TextIO | None | str = 'stdou
   params = init_params(vocab_size, config.dim, rng)
   keep_prob = sampling.keep_probabilities(corpus.counts, config.sample)
   sampler = sampling.AliasSampler(sampling.noise_distribution(corpus.counts, config.ns_exponent))
-  sentence_ids = corpus.sentence_ids()
   total_words = corpus.raw_token_count
   progress = _Progress(config, total_words, log, log_every_seconds)
   start = time.perf_counter()
   if config.workers == 1:
     trainer = _BatchTrainer(params, vocab_size, config, sampler)
-    _run_epochs(trainer, corpus.tokens, sentence_ids, keep_prob, config, rng,
+    _run_epochs(trainer, corpus.tokens, corpus.sentence_starts, keep_prob, config, rng,
                 (0, len(corpus.tokens)), progress)
   else:
-    _train_hogwild(params, corpus, sentence_ids, keep_prob, sampler, config, rng, progress)
+    _train_hogwild(params, corpus, keep_prob, sampler, config, rng, progress)
   seconds = time.perf_counter() - start
   progress.finish()
   return TrainResult(
@@ -381,7 +389,7 @@ def _worker(shm_names: dict[str, str], shapes: dict[str, tuple], dtypes: dict[st
         pending[0], pending[1] = 0.0, 0
         last[0] = now
 
-    _run_epochs(trainer, arrays['tokens'], arrays['sids'], keep_prob, config, rng, part, report)
+    _run_epochs(trainer, arrays['tokens'], arrays['starts'], keep_prob, config, rng, part, report)
     queue.put((worker_id, *pending))
     queue.put(None)
     del arrays, trainer
@@ -390,11 +398,11 @@ def _worker(shm_names: dict[str, str], shapes: dict[str, tuple], dtypes: dict[st
       b.close()
 
 
-def _train_hogwild(params: np.ndarray, corpus: Corpus, sentence_ids: np.ndarray,
-                   keep_prob: np.ndarray, sampler: sampling.AliasSampler, config: TrainConfig,
-                   rng: np.random.Generator, progress: _Progress) -> None:
+def _train_hogwild(params: np.ndarray, corpus: Corpus, keep_prob: np.ndarray,
+                   sampler: sampling.AliasSampler, config: TrainConfig, rng: np.random.Generator,
+                   progress: _Progress) -> None:
   """Runs `workers` processes over disjoint corpus parts, all updating one shared matrix."""
-  sources = {'params': params, 'tokens': corpus.tokens, 'sids': sentence_ids}
+  sources = {'params': params, 'tokens': corpus.tokens, 'starts': corpus.sentence_starts}
   blocks = {}
   try:
     for key, arr in sources.items():
