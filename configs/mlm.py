@@ -18,6 +18,12 @@ from the one-application TRM upwards, and the pre-norm TRM with normalised state
   python launch.py --config=configs/mlm.py:trm_factors_up --workdir=runs/trm_factors_up
   python launch.py --config=configs/mlm.py:trm_fix --workdir=runs/trm_fix
 
+Which recursive TRM learns most per FLOP at the quick budgets (the quick TRM's settings come from it):
+
+  python launch.py --config=configs/mlm.py:trm_budget --workdir=runs/trm_budget
+  python launch.py --config=configs/mlm.py:trm_budget_back --workdir=runs/trm_budget_back
+  python launch.py --config=configs/mlm.py:prenorm_baselines --workdir=runs/prenorm_baselines  # the recipe's control
+
 The hyperparameter ablation (one axis at a time around the quick-scale models at one budget,
 3 seeds; writes ablation.md and ablation.png), and its smoke form:
 
@@ -49,7 +55,7 @@ from configs import variants
 
 from data import paths
 
-VARIANTS = ('default', 'quick', 'smoke', 'ablation', 'trm_factors', 'trm_factors_up', 'trm_fix')
+VARIANTS = ('default', 'quick', 'smoke', 'ablation', 'trm_factors', 'trm_factors_up', 'trm_fix', 'trm_budget', 'trm_budget_back', 'prenorm_baselines')
 MODEL_NAMES = ('bert', 'trm', 'looped_bert')
 
 
@@ -206,9 +212,11 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.data.num_eval_sequences = 512
   config.sweep.grid = 'model=bert,trm,looped_bert; flops_budget=3e11,1e12,3e12; seed=0,1,2'  # 27 runs, ~19 min.
   config.models.bert = _bert(hidden=64, num_layers=4, num_heads=4)
-  config.models.trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
+  # TRM's recursion (n = 2, T = 2, the first cycle without gradient) with one block and one supervision step: the
+  # most accuracy per FLOP of the trm_budget sweep (docs/mlm.md); 2 blocks and 2 steps cost 4x the FLOPs an update.
+  config.models.trm = _trm(hidden=64, num_layers=1, num_heads=4, inner_steps=2, cycles=2, depth=1)
   config.models.looped_bert = _looped_bert(hidden=64, num_heads=4, depth=4)
-  config.models.trm.lr = 3e-3  # Probed (1e-3 / 3e-3) for the earlier post-norm TRM; the pre-norm one learns at it.
+  config.models.trm.lr = 4e-3  # trm_budget_back: 6e-3 / 1e-2 lead at 1e12 but spike at 3e12 (in 1 / 3 seeds of 3).
   config.train.batch_size = 16  # Twice the updates per FLOP of 32: BERT at 4e12 FLOPs, loss 5.64 against 5.72 at 32.
   config.train.lr = 1e-3
   config.train.warmup_steps = 100
@@ -241,6 +249,14 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.eval.batch_size = 32
 
 
+def _earlier_quick_trm(post_norm: bool) -> ml_collections.ConfigDict:
+  """The quick-scale TRM of earlier sessions (2 blocks, depth 2, lr 3e-3), which the documented sweeps start from."""
+  trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
+  trm.post_norm = post_norm
+  trm.lr = 3e-3
+  return trm
+
+
 def _ablation(config: ml_collections.ConfigDict) -> None:
   """One axis at a time around the quick-scale BERT and TRM at 1.5e12 FLOPs, 3 seeds (`ablation,smoke`: seconds).
 
@@ -249,7 +265,7 @@ def _ablation(config: ml_collections.ConfigDict) -> None:
   """
   _quick(config)
   config.train.batch_size = 32  # The settings of the documented run (before the quick study's batch 16 and pre-norm TRM).
-  config.models.trm.post_norm = True
+  config.models.trm = _earlier_quick_trm(post_norm=True)
   config.flops_budget = 1.5e12
   config.models.bert.lr = 1e-3  # The quick study's BERT lr (train.lr), stated so that the lr axis has a baseline.
   config.train.warmup_steps = 1_000_000
@@ -268,7 +284,7 @@ def _trm_factors(config: ml_collections.ConfigDict) -> None:
   config.flops_budget = 0  # Equal updates: every run trains train.steps.
   config.train.steps = 400
   config.eval.diagnostics = True
-  config.models.trm.post_norm = True  # The TRM before the fix.
+  config.models.trm = _earlier_quick_trm(post_norm=True)  # The TRM before the fix.
   config.sweep.grid = 'model=trm; seed=0,1,2'
   config.sweep.vary = ('model.post_norm=False; model.grad_cycles=2; model.detach=False; model.deep_supervision=False; '
                        'model.init_state=input; model.inject=zy; model.embed_scale=False; model.lr=1e-3')
@@ -292,6 +308,36 @@ def _trm_factors_up(config: ml_collections.ConfigDict) -> None:
   config.sweep.vary = 'model.inner_steps=2; model.cycles=2; model.depth=2; model.post_norm=False'
 
 
+def _trm_budget(config: ml_collections.ConfigDict) -> None:
+  """Which recursive TRM learns most per FLOP at the quick budgets: one change at a time around the pre-norm TRM of
+  the earlier quick study (2 blocks, n = 2, T = 2, depth 2, lr 3e-3), at 1e12 and 3e12 FLOPs, seed 0 (a screen;
+  trm_budget_back has 3 seeds)."""
+  _quick(config)
+  config.models.trm = _earlier_quick_trm(post_norm=False)
+  config.sweep.grid = 'model=trm; flops_budget=1e12,3e12; seed=0'
+  config.sweep.vary = ('model.lr=6e-3,1e-2; model.depth=1; model.num_layers=1; model.inner_steps=1; model.cycles=1; '
+                       'model.inject=zy; model.init_state=input')
+
+
+def _trm_budget_back(config: ml_collections.ConfigDict) -> None:
+  """The same around the best of trm_budget combined (1 block, depth 1, lr 6e-3): one of its choices taken back at
+  a time, and the lr around it, at 1e12 and 3e12 FLOPs, 3 seeds (the quick TRM is its lr=4e-3 row)."""
+  _quick(config)
+  config.models.trm.lr = 6e-3
+  config.sweep.grid = 'model=trm; flops_budget=1e12,3e12; seed=0,1,2'
+  config.sweep.vary = 'model.num_layers=2; model.depth=2; model.lr=3e-3,4e-3,1e-2'
+
+
+def _prenorm_baselines(config: ml_collections.ConfigDict) -> None:
+  """Control for the TRM's recipe: BERT and looped BERT with pre-norm blocks (and a final norm) at lr 3e-3 (the best
+  of 1e-3 / 3e-3 / 6e-3 for both, seed 0), at 1e12 and 3e12 FLOPs, 3 seeds."""
+  _quick(config)
+  for name in ('bert', 'looped_bert'):
+    config.models[name].post_norm = False
+    config.models[name].lr = 3e-3
+  config.sweep.grid = 'model=bert,looped_bert; flops_budget=1e12,3e12; seed=0,1,2'
+
+
 _VARIANT_FNS = {
     'default': _default,
     'quick': _quick,
@@ -300,4 +346,7 @@ _VARIANT_FNS = {
     'trm_factors': _trm_factors,
     'trm_factors_up': _trm_factors_up,
     'trm_fix': _trm_fix,
+    'trm_budget': _trm_budget,
+    'trm_budget_back': _trm_budget_back,
+    'prenorm_baselines': _prenorm_baselines,
 }

@@ -160,7 +160,7 @@ def lanes(tokens: np.ndarray, sentence_starts: np.ndarray, keep: np.ndarray, cou
   `sentence_starts` are the offsets into `tokens` of its sentences (plus len(tokens)); `keep`
   is this epoch's subsampling mask. Returns (ids_LxS, sids_LxS, lane length, kept tokens): lane
   l is kept-stream positions [l * length, (l + 1) * length) with `window` neighbours each side
-  (S = length + 2 window), and sids are sentence numbers; positions past the stream's end are
+  (S = length + 2 window), and sids are sentence numbers (>= 0); positions past the stream's end are
   padding (id 0, a sentence id of its own). 8 bytes a kept token, filled in blocks.
   """
   n = int(np.count_nonzero(keep))
@@ -172,7 +172,7 @@ def lanes(tokens: np.ndarray, sentence_starts: np.ndarray, keep: np.ndarray, cou
   for lo in range(0, len(tokens), _LANE_BLOCK):   # whole-array temporaries would be 8 B a token
     kept_at = np.flatnonzero(keep[lo:lo + _LANE_BLOCK])
     padded_ids[pos:pos + len(kept_at)] = tokens[lo:lo + _LANE_BLOCK][kept_at]
-    padded_sid[pos:pos + len(kept_at)] = np.searchsorted(sentence_starts, kept_at + lo, side='right') - 1
+    padded_sid[pos:pos + len(kept_at)] = np.searchsorted(sentence_starts, kept_at + lo, side='right')
     pos += len(kept_at)
   padded_sid[window + n:] = -2
   item = padded_ids.itemsize
