@@ -1,6 +1,7 @@
 """Subsampling keep-probabilities and unigram^0.75 negative draws."""
 import numpy as np
 
+from w2v_numpy import corpus
 from w2v_numpy import sampling
 
 
@@ -27,7 +28,7 @@ def test_subsample_in_blocks_draws_the_mask_of_one_draw(monkeypatch):
   keep = np.array([0.1, 0.5, 0.9], dtype=np.float32)
   tokens = np.random.default_rng(1).integers(0, 3, 10_007).astype(np.int32)
   whole = np.random.default_rng(2).random(len(tokens), dtype=np.float32) < keep[tokens]
-  monkeypatch.setattr(sampling, '_SUBSAMPLE_BLOCK', 1000)
+  monkeypatch.setattr(corpus, 'TOKEN_BLOCK', 1000)
   np.testing.assert_array_equal(sampling.subsample(tokens, keep, np.random.default_rng(2)), whole)
 
 

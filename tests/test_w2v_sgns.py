@@ -125,7 +125,9 @@ def test_one_minibatch_step_equals_explicit_pair_updates(centers):
   assert np.all(params[:, dim:] == 0)   # padding column of odd dim stays zero
 
 
-def test_lanes_cut_the_kept_stream_into_equal_parts_with_their_neighbours():
+@pytest.mark.parametrize('block', [1 << 20, 7])   # one block, and blocks that cut sentences
+def test_lanes_cut_the_kept_stream_into_equal_parts_with_their_neighbours(monkeypatch, block):
+  monkeypatch.setattr(corpus_lib, 'TOKEN_BLOCK', block)
   tokens = np.arange(1, 31, dtype=np.int32)
   starts = np.array([0, 5, 9, 12, 20, 30])   # sentences [0,5) [5,9) [9,12) [12,20) [20,30)
   keep = np.ones(30, dtype=bool)

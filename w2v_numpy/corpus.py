@@ -11,8 +11,14 @@ from typing import Iterable, Iterator
 import numpy as np
 
 _BLOCK_BYTES = 1 << 20
-_INDEX_BLOCK = 1 << 20
+TOKEN_BLOCK = 1 << 20  # tokens per block where whole-corpus temporaries would cost 8 bytes a token
 _ASCII_SPACE = (b' ', b'\n', b'\t', b'\r', b'\x0b', b'\x0c')
+
+
+def token_blocks(n: int) -> list[slice]:
+  """[0, n) in consecutive slices of TOKEN_BLOCK tokens (NumPy casts int32 indices to 8-byte ones and
+  builds float or index temporaries as long as its input: per block they stay small)."""
+  return [slice(lo, min(lo + TOKEN_BLOCK, n)) for lo in range(0, n, TOKEN_BLOCK)]
 
 
 class CorpusError(ValueError):
@@ -123,8 +129,7 @@ def _finish(enc: _Encoder, source: str, min_count: int, max_vocab: int | None,
   if enc.n_tokens == 0:
     raise CorpusError(f'{source}: is empty (no tokens)')
   codes = enc.take_codes()
-  # In blocks: bincount and take cast int32 indices to intp, which would double the corpus.
-  blocks = [slice(lo, lo + _INDEX_BLOCK) for lo in range(0, len(codes), _INDEX_BLOCK)]
+  blocks = token_blocks(len(codes))   # bincount and take would hold an 8-byte copy of the corpus
   counts = np.zeros(len(enc.ids), dtype=np.int64)
   for b in blocks:
     counts += np.bincount(codes[b], minlength=len(enc.ids))

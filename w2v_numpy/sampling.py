@@ -1,6 +1,8 @@
 """Random draws of word2vec: frequent-word subsampling and unigram^0.75 negatives."""
 import numpy as np
 
+from w2v_numpy import corpus
+
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
   """word2vec's keep probability of each word: (sqrt(c / t) + 1) * t / c, capped at 1.
@@ -55,9 +57,6 @@ class AliasSampler:
     return np.where(coin < self._accept[column], column, self._alias[column])
 
 
-_SUBSAMPLE_BLOCK = 1 << 20
-
-
 def subsample(tokens: np.ndarray, keep_prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """Boolean mask of the tokens kept this epoch.
 
@@ -67,7 +66,6 @@ def subsample(tokens: np.ndarray, keep_prob: np.ndarray, rng: np.random.Generato
   keep = np.ones(len(tokens), dtype=bool)
   if np.all(keep_prob >= 1.0):
     return keep
-  for lo in range(0, len(tokens), _SUBSAMPLE_BLOCK):
-    block = tokens[lo:lo + _SUBSAMPLE_BLOCK]
-    np.less(rng.random(len(block), dtype=np.float32), keep_prob[block], out=keep[lo:lo + len(block)])
+  for b in corpus.token_blocks(len(tokens)):
+    np.less(rng.random(b.stop - b.start, dtype=np.float32), keep_prob[tokens[b]], out=keep[b])
   return keep

@@ -21,7 +21,7 @@ import numpy as np
 
 from w2v_numpy import sampling
 from w2v_numpy import sgns
-from w2v_numpy.corpus import Corpus
+from w2v_numpy.corpus import Corpus, token_blocks
 
 
 @dataclasses.dataclass
@@ -64,7 +64,6 @@ class TrainResult:
 
 # Centers per BLAS product in `sgns.banded_loss_and_grads` (measured best of 2, 4, 8 at d 100, W 5).
 CHUNK = 4
-_LANE_BLOCK = 1 << 20  # tokens per block when the lanes are filled
 
 
 class _BatchTrainer:
@@ -169,10 +168,10 @@ def lanes(tokens: np.ndarray, sentence_starts: np.ndarray, keep: np.ndarray, cou
   padded_ids = np.zeros(total, dtype=np.int32)
   padded_sid = np.full(total, -1, dtype=np.int32)
   pos = window
-  for lo in range(0, len(tokens), _LANE_BLOCK):   # whole-array temporaries would be 8 B a token
-    kept_at = np.flatnonzero(keep[lo:lo + _LANE_BLOCK])
-    padded_ids[pos:pos + len(kept_at)] = tokens[lo:lo + _LANE_BLOCK][kept_at]
-    padded_sid[pos:pos + len(kept_at)] = np.searchsorted(sentence_starts, kept_at + lo, side='right')
+  for b in token_blocks(len(tokens)):
+    kept_at = np.flatnonzero(keep[b])
+    padded_ids[pos:pos + len(kept_at)] = tokens[b][kept_at]
+    padded_sid[pos:pos + len(kept_at)] = np.searchsorted(sentence_starts, kept_at + b.start, side='right')
     pos += len(kept_at)
   padded_sid[window + n:] = -2
   item = padded_ids.itemsize
