@@ -19,6 +19,7 @@ and scaling: words/s and peak memory (VmHWM) on the corpus repeated 1x, 10x and 
 training at least 4.5M words (epochs).
 
   python bench/w2v_vs_gensim.py [--corpus FILE] [--epochs 5] [--workers 2] [--repeats 3]
+                                [--emulate-avx2]   # an AVX-512 CPU running AVX2 code only
 """
 import argparse
 import os
@@ -40,7 +41,8 @@ DEFAULT_DATA = REPO.parent / 'shared' / 'data'
 
 
 def machine_line() -> str:
-  """CPU model, cores, the widest vector ISA the CPU has and the one NumPy dispatches to: the ratios move with them."""
+  """CPU model, cores, the widest vector ISA the CPU has, the one NumPy dispatches to and the
+  OpenBLAS kernels (NumPy's matmul, gensim's sdot/saxpy through SciPy): the ratios move with them."""
   model, flags = platform.processor() or platform.machine(), set()
   try:
     for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
@@ -52,12 +54,37 @@ def machine_line() -> str:
   except OSError:
     pass
   isa = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2' if flags else 'unknown ISA'
-  try:
-    from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
-    numpy_isa = 'AVX-512' if __cpu_features__.get('AVX512F') else 'AVX2' if __cpu_features__.get('AVX2') else 'SSE'
+  try:   # __cpu_features__ reports a feature held back by NPY_DISABLE_CPU_FEATURES as False
+    from numpy._core._multiarray_umath import __cpu_features__ as has  # pylint: disable=g-import-not-at-top
+    numpy_isa = ('AVX-512' if has.get('X86_V4', has.get('AVX512_SKX')) else
+                 'AVX2' if has.get('X86_V3', has.get('AVX2')) else 'SSE')
   except ImportError:
     numpy_isa = '?'
-  return f'machine: {model}, {os.cpu_count()} cores, {isa} (NumPy {np.__version__} dispatches {numpy_isa})'
+  try:
+    import importlib  # pylint: disable=g-import-not-at-top
+    import threadpoolctl  # pylint: disable=g-import-not-at-top
+    importlib.import_module('scipy.linalg')  # loads SciPy's OpenBLAS, the one gensim calls
+    kernels = sorted({str(lib.get('architecture')) for lib in threadpoolctl.threadpool_info()
+                      if lib.get('internal_api') == 'openblas'})
+    blas = f', OpenBLAS kernels {"/".join(kernels)}' if kernels else ''
+  except ImportError:
+    blas = ''
+  held = ' [held to AVX2 by --emulate-avx2]' if os.environ.get(_EMULATED) else ''
+  return (f'machine: {model}, {os.cpu_count()} cores, {isa} (NumPy {np.__version__} dispatches '
+          f'{numpy_isa}{blas}){held}')
+
+
+# NumPy's dispatch held below AVX-512 and OpenBLAS (NumPy's and SciPy's) on its Haswell (AVX2)
+# kernels: what an AVX2-only CPU runs, for both w2v_numpy and gensim. The microarchitecture stays.
+AVX2_ENV = {'NPY_DISABLE_CPU_FEATURES': 'X86_V4 AVX512_ICL AVX512_SPR',
+            'OPENBLAS_CORETYPE': 'Haswell'}
+_EMULATED = 'W2V_BENCH_EMULATED_AVX2'
+
+
+def _reexec_held_to_avx2(argv: list) -> None:
+  """Runs this bench again in a process whose NumPy and OpenBLAS use AVX2 code only."""
+  env = dict(os.environ, **AVX2_ENV, **{_EMULATED: '1'})
+  os.execve(sys.executable, [sys.executable, __file__, *argv], env)
 
 
 PAIR_FILES = ('wordsim353.tsv', 'simlex999.txt', 'EN-MEN-TR-3k.txt')
@@ -218,7 +245,13 @@ def main(argv=None) -> None:
   p.add_argument('--scale-words', type=int, default=20_000_000,
                  help='largest corpus of the scaling table (0: no scaling table)')
   p.add_argument('--no-command', action='store_true', help='skip the whole-command timing')
+  p.add_argument('--emulate-avx2', action='store_true',
+                 help='on an AVX-512 CPU: run everything (ours, gensim, the subprocesses) with '
+                      'NumPy dispatch and OpenBLAS kernels held to AVX2, as an AVX2-only CPU runs them')
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
+  if args.emulate_avx2 and not os.environ.get(_EMULATED):
+    _reexec_held_to_avx2(argv)
   wordsim = pathlib.Path(args.wordsim_dir)
 
   from gensim.models.word2vec import LineSentence  # pylint: disable=g-import-not-at-top
