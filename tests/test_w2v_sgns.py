@@ -49,25 +49,33 @@ def test_pair_grads_match_finite_differences():
 def test_banded_grads_match_finite_differences_with_masks(chunk):
   rng = np.random.default_rng(1)
   n, c, k, d = 6, 5, 2, 4
-  v = rng.normal(size=(n // chunk, chunk + c - 1, d))   # group g's rows; center g*M+i: rows i..i+c-1
-  u = rng.normal(size=(n, k + 1, d))
+  groups = n // chunk
+  v = rng.normal(size=(groups, chunk + c - 1, d))   # group g's rows; center g*M+i: rows i..i+c-1
+  u = rng.normal(size=(groups, chunk + k, d))        # the group's M centers, then its K negatives
   pair_mask = rng.random((n, c)) < 0.6
   pair_mask[0, 0] = True
-  neg_mask = np.ones((n, k + 1), bool)
-  neg_mask[1, 2] = False
+  neg_ok = np.ones((groups, chunk, k), bool)
+  neg_ok[1 // chunk, 1 % chunk, 1] = False           # center 1 skips its group's 2nd negative
   band = sgns.band_pair_mask(pair_mask, chunk)
   scale = 0.7
-  loss, pairs, d_v, d_u = sgns.banded_loss_and_grads(v, u, band, neg_mask, scale=scale)
-  f = lambda: scale * sgns.banded_loss_and_grads(v, u, band, neg_mask)[0]
+  loss, pairs, d_v, d_u = sgns.banded_loss_and_grads(v, u, band, neg_ok, scale=scale)
+  f = lambda: scale * sgns.banded_loss_and_grads(v, u, band, neg_ok)[0]
   np.testing.assert_allclose(d_v, _finite_diff(f, v), atol=1e-7)
   np.testing.assert_allclose(d_u, _finite_diff(f, u), atol=1e-7)
   assert pairs == pair_mask.sum()
-  # The banded loss is the sum of per-pair losses (skipped negatives removed).
+  # The banded loss is the sum of per-pair losses, each pair with its group's kept negatives.
   expected = 0.0
   for i, j in zip(*np.nonzero(pair_mask)):
-    keep = [q for q in range(1, k + 1) if neg_mask[i, q]]
-    expected += sgns.pair_loss(v[i // chunk, i % chunk + j], u[i, 0], u[i, keep])
+    g, m = divmod(i, chunk)
+    keep = [chunk + q for q in range(k) if neg_ok[g, m, q]]
+    expected += sgns.pair_loss(v[g, m + j], u[g, m], u[g, keep])
   assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_banded_loss_names_shapes_that_do_not_fit():
+  band = np.ones((2, 6, 2), bool)
+  with pytest.raises(ValueError, match='G x .M . K. outputs'):
+    sgns.banded_loss_and_grads(np.zeros((2, 6, 3)), np.zeros((2, 5, 3)), band, np.ones((2, 2, 2), bool))
 
 
 def test_band_pair_mask_places_each_pair_on_its_row():
@@ -90,7 +98,7 @@ def test_one_minibatch_step_equals_explicit_pair_updates(centers):
 
   class FixedNegatives:
     def draw(self, rng, shape):
-      return np.arange(np.prod(shape)).reshape(shape) % vocab
+      return (np.arange(np.prod(shape)).reshape(shape) + 2) % vocab   # 2, 3: center words too
 
   step = trainer._BatchTrainer(params, vocab, cfg, FixedNegatives())
   ctx = np.array([0, 1, 2, 3, 4, 5, 6, 2, 5], dtype=np.int32)[:centers + 2 * w]  # 2 pad each side
@@ -108,13 +116,13 @@ def test_one_minibatch_step_equals_explicit_pair_updates(centers):
   reduced = np.random.default_rng(3).integers(1, w + 1, size=centers, dtype=np.int32)
   syn0, syn1 = before[:vocab, :dim].astype(float), before[vocab:, :dim].astype(float)
   grad0, grad1 = np.zeros_like(syn0), np.zeros_like(syn1)
-  negs = FixedNegatives().draw(None, (centers, 2))
+  negs = FixedNegatives().draw(None, (groups, 2))   # one draw per group, shared by its centers
   for n in range(centers):
     pos = n + w
     for p in range(pos - reduced[n], pos + reduced[n] + 1):
       if p == pos or sid[p] != sid[pos]:
         continue
-      keep = [x for x in negs[n] if x != ctx[pos]]
+      keep = [x for x in negs[n // trainer.CHUNK] if x != ctx[pos]]
       d_v, d_uo, d_un = sgns.pair_grads(syn0[ctx[p]], syn1[ctx[pos]], syn1[keep])
       grad0[ctx[p]] += d_v
       grad1[ctx[pos]] += d_uo

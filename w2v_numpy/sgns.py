@@ -6,9 +6,9 @@ Every valid (context c, center n) pair is one skip-gram pair with loss
 
   L = -log sigma(v_c . u_o) - sum_k log sigma(-v_c . u_nk),
 
-and the K negatives of a center are shared by its context pairs (as in Ji et al. 2016,
-"Parallelizing word2vec in shared and distributed memory"), so the scores of a center are a
-(C x (K+1)) matrix product.
+and K negatives are shared by the pairs of a few consecutive centers (as Ji et al. 2016,
+"Parallelizing word2vec in shared and distributed memory", share them within one center's
+window), so the scores of a group of centers are one small matrix product.
 """
 import functools
 
@@ -55,47 +55,56 @@ def band_pair_mask(pair_mask_NxC: np.ndarray, chunk: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _output_signs(chunk: int, outputs: int, dtype: str) -> np.ndarray:
-  """+1 for each center's positive column, -1 for its negatives, over a chunk's M (K+1) outputs."""
-  signs = np.tile(np.array([1] + [-1] * (outputs - 1), dtype=dtype), chunk)
+def _output_signs(chunk: int, negatives: int, dtype: str) -> np.ndarray:
+  """+1 for a group's `chunk` center columns, -1 for its shared negatives."""
+  signs = np.array([1] * chunk + [-1] * negatives, dtype=dtype)
   signs.flags.writeable = False
   return signs
 
 
 def banded_loss_and_grads(
-    v_GxRxd: np.ndarray, u_NxKp1xd: np.ndarray, pair_band_GxRxM: np.ndarray,
-    neg_mask_NxKp1: np.ndarray, scale: float = 1.0,
+    v_GxRxd: np.ndarray, u_GxQxd: np.ndarray, pair_band_GxRxM: np.ndarray,
+    neg_ok_GxMxK: np.ndarray, scale: float = 1.0,
 ) -> tuple[float, int, np.ndarray, np.ndarray]:
-  """Summed loss over the valid pairs of N = G x M centers and the gradients of `scale` * loss.
+  """Summed loss over the valid pairs of G groups of M consecutive centers, and the gradients
+  of `scale` * loss.
 
-  The centers come in G groups of M consecutive corpus positions; group g holds the input rows
-  of its R = M + C - 1 positions (C = 2W + 1), so center i of the group has the window rows
-  i .. i + C - 1. A group's scores are one product, R rows by its M (K+1) outputs: a band of it
-  holds every (context, output) score of the group's centers, the rest is computed and masked
-  out (R / C times the needed products, in 3 G BLAS calls instead of 3 N tiny ones).
+  Group g holds the input rows of its R = M + C - 1 positions (C = 2W + 1), so center i of the
+  group has the window rows i .. i + C - 1, and Q = M + K output rows: its M centers' output
+  vectors, then K negatives shared by every pair of the group (each pair still sees K unigram
+  draws). A group's scores are one product, R rows by Q outputs: the center columns hold the
+  positive scores (valid on the band `pair_band`), the negative columns the scores of every row
+  against every negative, counted once per pair of the group that uses them. So a group costs
+  3 small BLAS calls, not 3 per center; the entries outside the band are computed and dropped.
 
   Args:
     v_GxRxd: input vectors of each group's R positions (unit last stride).
-    u_NxKp1xd: output vectors, center n = g * M + i: column 0 the center word, 1..K its negatives.
+    u_GxQxd: output vectors: columns 0..M-1 the group's center words, M..M+K-1 its negatives.
     pair_band_GxRxM: True where (row r, center i) of group g is a real pair (same sentence,
       inside the reduced window, not the center itself); `band_pair_mask` makes it from (N, C).
-    neg_mask_NxKp1: 0 drops a negative (word2vec skips a negative equal to the center).
+    neg_ok_GxMxK: False drops negative k for center i (word2vec skips a negative equal to the
+      center word).
     scale: gradients are of scale * loss (pass -learning_rate to get the SGD step).
 
   Returns:
-    (loss summed over pairs, number of pairs, d/dv_GxRxd, d/du_NxKp1xd).
+    (loss summed over pairs, number of pairs, d/dv_GxRxd, d/du_GxQxd).
   """
-  n, k1, d = u_NxKp1xd.shape
   groups, rows, chunk = pair_band_GxRxM.shape
-  if groups * chunk != n or v_GxRxd.shape[:2] != (groups, rows):
-    raise ValueError(f'need N = G x M centers ({n} vs {groups} x {chunk}) and G x R input rows '
-                     f'({v_GxRxd.shape[:2]} vs {(groups, rows)})')
-  dtype = u_NxKp1xd.dtype
-  u_GxQxd = u_NxKp1xd.reshape(groups, chunk * k1, d)
-  weight_GxRxQ = (pair_band_GxRxM[..., None] & neg_mask_NxKp1.reshape(groups, 1, chunk, k1)
-                  ).astype(dtype).reshape(groups, rows, chunk * k1)
-  # Signed score t: +s for the positive column, -s for negatives, so L = -sum log sigma(t).
-  sign_Q = _output_signs(chunk, k1, dtype.str)
+  k = neg_ok_GxMxK.shape[2]
+  if (v_GxRxd.shape[:2] != (groups, rows) or u_GxQxd.shape[:2] != (groups, chunk + k)
+      or neg_ok_GxMxK.shape[:2] != (groups, chunk)):
+    raise ValueError(f'need G x R input rows, G x (M + K) outputs and G x M x K negative masks for '
+                     f'a G x R x M band {pair_band_GxRxM.shape}; got {v_GxRxd.shape[:2]}, '
+                     f'{u_GxQxd.shape[:2]}, {neg_ok_GxMxK.shape}')
+  dtype = u_GxQxd.dtype
+  # Pairs per score: a center column counts its band; a negative column, for each row, the
+  # group's centers that have the row as a context and keep that negative.
+  band_GxRxM = pair_band_GxRxM.astype(dtype)
+  weight_GxRxQ = np.empty((groups, rows, chunk + k), dtype=dtype)
+  weight_GxRxQ[:, :, :chunk] = band_GxRxM
+  np.matmul(band_GxRxM, neg_ok_GxMxK.astype(dtype), out=weight_GxRxQ[:, :, chunk:])
+  # Signed score t: +s for a center column, -s for negatives, so L = -sum weight * log sigma(t).
+  sign_Q = _output_signs(chunk, k, dtype.str)
   t = np.matmul(v_GxRxd, u_GxQxd.transpose(0, 2, 1))
   t *= sign_Q
   z = np.abs(t)
@@ -112,5 +121,5 @@ def banded_loss_and_grads(
   coef *= weight_GxRxQ
   coef *= -scale * sign_Q
   d_v = np.matmul(coef, u_GxQxd)
-  d_u = np.matmul(coef.transpose(0, 2, 1), v_GxRxd).reshape(n, k1, d)
+  d_u = np.matmul(coef.transpose(0, 2, 1), v_GxRxd)
   return loss, int(np.count_nonzero(pair_band_GxRxM)), d_v, d_u

@@ -4,9 +4,9 @@ Each epoch's subsampled token stream is cut into `batch / CHUNK` lanes (`lanes`)
 minibatch takes one group of CHUNK consecutive centers from every lane, so the centers of one
 update lie far apart in the corpus (as word2vec.c's threads do); with B consecutive centers
 instead, a rare word repeated within a passage took several updates from one stale vector,
-which cost rare-word similarity (w2v_numpy/README.md). Each group's scores are one small
-matrix product (`sgns.banded_loss_and_grads`), and the gradients go back into the parameter
-matrix by `_BatchTrainer._scatter_add`.
+which cost rare-word similarity (w2v_numpy/README.md). A group's CHUNK centers share K
+negatives, so its scores are one small matrix product (`sgns.banded_loss_and_grads`), and the
+gradients go back into the parameter matrix by `_BatchTrainer._scatter_add`.
 """
 import dataclasses
 import multiprocessing
@@ -62,7 +62,8 @@ class TrainResult:
   seconds: float
 
 
-# Centers per BLAS product in `sgns.banded_loss_and_grads` (measured best of 2, 4, 8 at d 100, W 5).
+# Centers per BLAS product in `sgns.banded_loss_and_grads`, sharing K negatives (8 and 16 are faster
+# but their scores vary more across seeds: w2v_numpy/README.md).
 CHUNK = 4
 
 
@@ -102,26 +103,26 @@ class _BatchTrainer:
     reduced[:n_valid] = rng.integers(1, w + 1, size=n_valid, dtype=np.int32)
     pair_band = ((sid_GxR[:, :, None] == sid_GxR[:, None, w:w + CHUNK])
                  & (self.band_distance <= reduced.reshape(groups, 1, CHUNK)))
-    out_ids = np.zeros((n, cfg.negative + 1), dtype=np.int32)
-    out_ids[:, 0] = ids_GxR[:, w:w + CHUNK].reshape(-1)
-    out_ids[:n_valid, 1:] = self.sampler.draw(rng, (n_valid, cfg.negative))
-    neg_mask = out_ids != out_ids[:, :1]
-    neg_mask[:, 0] = True
+    # Output rows of group g: its CHUNK center words, then K negatives shared by its pairs.
+    out_ids_GxQ = np.empty((groups, CHUNK + cfg.negative), dtype=np.int32)
+    out_ids_GxQ[:, :CHUNK] = ids_GxR[:, w:w + CHUNK]
+    out_ids_GxQ[:, CHUNK:] = self.sampler.draw(rng, (groups, cfg.negative))
+    neg_ok_GxMxK = out_ids_GxQ[:, None, CHUNK:] != out_ids_GxQ[:, :CHUNK, None]
 
     v_GxRxd = np.take(self.syn0, ids_GxR, axis=0)
-    u_out = np.take(self.syn1, out_ids, axis=0)
+    u_GxQxd = np.take(self.syn1, out_ids_GxQ, axis=0)
     loss, pairs, d_v, d_u = sgns.banded_loss_and_grads(
-        v_GxRxd, u_out, pair_band, neg_mask, scale=-lr)
+        v_GxRxd, u_GxQxd, pair_band, neg_ok_GxMxK, scale=-lr)
     self._scatter_add(ids_GxR.reshape(-1), d_v.reshape(-1, width))
-    self._scatter_add(out_ids.reshape(-1) + self.vocab_size, d_u.reshape(-1, width))
+    self._scatter_add(out_ids_GxQ.reshape(-1) + self.vocab_size, d_u.reshape(-1, width))
     return loss, pairs
 
   def _scatter_add(self, rows: np.ndarray, values: np.ndarray) -> None:
     """params[rows] += values, accumulating repeated rows.
 
     The first occurrence of every row goes in with one fancy-indexed `+=` (correct because those
-    rows are distinct, and ~5x cheaper per element than `np.add.at`); only the repeats (about a
-    third of a batch's output rows: frequent words drawn as negatives) take the flat `np.add.at`.
+    rows are distinct, and ~3x cheaper per element than `np.add.at`); only the repeats (frequent
+    words: about 29% of a batch's input rows and 18% of its output rows) take the flat `np.add.at`.
     Hogwild workers use `np.add.at` for all rows: it adds in place, where `+=` gathers the rows
     and writes them back later, over other workers' updates.
     """
@@ -265,11 +266,12 @@ class _Progress:
 
 def memory_needed(vocab_size: int, config: TrainConfig) -> int:
   """Bytes a run holds at its peak: the 2V x d parameter matrix, the two V x d result copies
-  and, per worker, one minibatch's gathered rows and gradients (a little over, not under)."""
+  and, per worker, one minibatch's gathered rows, gradients and scatter copies (a little over)."""
   width = config.dim + config.dim % 2
   params = 2 * vocab_size * width * 4
   results = 2 * vocab_size * config.dim * 4
-  rows_per_batch = config.batch * (2 * (2 * config.window + 1) + 3 * (config.negative + 1)) + 4 * config.window
+  groups = max(1, config.batch // CHUNK)   # each: R input rows and Q output rows, 3 copies of each
+  rows_per_batch = 3 * groups * ((CHUNK + 2 * config.window) + (CHUNK + config.negative))
   return params + results + config.workers * rows_per_batch * width * 4
 
 
