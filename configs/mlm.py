@@ -23,6 +23,7 @@ Which recursive TRM learns most per FLOP at the quick budgets (the quick TRM's s
   python launch.py --config=configs/mlm.py:trm_budget --workdir=runs/trm_budget
   python launch.py --config=configs/mlm.py:trm_budget_back --workdir=runs/trm_budget_back
   python launch.py --config=configs/mlm.py:prenorm_baselines --workdir=runs/prenorm_baselines  # the recipe's control
+  python launch.py --config=configs/mlm.py:recipe_stack --workdir=runs/recipe_stack  # the recursion's control
 
 The hyperparameter ablation (one axis at a time around the quick-scale models at one budget,
 3 seeds; writes ablation.md and ablation.png), and its smoke form:
@@ -56,7 +57,7 @@ from configs import variants
 from data import paths
 
 VARIANTS = ('default', 'quick', 'smoke', 'ablation', 'trm_factors', 'trm_factors_up', 'trm_fix', 'trm_budget',
-            'trm_budget_back', 'prenorm_baselines')
+            'trm_budget_back', 'prenorm_baselines', 'recipe_stack')
 MODEL_NAMES = ('bert', 'trm', 'looped_bert')
 
 
@@ -340,6 +341,18 @@ def _prenorm_baselines(config: ml_collections.ConfigDict) -> None:
   config.sweep.grid = 'model=bert,looped_bert; flops_budget=1e12,3e12; seed=0,1,2'
 
 
+def _recipe_stack(config: ml_collections.ConfigDict) -> None:
+  """Control for the TRM's recursion: 4 blocks in the quick TRM's exact recipe (pre-norm RMSNorm, SwiGLU, no biases,
+  LeCun init, sqrt(D) embeddings, untied head, lr 4e-3) stacked and applied once (n = 0, T = 1, depth 1: BERT's
+  layout without recursion), beside the quick TRM, at 1e12 and 3e12 FLOPs, 3 seeds."""
+  _quick(config)
+  stack = _trm(hidden=64, num_layers=4, num_heads=4, inner_steps=0, cycles=1, depth=1)
+  stack.inject = 'zy'  # With n = 0 the input enters through the one y update: y <- f(y0 + z0 + x).
+  stack.lr = config.models.trm.lr  # The quick TRM's lr.
+  config.models.trm_stack = stack  # A `models` section of its own (registry name 'trm'), as looped_bert is of 'bert'.
+  config.sweep.grid = 'model=trm_stack,trm; flops_budget=1e12,3e12; seed=0,1,2'
+
+
 _VARIANT_FNS = {
     'default': _default,
     'quick': _quick,
@@ -351,4 +364,5 @@ _VARIANT_FNS = {
     'trm_budget': _trm_budget,
     'trm_budget_back': _trm_budget_back,
     'prenorm_baselines': _prenorm_baselines,
+    'recipe_stack': _recipe_stack,
 }

@@ -53,7 +53,7 @@ class ArchConfig:
   norm: str = 'layernorm'
   post_norm: bool = False
   use_bias: bool = True
-  inner_steps: int = 6  # TRM n: latent updates per cycle.
+  inner_steps: int = 6  # TRM n: latent updates per cycle (0 with inject zy: f applied once per cycle, to y + z + x).
   cycles: int = 3  # TRM T: cycles per step; the first T-1 carry no gradient.
   dtype: str = 'float32'
   tie_embeddings: bool = False
@@ -85,10 +85,14 @@ class ArchConfig:
       if getattr(self, key) not in choices:
         raise ModelConfigError(
             f'model.{key}={getattr(self, key)!r} is not one of {list(choices)}')
-    for key in ('hidden', 'num_layers', 'num_heads', 'inner_steps', 'cycles',
-                'mlp_state_dim', 'mlp_multiple_of'):
+    for key in ('hidden', 'num_layers', 'num_heads', 'cycles', 'mlp_state_dim', 'mlp_multiple_of'):
       if getattr(self, key) < 1:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be >= 1')
+    if self.inner_steps < 0:
+      raise ModelConfigError(f'model.inner_steps={self.inner_steps} must be >= 0')
+    if self.name == 'trm' and self.inner_steps == 0 and self.inject == 'z':
+      raise ModelConfigError("model.inner_steps=0 needs model.inject='zy': with no latent update the "
+                             'input reaches the network only through the y update')
     if not 1 <= self.grad_cycles <= self.cycles:
       raise ModelConfigError(f'model.grad_cycles={self.grad_cycles} must be in [1, model.cycles={self.cycles}]')
     if self.prefix_len < 0:

@@ -195,6 +195,22 @@ def test_trm_recursion_options_change_what_they_name():
     build(tiny_cfg('trm', inject='x'))
 
 
+def test_trm_without_latent_updates_is_its_network_applied_once():
+  """inner_steps=0 (with inject='zy'): one cycle is y <- f(y + z + x), z untouched, nothing sown for z; with
+  inject='z' the input would never reach f, so that is refused, naming the fix."""
+  model, variables, tokens_BxL = build(tiny_cfg('trm', inner_steps=0, cycles=1, inject='zy', num_layers=2))
+  cls = type(model)
+  inputs = model.apply(variables, tokens_BxL, method=cls.encode)
+  carry = model.apply(variables, inputs, method=cls.init_carry)
+  out, state = model.apply(variables, carry, inputs, method=cls.step, mutable=['intermediates'])
+  expected = model.apply(variables, carry['y'] + carry['z'] + inputs['x'], inputs, method=cls._net)
+  np.testing.assert_allclose(out['y'], expected, rtol=1e-6)
+  np.testing.assert_array_equal(out['z'], carry['z'])
+  assert 'z' not in state['intermediates'] and len(state['intermediates']['y']) == 1
+  with pytest.raises(models.ModelConfigError, match="inner_steps=0 needs model.inject='zy'"):
+    build(tiny_cfg('trm', inner_steps=0))
+
+
 @pytest.mark.parametrize('name', NAMES)
 def test_bfloat16_compute_float32_params(name):
   model, variables, tokens_BxL = build(tiny_cfg(name, dtype='bfloat16'))
