@@ -69,7 +69,7 @@ def machine_line() -> str:
     blas = f', OpenBLAS kernels {"/".join(kernels)}' if kernels else ''
   except ImportError:
     blas = ''
-  held = ' [held to AVX2 by --emulate-avx2]' if os.environ.get(_EMULATED) else ''
+  held = ' [held to AVX2 by --emulate-avx2]' if os.environ.get(EMULATED) else ''
   return (f'machine: {model}, {os.cpu_count()} cores, {isa} (NumPy {np.__version__} dispatches '
           f'{numpy_isa}{blas}){held}')
 
@@ -78,13 +78,13 @@ def machine_line() -> str:
 # kernels: what an AVX2-only CPU runs, for both w2v_numpy and gensim. The microarchitecture stays.
 AVX2_ENV = {'NPY_DISABLE_CPU_FEATURES': 'X86_V4 AVX512_ICL AVX512_SPR',
             'OPENBLAS_CORETYPE': 'Haswell'}
-_EMULATED = 'W2V_BENCH_EMULATED_AVX2'
+EMULATED = 'W2V_BENCH_EMULATED_AVX2'
 
 
-def _reexec_held_to_avx2(argv: list) -> None:
-  """Runs this bench again in a process whose NumPy and OpenBLAS use AVX2 code only."""
-  env = dict(os.environ, **AVX2_ENV, **{_EMULATED: '1'})
-  os.execve(sys.executable, [sys.executable, __file__, *argv], env)
+def reexec_held_to_avx2(script: str, argv: list) -> None:
+  """Runs `script` again in a process whose NumPy and OpenBLAS use AVX2 code only."""
+  env = dict(os.environ, **AVX2_ENV, **{EMULATED: '1'})
+  os.execve(sys.executable, [sys.executable, script, *argv], env)
 
 
 PAIR_FILES = ('wordsim353.tsv', 'simlex999.txt', 'EN-MEN-TR-3k.txt')
@@ -250,8 +250,8 @@ def main(argv=None) -> None:
                       'NumPy dispatch and OpenBLAS kernels held to AVX2, as an AVX2-only CPU runs them')
   argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
-  if args.emulate_avx2 and not os.environ.get(_EMULATED):
-    _reexec_held_to_avx2(argv)
+  if args.emulate_avx2 and not os.environ.get(EMULATED):
+    reexec_held_to_avx2(__file__, argv)
   wordsim = pathlib.Path(args.wordsim_dir)
 
   from gensim.models.word2vec import LineSentence  # pylint: disable=g-import-not-at-top
