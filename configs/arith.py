@@ -11,6 +11,8 @@ Variants (`:name`, several joined by commas):
   add_cpu     the best 1-6 digit addition model for <= 30 minutes on 2 CPU cores (reversed answer, Abacus).
   mul_cpu     up to 4x4-digit multiplication in the same budget.
   length_gen  trained on at most 6 digits (random Abacus offsets), evaluated to 16 digits.
+  length_loops  length_gen's 4 stacked blocks against 1 block looped 4 times (same FLOPs per
+              step), 3 seeds, scored by length at every test-time depth.
   study       plain, reversed, cot and the looped latent model at matched training FLOPs, 3 seeds (addition).
   mul         after study (`study,mul`): the same comparison on 1-3 digit multiplication.
 
@@ -24,7 +26,7 @@ import ml_collections
 
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'length_gen', 'study', 'mul')
+VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'length_gen', 'length_loops', 'study', 'mul')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -184,6 +186,17 @@ def _length_gen(config: ml_collections.ConfigDict) -> None:
   config.eval.num_per_length = 30
 
 
+def _length_loops(config: ml_collections.ConfigDict) -> None:
+  """length_gen's stacked model against one block looped 4 times, at the same FLOPs per step, 3 seeds each."""
+  _length_gen(config)
+  config.models = ml_collections.ConfigDict()  # The choices of the sweep's `model=` axis.
+  config.models.stacked = ml_collections.ConfigDict(config.model.to_dict())
+  looped = config.models.looped = ml_collections.ConfigDict(config.model.to_dict())
+  looped.looped, looped.loops, looped.prelude_layers, looped.coda_layers = True, 4, 0, 0
+  config.eval.loop_multiplier = 4  # Test-time loops 1, 2, 4, 8, 12, 16.
+  config.sweep.grid = 'model=stacked,looped; seed=0,1,2'
+
+
 def _study(config: ml_collections.ConfigDict) -> None:
   """plain, reversed, cot and looped at 3 training-FLOP budgets and 3 seeds, <= 30 minutes on 2 CPU cores."""
   config.data.max_digits = 4
@@ -213,4 +226,4 @@ def _mul(config: ml_collections.ConfigDict) -> None:
 
 
 _VARIANT_FNS = {'default': _default, 'smoke': _smoke, 'add_cpu': _add_cpu, 'mul_cpu': _mul_cpu,
-                'length_gen': _length_gen, 'study': _study, 'mul': _mul}
+                'length_gen': _length_gen, 'length_loops': _length_loops, 'study': _study, 'mul': _mul}

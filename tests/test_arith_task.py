@@ -84,11 +84,18 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
     assert abs(record['train_flops'] - record['point']['flops_budget']) <= record['flops_per_step']
   looped = [r for r in results.values() if r['looped']]
   assert looped and all(len(r['exact_by_loops']) >= 3 for r in looped)
+  for r in looped:  # Every test-time depth is also scored by length, the trained depth as the length table itself.
+    assert set(r['exact_by_length_by_loops']) == set(r['exact_by_loops'])
+    assert all(set(by_n) == {'1', '2', '3', '4', '5'} for by_n in r['exact_by_length_by_loops'].values())
+    assert r['exact_by_length_by_loops'][str(r['trained_loops'])] == r['exact_by_length']
   for name in ('accuracy_vs_compute.png', 'accuracy_vs_inference_flops.png', 'accuracy_vs_length.png'):
     assert (tmp_path / name).stat().st_size > 0, name
   assert any((p / 'accuracy_vs_loops.png').is_file() for p in (tmp_path / 'runs').iterdir())
+  assert (tmp_path / 'accuracy_vs_length_by_loops.png').stat().st_size > 0
   table = (tmp_path / 'results.md').read_text()
   assert 'reversed, looped x4 (trained at 1-6)' in table and '| reversed |' in table
+  by_loops = table.split('## Exact accuracy by operand length', 1)[1]
+  assert '| 4 | 5 (beyond) |' in by_loops and '| reversed, looped x4 (trained at 1-6) | 8 |' in by_loops
   # Interactive mode drives one point of the sweep, named by a one-point grid.
   point = ['--config=configs/arith.py:smoke,study', f'--workdir={tmp_path}', '--config.train.batch_size=16',
            '--mode=interactive', '--config.models.looped.random_loops=6']
@@ -98,6 +105,18 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
   assert 'reversed, looped x4 (trained at 1-6), best checkpoint' in ok(proc) and 'answer: ' in proc.stdout
   proc = launch(*point, '--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0')
   assert proc.returncode != 0 and 'the sweep has 2 points' in proc.stderr.strip().splitlines()[-1]
+
+
+def test_every_variant_and_model_choice_passes_the_config_checks():
+  """Each variant of configs/arith.py, with each model of its sweep's `model=` axis, is a valid run config."""
+  from configs import arith as arith_configs
+  from train.tasks import arith as arith_task
+  for variant in arith_configs.VARIANTS:
+    config = arith_configs.get_config(variant)
+    for name in (config.models if 'models' in config else [None]):
+      if name is not None:
+        config.model = config.models[name]
+      arith_task.check_config(config)
 
 
 @pytest.mark.parametrize('looped', [False, True])

@@ -6,9 +6,10 @@ data/arith_problems.py), with the loss on the answer tokens only. Training steps
 train.steps, or from flops_budget and the XLA-counted FLOPs of one step. Then it scores, by greedy
 decoding with the KV cache: the held-out test problems of the trained lengths, each operand length
 up to eval.max_digits (beyond training: length generalisation) and, for looped models, every
-test-time number of loops up to eval.loop_multiplier x the trained one. It writes results.json,
-results.md, accuracy_vs_length.png (and accuracy_vs_loops.png) into the run directory. A sweep
-adds accuracy_vs_compute.png and accuracy_vs_inference_flops.png over its runs (report.py).
+test-time number of loops up to eval.loop_multiplier x the trained one, on the test set and on each
+length. It writes results.json, results.md, accuracy_vs_length.png (and, looped, accuracy_vs_loops.png
+and accuracy_vs_length_by_loops.png) into the run directory. A sweep adds accuracy_vs_compute.png and
+accuracy_vs_inference_flops.png over its runs (report.py).
 """
 import dataclasses
 import json
@@ -191,13 +192,19 @@ class ArithTask:
                   examples=[f'{p.a}{p.op}{p.b}={c}' for p, c in zip(test.problems[-3:], test.completions[-3:])])
     if ood:  # Mean exact accuracy over the lengths beyond training (absent when eval.max_digits is not beyond).
       record['ood_exact'] = float(np.mean(ood))
-    if cfg.model.looped:
-      curve = {}
+    if cfg.model.looped:  # Every test-time depth, on the test set and on each operand length.
+      curve, length_curves = {}, {}
       for k in generation.loops_to_try(trained_loops, int(cfg.eval.loop_multiplier)):
-        curve[str(k)] = (test.exact if k == trained_loops else
-                         generation.generate(model, params, sets['test'], fmt, batch_size=bs, loops=k).exact)
-        print(f'  loops {k}: exact {curve[str(k)]:.4f}', flush=True)
+        test_k, lengths_k = ((test, by_length) if k == trained_loops else
+                             (generation.generate(model, params, sets[name], fmt, batch_size=bs, loops=k)
+                              for name in ('test', 'by_length')))
+        curve[str(k)] = test_k.exact
+        length_curves[str(k)] = {str(n): acc for n, (_, acc) in lengths_k.by_length().items()}
+        ood_k = [acc for n, acc in length_curves[str(k)].items() if int(n) > max_train]
+        print(f'  loops {k}: exact {curve[str(k)]:.4f}' + (f', beyond {max_train} digits {np.mean(ood_k):.4f}'
+                                                          if ood_k else ''), flush=True)
       record['exact_by_loops'] = curve
+      record['exact_by_length_by_loops'] = length_curves
       record['inference_flops_by_loops'] = {k: inference_flops(model, params, mean_tokens, int(k)) for k in curve}
     return record
 

@@ -50,11 +50,34 @@ def write_run(run_dir: pathlib.Path, record: dict[str, Any]) -> None:
     plots.plot_lines({record['model']: ([int(k) for k in record['exact_by_loops']], list(record['exact_by_loops'].values()))},
                      run_dir / 'accuracy_vs_loops.png', 'Arithmetic: exact accuracy vs test-time loops',
                      'loops at test time (dashed: trained)', 'exact accuracy', marks={record['model']: record['trained_loops']})
+  if record.get('exact_by_length_by_loops'):
+    body += '\n\n' + _length_by_loops(run_dir, {record['model']: [record]}, record['max_train_digits'])
   tables.write_atomically(run_dir / 'results.md', header + body + '\n')
   _plot_lengths({record['model']: [record]}, run_dir / 'accuracy_vs_length.png', record['max_train_digits'])
 
 
-def _plot_lengths(groups: dict[str, list[dict[str, Any]]], path: pathlib.Path, max_train: int) -> None:
+def _length_by_loops(out_dir: pathlib.Path, groups: dict[str, list[dict[str, Any]]], max_train: int) -> str:
+  """Looped runs: exact accuracy by operand length at each test-time depth, as a markdown section (mean ± std
+  over a group's runs) and accuracy_vs_length_by_loops.png (one line per model and depth)."""
+  rows, curves = [], {}
+  lengths = sorted({int(n) for runs in groups.values() for r in runs
+                    for by_n in r['exact_by_length_by_loops'].values() for n in by_n})
+  for label, runs in groups.items():
+    for k in sorted({int(k) for r in runs for k in r['exact_by_length_by_loops']}):
+      per_run = [r['exact_by_length_by_loops'][str(k)] for r in runs if str(k) in r['exact_by_length_by_loops']]
+      cells = [[by_n[str(n)] for by_n in per_run if str(n) in by_n] for n in lengths]
+      rows.append([label, k, *[(tables.pm(c, '.3f') if len(per_run) > 1 else f'{c[0]:.3f}') if c else '-'
+                               for c in cells]])
+      curves[f'{label}, {k} loops'] = [dict(exact_by_length=by_n) for by_n in per_run]
+  _plot_lengths(curves, out_dir / 'accuracy_vs_length_by_loops.png', max_train,
+                title='Arithmetic: exact accuracy vs operand length at each test-time depth (dashed: longest trained)')
+  header = ('model', 'loops', *[f'{n}{"" if n <= max_train else " (beyond)"}' for n in lengths])
+  return ('## Exact accuracy by operand length (digits of both operands) and test-time loops\n\n'
+          + tables.markdown_table(header, rows))
+
+
+def _plot_lengths(groups: dict[str, list[dict[str, Any]]], path: pathlib.Path, max_train: int,
+                  title: str = 'Arithmetic: exact accuracy vs operand length (dashed: longest trained)') -> None:
   series, errors = {}, {}
   for label, runs in groups.items():
     lengths = sorted({int(n) for r in runs for n in r['exact_by_length']})
@@ -62,13 +85,13 @@ def _plot_lengths(groups: dict[str, list[dict[str, Any]]], path: pathlib.Path, m
              for n in lengths]
     series[label] = (lengths, [m for m, _ in means])
     errors[label] = [s for _, s in means]
-  plots.plot_lines(series, path, 'Arithmetic: exact accuracy vs operand length (dashed: longest trained)',
-                   'digits of the longer operand', 'exact accuracy', errors=errors,
+  plots.plot_lines(series, path, title, 'digits of the longer operand', 'exact accuracy', errors=errors,
                    marks={label: max_train for label in series})
 
 
 def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
-  """results.md/.json and the compute, length and inference-FLOP plots over the runs of a sweep."""
+  """results.md/.json and the compute, length and inference-FLOP plots over the runs of a sweep (and, for looped
+  models at their largest budget, length by test-time loops)."""
   by_model = collections.defaultdict(list)
   for r in records:
     by_model[r['model']].append(r)
@@ -98,6 +121,10 @@ def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
   _plot_lengths(largest, workdir / 'accuracy_vs_length.png', max(r['max_train_digits'] for r in records))
   header = ('model', 'training FLOPs', 'seeds', 'params', 'steps', 'test exact', 'token acc', 'beyond trained length',
             'inference FLOPs')
+  body = tables.markdown_table(header, rows)
+  looped = {label: runs for label, runs in largest.items() if all(r.get('exact_by_length_by_loops') for r in runs)}
+  if looped:
+    body += '\n' + _length_by_loops(workdir, looped, max(r['max_train_digits'] for r in records))
   tables.write_atomically(workdir / 'results.md', '# Arithmetic sweep (held-out test problems; mean ± std over '
-                          'seeds)\n\n' + tables.markdown_table(header, rows) + '\n')
+                          'seeds)\n\n' + body + '\n')
   write_json(workdir / 'results.json', {r['run']: r for r in records})
