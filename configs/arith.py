@@ -11,8 +11,9 @@ Variants (`:name`, several joined by commas):
   add_cpu     the best 1-6 digit addition model for <= 30 minutes on 2 CPU cores (reversed answer, Abacus).
   mul_cpu     up to 4x4-digit multiplication in the same budget.
   length_gen  trained on at most 6 digits (random Abacus offsets), evaluated to 16 digits.
-  length_loops  length_gen's 4 stacked blocks against 1 block looped 4 times (same FLOPs per
-              step), 3 seeds, scored by length at every test-time depth.
+  length_loops  length_gen's 4 stacked blocks against 1 block looped 4 times, with a fixed or a
+              random depth per batch (same FLOPs per step), 3 seeds, scored by length at every
+              test-time depth.
   study       plain, reversed, cot and the looped latent model at matched training FLOPs, 3 seeds (addition).
   mul         after study (`study,mul`): the same comparison on 1-3 digit multiplication.
 
@@ -87,6 +88,7 @@ def _base() -> ml_collections.ConfigDict:
   ev.num_per_length = 50  # Test problems with both operands of n digits, for each n in 1..eval.max_digits.
   ev.max_digits = 8  # Longest operands of the length table (beyond data.max_digits: length generalisation).
   ev.loop_multiplier = 4  # Looped models: test-time loops 1 .. this x model.loops.
+  ev.abacus_offset = 0  # Added to every digit position when scoring by generation (test, lengths, files, interactive).
   ev.checkpoint = 'best'  # Checkpoint --mode=eval/interactive restores: 'best' (on validation) or 'latest'.
   return config
 
@@ -187,14 +189,16 @@ def _length_gen(config: ml_collections.ConfigDict) -> None:
 
 
 def _length_loops(config: ml_collections.ConfigDict) -> None:
-  """length_gen's stacked model against one block looped 4 times, at the same FLOPs per step, 3 seeds each."""
+  """length_gen's stacked model against one block looped 4 times (fixed or random depth), same FLOPs per step, 3 seeds."""
   _length_gen(config)
   config.models = ml_collections.ConfigDict()  # The choices of the sweep's `model=` axis.
   config.models.stacked = ml_collections.ConfigDict(config.model.to_dict())
   looped = config.models.looped = ml_collections.ConfigDict(config.model.to_dict())
   looped.looped, looped.loops, looped.prelude_layers, looped.coda_layers = True, 4, 0, 0
+  random_depth = config.models.looped_random = ml_collections.ConfigDict(looped.to_dict())
+  random_depth.random_loops = 4  # Each batch trains at 1-4 loops (a step still computes 4: same FLOPs).
   config.eval.loop_multiplier = 4  # Test-time loops 1, 2, 4, 8, 12, 16.
-  config.sweep.grid = 'model=stacked,looped; seed=0,1,2'
+  config.sweep.grid = 'model=stacked,looped,looped_random; seed=0,1,2'
 
 
 def _study(config: ml_collections.ConfigDict) -> None:

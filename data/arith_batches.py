@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import dataclasses
 import functools
 import numbers
+import re
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,15 @@ def _required_seq_len(ops: str, max_digits: int, fmt: str) -> int:
   nines = 10**max_digits - 1
   return max(len(arith_tokenizer.encode(''.join(arith_problems.format_problem(nines, nines, op, fmt))))
              for op in ops)
+
+
+@functools.lru_cache(maxsize=64)
+def longest_number(ops: str, max_digits: int, fmt: str) -> int:
+  """Digits of the longest number (operand, step or answer) that problems of up to `max_digits` digits
+  write in format `fmt`: the Abacus positions they use, before any offset."""
+  nines = 10**max_digits - 1
+  return max(len(run) for op in ops for run in re.findall(r'[0-9]+', ''.join(
+      arith_problems.format_problem(nines, nines, op, fmt))))
 
 
 def required_seq_len(cfg: Any) -> int:

@@ -16,12 +16,12 @@ Pytree = Any
 
 
 def next_digit_pos(tokens_B: jax.Array, prev_digit_pos_B: jax.Array,
-                   digit_ids: tuple[int, ...]) -> jax.Array:
-  """Abacus position of tokens_B: previous position + 1 for a digit, else 0."""
+                   digit_ids: tuple[int, ...], offset: jax.Array | int = 0) -> jax.Array:
+  """Abacus position of tokens_B: previous position + 1 for a digit (offset + 1 after a non-digit), else 0."""
   if not digit_ids:
     return jnp.zeros_like(prev_digit_pos_B)
   is_digit_B = jnp.isin(tokens_B, jnp.asarray(digit_ids, tokens_B.dtype))
-  return jnp.where(is_digit_B, prev_digit_pos_B + 1, 0).astype(prev_digit_pos_B.dtype)
+  return jnp.where(is_digit_B, jnp.maximum(prev_digit_pos_B, offset) + 1, 0).astype(prev_digit_pos_B.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'end_id', 'digit_ids',
@@ -29,7 +29,7 @@ def next_digit_pos(tokens_B: jax.Array, prev_digit_pos_B: jax.Array,
 def greedy_generate(model: Decoder, params: Pytree, prompt_BxP: jax.Array,
                     prompt_mask_BxP: jax.Array, *, max_new_tokens: int, end_id: int,
                     digit_ids: tuple[int, ...] = (), prompt_digit_pos_BxP: jax.Array | None = None,
-                    loops: int | None = None,
+                    loops: int | None = None, digit_offset: jax.Array | int = 0,
                     return_logits: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
   """int32[B, max_new_tokens]: argmax continuation of each LEFT-padded prompt.
 
@@ -49,6 +49,9 @@ def greedy_generate(model: Decoder, params: Pytree, prompt_BxP: jax.Array,
     prompt_digit_pos_BxP: Abacus positions of the prompt (needed when the model uses
       Abacus); its last column starts the count for the first generated token.
     loops: core applications of a looped model (static; default its config.loops).
+    digit_offset: Abacus offset of the generated numbers: a number's first digit gets
+      position digit_offset + 1 (traced, so any offset reuses one compilation). Pass
+      prompt_digit_pos_BxP with the same offset added to its digits.
     return_logits: also return float32[B, max_new_tokens, V], the logits each token was
       chosen from (static); rows that had ended keep being computed until all have,
       and steps after the loop stopped are 0.
@@ -72,7 +75,7 @@ def greedy_generate(model: Decoder, params: Pytree, prompt_BxP: jax.Array,
     steps_BxNxV = steps_BxNxV.at[:, 0].set(logits_BxV)
   else:
     steps_BxNxV = None
-  init = (jnp.int32(1), token_B, next_digit_pos(token_B, prev_pos_B, digit_ids), token_B == end_id,
+  init = (jnp.int32(1), token_B, next_digit_pos(token_B, prev_pos_B, digit_ids, digit_offset), token_B == end_id,
           out_BxN, steps_BxNxV, cache)
 
   def cond(carry):
@@ -89,7 +92,7 @@ def greedy_generate(model: Decoder, params: Pytree, prompt_BxP: jax.Array,
     if return_logits:
       steps_BxNxV = jax.lax.dynamic_update_slice_in_dim(steps_BxNxV, logits_BxV[:, None], step,
                                                         axis=1)
-    return (step + 1, token_B, next_digit_pos(token_B, digit_pos_B, digit_ids),
+    return (step + 1, token_B, next_digit_pos(token_B, digit_pos_B, digit_ids, digit_offset),
             done_B | (token_B == end_id), out_BxN, steps_BxNxV, cache)
 
   final = jax.lax.while_loop(cond, body, init)

@@ -277,6 +277,15 @@ def test_required_seq_len_is_the_longest_example():
   assert arith_batches.required_seq_len(make_cfg(ops='+*', max_digits=3)) == 3 + 1 + 3 + 1 + 6 + 1
 
 
+def test_longest_number_is_the_longest_digit_run_of_any_example():
+  all_problems = [(a, b) for a in range(100) for b in range(100)]
+  for fmt in arith_problems.FORMATS:
+    for op in '+*':
+      longest = max(len(run) for a, b in all_problems for run in re.findall('[0-9]+', ''.join(format_problem(a, b, op, fmt))))
+      assert arith_batches.longest_number(op, 2, fmt) == longest
+  assert arith_batches.longest_number('+*', 6, 'reversed') == 12
+
+
 def test_seq_len_too_small_raises_naming_data_seq_len():
   cfg = make_cfg(max_digits=6, seq_len=21)  # 999999+999999=1999998<end> is 22 tokens.
   with pytest.raises(DataConfigError, match=r'data\.seq_len=21 .*22'):

@@ -1,5 +1,6 @@
 """The arithmetic task through launch.py, as a user runs it: train, eval files, interactive, a study sweep."""
 import json
+import re
 import pathlib
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from models.decoder import Decoder, DecoderConfig
 from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import launch
 from tests.conftest import ok
+from train.errors import ConfigError
 from train.tasks.arith import generation
 from train.tasks.arith import objective
 
@@ -48,6 +50,19 @@ def test_eval_file_scores_every_line_and_ends_with_the_line_scripts_read(smoke_r
   assert last.startswith('exact_accuracy=') and last.endswith(' loops=1'), last
   saved = json.loads((smoke_run / 'eval_mine.txt.json').read_text())
   assert saved['problems'] == 4 and saved['wrong_given'] == 1 and set(saved['exact_by_length']) == {'1', '2', '3'}
+
+
+def test_eval_file_at_an_abacus_offset_and_one_line_past_the_table(smoke_run, tmp_path):
+  problems = tmp_path / 'offset.txt'
+  problems.write_text('12+34\n5+7\n')
+  out = ok(launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={problems}',
+                  '--config.eval.abacus_offset=2'))
+  assert 'Abacus offset 2' in out
+  assert json.loads((smoke_run / 'eval_offset.txt.json').read_text())['abacus_offset'] == 2
+  proc = launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={problems}',
+                '--config.eval.abacus_offset=30')  # The smoke model's table has 32 rows; 5-digit answers need 35.
+  err = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0 and len(err) == 1 and 'model.max_digit_pos=32 is too small' in err[0], proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize('text, says', [('12+34\n12+\n', ':2: '), ('1+1\n\n3-4\n', ':3: '), ('7*8=56\n1+2+3\n', ':2: ')])
@@ -119,23 +134,47 @@ def test_every_variant_and_model_choice_passes_the_config_checks():
       arith_task.check_config(config)
 
 
-@pytest.mark.parametrize('looped', [False, True])
-def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped):
+@pytest.mark.parametrize('section, field, value, says', [
+    ('eval', 'abacus_offset', -2, 'eval.abacus_offset=-2 must be >= 0'),
+    ('eval', 'abacus_offset', 8, 'model.max_digit_pos=24 is too small: evaluation writes numbers of 17 digits'),
+    ('data', 'abacus_max_offset', 18, 'model.max_digit_pos=24 is too small: training writes numbers of 7 digits'),
+])
+def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, field, value, says):
+  """Offsets that would push digit positions past model.max_digit_pos (where they would be clipped) stop the
+  run before any work, in one line; so does an evaluation offset for a model without Abacus positions."""
+  from configs import arith as arith_configs
+  from train.tasks import arith as arith_task
+  config = arith_configs.get_config('length_gen')  # Table 24; 7-digit training answers, 17-digit evaluation ones.
+  config[section][field] = value
+  with pytest.raises(ConfigError, match=re.escape(says)):
+    arith_task.check_config(config)
+  config = arith_configs.get_config('add_cpu')
+  config.model.position = 'rope'
+  config.eval.abacus_offset = 1
+  with pytest.raises(ConfigError, match=re.escape("eval.abacus_offset=1 needs Abacus positions (model.position='rope')")):
+    arith_task.check_config(config)
+
+
+@pytest.mark.parametrize('looped, offset', [(False, 0), (True, 0), (False, 3)])
+def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offset):
   """Validation's premise: greedy decoding (KV cache, left-padded prompts, incremental Abacus positions)
   writes exactly the tokens that are the argmax after the true prefix under teacher forcing (right-padded,
-  data-side positions). Checked on a random model's own completions, which are its argmax by construction."""
+  data-side positions), also with an Abacus offset added to every digit position on both sides. Checked
+  on a random model's own completions, which are its argmax by construction."""
   cfg = DecoderConfig(width=32, num_heads=4, num_kv_heads=2, num_layers=2, looped=looped, loops=3,
                       position='rope_abacus', max_digit_pos=16)
   model = Decoder(cfg, arith_tokenizer.VOCAB_SIZE)
   tokens = np.zeros((1, 8), np.int32)
   params = model.init(jax.random.key(3), tokens, digit_pos_BxL=tokens)['params']
   problems = [Problem(7, 5, '+'), Problem(123, 45, '+'), Problem(98765, 4321, '+'), Problem(12, 34, '*')]
-  answers = generation.generate(model, params, problems, 'reversed', batch_size=3, extra_tokens=3)
+  answers = generation.generate(model, params, problems, 'reversed', batch_size=3, extra_tokens=3,
+                                abacus_offset=offset)
   texts = [f'{p.a}{p.op}{p.b}=' + c for p, c in zip(problems, answers.completions)]
   tokens_BxL, length_B = arith_tokenizer.encode_padded(texts)
   prompt_B = np.array([len(f'{p.a}{p.op}{p.b}=') for p in problems])
   columns = np.arange(tokens_BxL.shape[1])
-  batch = dict(tokens=tokens_BxL, digit_pos=arith_batches._digit_positions(tokens_BxL, prompt_B),  # pylint: disable=protected-access
+  digit_pos_BxL = arith_batches._digit_positions(tokens_BxL, prompt_B)  # pylint: disable=protected-access
+  batch = dict(tokens=tokens_BxL, digit_pos=np.where(digit_pos_BxL > 0, digit_pos_BxL + offset, 0),
                loss_mask=((columns >= prompt_B[:, None]) & (columns < length_B[:, None])).astype(np.float32))
   scores = jax.device_get(objective.token_scores(params, batch, model=model))
   assert scores['tokens'] == sum(length_B - prompt_B) > 0

@@ -63,8 +63,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for key in ('num_val', 'num_test', 'num_per_length', 'batch_size', 'max_digits', 'loop_multiplier'):
     if int(config.eval[key]) < 1:
       raise ConfigError(f'eval.{key}={config.eval[key]} must be >= 1')
+  offset = int(config.eval.abacus_offset)
+  if offset < 0:
+    raise ConfigError(f'eval.abacus_offset={offset} must be >= 0')
+  if offset and 'abacus' not in str(config.model.position):
+    raise ConfigError(f'eval.abacus_offset={offset} needs Abacus positions (model.position={config.model.position!r})')
+  if 'abacus' in str(config.model.position):
+    _check_abacus_table(config)
   if float(config.flops_budget) < 0:
     raise ConfigError(f'flops_budget={config.flops_budget} must be >= 0 (0: train.steps as given)')
+
+
+def _check_abacus_table(config: ml_collections.ConfigDict) -> None:
+  """Training and evaluation digit positions, offsets included, fit model.max_digit_pos (else they would be clipped)."""
+  ops, fmt, table = str(config.data.ops), str(config.model.format), int(config.model.max_digit_pos)
+  for what, digits_key, offset_key in (('training', 'data.max_digits', 'data.abacus_max_offset'),
+                                       ('evaluation', 'eval.max_digits', 'eval.abacus_offset')):
+    section, digits_field = digits_key.split('.')
+    offset = int(config[section][offset_key.split('.')[1]])
+    longest = arith_batches.longest_number(ops, int(config[section][digits_field]), fmt)
+    if longest + offset > table:
+      raise ConfigError(f'model.max_digit_pos={table} is too small: {what} writes numbers of {longest} digits '
+                        f'({digits_key}={config[section][digits_field]}) at {offset_key}={offset}, positions up to '
+                        f'{longest + offset}; set model.max_digit_pos >= {longest + offset}')
 
 
 @dataclasses.dataclass
@@ -173,13 +194,15 @@ class ArithTask:
 
   def _score(self, cfg: ml_collections.ConfigDict, model: Decoder, params: Any, run_dir: pathlib.Path) -> dict[str, Any]:
     """Generation on the test set, per length, per test-time loops; teacher-forced token accuracy."""
-    fmt, bs = str(cfg.model.format), int(cfg.eval.batch_size)
+    fmt, bs, offset = str(cfg.model.format), int(cfg.eval.batch_size), int(cfg.eval.abacus_offset)
     sets = _test_sets(cfg)
     trained_loops = int(cfg.model.loops) if cfg.model.looped else None
-    test = generation.generate(model, params, sets['test'], fmt, batch_size=bs, loops=trained_loops)
+    test = generation.generate(model, params, sets['test'], fmt, batch_size=bs, loops=trained_loops,
+                               abacus_offset=offset)
     seq_len = int(objective_lib.data_spec(cfg)['seq_len'])
-    forced = objective_lib.TeacherForced(model, sets['test'], fmt, seq_len, bs)(params)
-    by_length = generation.generate(model, params, sets['by_length'], fmt, batch_size=bs, loops=trained_loops)
+    forced = objective_lib.TeacherForced(model, sets['test'], fmt, seq_len, bs, abacus_offset=offset)(params)
+    by_length = generation.generate(model, params, sets['by_length'], fmt, batch_size=bs, loops=trained_loops,
+                                    abacus_offset=offset)
     lengths = by_length.by_length()
     max_train = int(cfg.data.max_digits)
     ood = [acc for n, (_, acc) in lengths.items() if n > max_train]
@@ -187,7 +210,7 @@ class ArithTask:
     record = dict(test_exact=test.exact, test_problems=len(test.problems), token_acc=forced['token_acc'],
                   exact_by_length={str(n): acc for n, (_, acc) in lengths.items()},
                   problems_by_length={str(n): count for n, (count, _) in lengths.items()},
-                  mean_tokens=mean_tokens,
+                  mean_tokens=mean_tokens, abacus_offset=offset,
                   inference_flops=inference_flops(model, params, mean_tokens, trained_loops),
                   examples=[f'{p.a}{p.op}{p.b}={c}' for p, c in zip(test.problems[-3:], test.completions[-3:])])
     if ood:  # Mean exact accuracy over the lengths beyond training (absent when eval.max_digits is not beyond).
@@ -196,7 +219,8 @@ class ArithTask:
       curve, length_curves = {}, {}
       for k in generation.loops_to_try(trained_loops, int(cfg.eval.loop_multiplier)):
         test_k, lengths_k = ((test, by_length) if k == trained_loops else
-                             (generation.generate(model, params, sets[name], fmt, batch_size=bs, loops=k)
+                             (generation.generate(model, params, sets[name], fmt, batch_size=bs, loops=k,
+                                                  abacus_offset=offset)
                               for name in ('test', 'by_length')))
         curve[str(k)] = test_k.exact
         length_curves[str(k)] = {str(n): acc for n, (_, acc) in lengths_k.by_length().items()}
@@ -227,18 +251,21 @@ class ArithTask:
     fmt, bs = str(config.model.format), int(config.eval.batch_size)
     trained = int(config.model.loops) if config.model.looped else None
     tries = (generation.loops_to_try(trained, int(config.eval.loop_multiplier)) if config.model.looped else [None])
-    results = {k: generation.generate(model, params, problems, fmt, batch_size=bs, loops=k) for k in tries}
+    offset = int(config.eval.abacus_offset)
+    results = {k: generation.generate(model, params, problems, fmt, batch_size=bs, loops=k, abacus_offset=offset)
+               for k in tries}
     best_loops = max(results, key=lambda k: (results[k].exact, k == trained)) if config.model.looped else None
     best = results[best_loops]
     rows = [[n, count, f'{acc:.4f}'] for n, (count, acc) in best.by_length().items()]
     print(f'{config.data.eval_file}: {len(problems)} problems, {run_label(config)}'
-          + (f', best of loops {tries} (trained {trained})' if config.model.looped else ''))
+          + (f', best of loops {tries} (trained {trained})' if config.model.looped else '')
+          + (f', Abacus offset {offset}' if offset else ''))
     print(tables.markdown_table(('digits (longer operand)', 'problems', 'exact'), rows), flush=True)
     out = dict(file=str(config.data.eval_file), problems=len(problems), exact_accuracy=best.exact,
                loops=best_loops if config.model.looped else None, trained_loops=trained,
                exact_by_length={str(n): acc for n, (_, acc) in best.by_length().items()},
                exact_by_loops={str(k): r.exact for k, r in results.items()} if config.model.looped else None,
-               wrong_given=wrong, checkpoint=which, checkpoint_step=step, model=run_label(config))
+               wrong_given=wrong, abacus_offset=offset, checkpoint=which, checkpoint_step=step, model=run_label(config))
     write_json(run_dir / f'eval_{pathlib.Path(config.data.eval_file).name}.json', out)
     return out
 
@@ -279,5 +306,6 @@ class ArithTask:
       except ValueError as e:
         print(f'not a problem: {e}', file=stdout, flush=True)
         continue
-      answer = generation.generate(model, params, [problem], fmt, batch_size=1, loops=loops)
+      answer = generation.generate(model, params, [problem], fmt, batch_size=1, loops=loops,
+                                   abacus_offset=int(config.eval.abacus_offset))
       print(report_lib.layout(problem, answer.completions[0], answer.answers[0]), file=stdout, flush=True)

@@ -50,8 +50,12 @@ class Answers:
 
 
 def generate(model: Decoder, params: Any, problems: Sequence[Problem], fmt: str, *, batch_size: int,
-             loops: int | None = None, extra_tokens: int = 4) -> Answers:
-  """Greedy completions of `problems`: at most the longest target + `extra_tokens` new tokens each."""
+             loops: int | None = None, abacus_offset: int = 0, extra_tokens: int = 4) -> Answers:
+  """Greedy completions of `problems`: at most the longest target + `extra_tokens` new tokens each.
+
+  `abacus_offset` is added to every digit position, of the prompt and of what is written (training
+  draws such offsets with data.abacus_max_offset; 0 is the usual evaluation).
+  """
   problems = list(problems)
   if not problems:
     return Answers([], [], [])
@@ -64,10 +68,12 @@ def generate(model: Decoder, params: Any, problems: Sequence[Problem], fmt: str,
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
     prompts = arith_batches.encode_prompts(padded, fmt, pad_to=width)
     tokens_BxP = jnp.asarray(prompts['tokens'])
+    digit_pos_BxP = np.where(prompts['digit_pos'] > 0, prompts['digit_pos'] + abacus_offset, 0).astype(np.int32)
     out_BxN = greedy_generate(model, params, tokens_BxP, tokens_BxP != arith_tokenizer.PAD_ID,
                               max_new_tokens=max_new, end_id=arith_tokenizer.END_ID,
                               digit_ids=tuple(arith_tokenizer.DIGIT_IDS),
-                              prompt_digit_pos_BxP=jnp.asarray(prompts['digit_pos']), loops=loops)
+                              prompt_digit_pos_BxP=jnp.asarray(digit_pos_BxP), loops=loops,
+                              digit_offset=jnp.int32(abacus_offset))
     for row in np.asarray(out_BxN)[:len(chunk)]:
       ends = np.flatnonzero(row == arith_tokenizer.END_ID)
       completions.append(arith_tokenizer.decode(row[:ends[0] + 1] if len(ends) else row))

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from data import arith_batches
 from models.decoder import Decoder
@@ -96,13 +97,15 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
 class TeacherForced:
   """Token accuracy, loss and exact match under teacher forcing on a fixed set of problems."""
 
-  def __init__(self, model: Decoder, problems: list, fmt: str, seq_len: int, batch_size: int):
+  def __init__(self, model: Decoder, problems: list, fmt: str, seq_len: int, batch_size: int,
+               abacus_offset: int = 0):
     self.batches = []
     for i in range(0, len(problems), batch_size):
       chunk = list(problems[i:i + batch_size])
       batch = arith_batches.encode_examples(chunk + [chunk[-1]] * (batch_size - len(chunk)), fmt, seq_len)
       if len(chunk) < batch_size:  # Repeated rows fill the batch and score nothing.
         batch['loss_mask'][len(chunk):] = 0.0
+      batch['digit_pos'] = np.where(batch['digit_pos'] > 0, batch['digit_pos'] + abacus_offset, 0).astype(np.int32)
       self.batches.append({k: batch[k] for k in ('tokens', 'loss_mask', 'digit_pos')})
     self._score: Callable[..., Any] = jax.jit(functools.partial(token_scores, model=model),
                                               static_argnames=('loops',))

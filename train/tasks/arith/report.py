@@ -18,6 +18,7 @@ def final_line(res: dict[str, Any]) -> str:
 
 def run_summary(record: dict[str, Any]) -> str:
   ood = f', beyond {record["max_train_digits"]} digits {record["ood_exact"]:.4f}' if 'ood_exact' in record else ''
+  ood += f', at Abacus offset {record["abacus_offset"]}' if record.get('abacus_offset') else ''
   return (f'{record["model"]} test: exact {record["test_exact"]:.4f} ({record["test_problems"]} problems), '
           f'token acc {record["token_acc"]:.4f}{ood}')
 
