@@ -77,15 +77,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def _check_abacus_table(config: ml_collections.ConfigDict) -> None:
   """Training and evaluation digit positions, offsets included, fit model.max_digit_pos (else they would be clipped)."""
   ops, fmt, table = str(config.data.ops), str(config.model.format), int(config.model.max_digit_pos)
-  for what, digits_key, offset_key in (('training', 'data.max_digits', 'data.abacus_max_offset'),
-                                       ('evaluation', 'eval.max_digits', 'eval.abacus_offset')):
-    section, digits_field = digits_key.split('.')
-    offset = int(config[section][offset_key.split('.')[1]])
-    longest = arith_batches.longest_number(ops, int(config[section][digits_field]), fmt)
-    if longest + offset > table:
+  for what, digits_key, digits, offset_key, offset in (
+      ('training', 'data.max_digits', config.data.max_digits, 'data.abacus_max_offset', config.data.abacus_max_offset),
+      ('evaluation', 'eval.max_digits', config.eval.max_digits, 'eval.abacus_offset', config.eval.abacus_offset)):
+    longest = arith_batches.longest_number(ops, int(digits), fmt)
+    if longest + int(offset) > table:
       raise ConfigError(f'model.max_digit_pos={table} is too small: {what} writes numbers of {longest} digits '
-                        f'({digits_key}={config[section][digits_field]}) at {offset_key}={offset}, positions up to '
-                        f'{longest + offset}; set model.max_digit_pos >= {longest + offset}')
+                        f'({digits_key}={digits}) at {offset_key}={offset}, positions up to {longest + int(offset)}; '
+                        f'set model.max_digit_pos >= {longest + int(offset)}')
 
 
 @dataclasses.dataclass
