@@ -63,6 +63,13 @@ def test_eval_file_at_an_abacus_offset_and_one_line_past_the_table(smoke_run, tm
                 '--config.eval.abacus_offset=30')  # The smoke model's table has 32 rows; 5-digit answers need 35.
   err = proc.stderr.strip().splitlines()
   assert proc.returncode != 0 and len(err) == 1 and 'model.max_digit_pos=32 is too small' in err[0], proc.stderr[-2000:]
+  long = tmp_path / 'long.txt'
+  long.write_text('1+2\n' + '9' * 31 + '+1\n')  # 32-digit answer: fits at offset 0, not at offset 1.
+  ok(launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={long}'))
+  proc = launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={long}',
+                '--config.eval.abacus_offset=1')
+  err = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0 and len(err) == 1 and f'too small for {long}' in err[0], proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize('text, says', [('12+34\n12+\n', ':2: '), ('1+1\n\n3-4\n', ':3: '), ('7*8=56\n1+2+3\n', ':2: ')])

@@ -87,6 +87,17 @@ def _check_abacus_table(config: ml_collections.ConfigDict) -> None:
                         f'set model.max_digit_pos >= {longest + int(offset)}')
 
 
+def _check_file_fits_abacus_table(config: ml_collections.ConfigDict, problems: list) -> None:
+  """The eval file's longest number, at eval.abacus_offset, fits model.max_digit_pos (Abacus models)."""
+  if 'abacus' not in str(config.model.position) or not problems:
+    return
+  fmt, offset, table = str(config.model.format), int(config.eval.abacus_offset), int(config.model.max_digit_pos)
+  longest = max(arith_batches.longest_number(p.op, generation.problem_length(p), fmt) for p in problems)
+  if longest + offset > table:
+    raise ConfigError(f'model.max_digit_pos={table} is too small for {config.data.eval_file}: its problems write numbers '
+                      f'of up to {longest} digits, at eval.abacus_offset={offset} positions up to {longest + offset}')
+
+
 @dataclasses.dataclass
 class ArithContext:
   """What the runs of a workdir share: FLOPs per step, measured once per program (not per seed or budget)."""
@@ -244,6 +255,7 @@ class ArithTask:
       print(f'warning: {wrong} of {len(records)} lines of {config.data.eval_file} give a wrong answer; every line '
             'is scored against the true answer', flush=True)
     problems = [p for p, _ in records]
+    _check_file_fits_abacus_table(config, problems)
     model = build_model(config)
     params, step, which = _restore(config, run_dir, str(config.eval.checkpoint))
     print(f'restored {which} checkpoint (step {step}) from {run_dir}', flush=True)
