@@ -112,6 +112,7 @@ def _stacked(width: int, num_layers: int, position: str = 'rope_abacus') -> ml_c
   model.init_state = 'zeros'  # Looped: state before the first application: 'zeros' or 'prelude'.
   model.position = position  # 'rope', 'abacus' (digit position within its number), 'rope_abacus' or 'none'.
   model.max_digit_pos = 32  # Abacus table size (digit positions 1..this, offsets included).
+  model.abacus_equals_row = False  # Abacus: the prompt's '=' gets the row before the units (every digit one row up).
   model.rope_base = 10000.0  # RoPE base frequency.
   model.norm_eps = 1e-6  # RMSNorm epsilon.
   model.tie_embeddings = False  # LM head shares the token embedding.

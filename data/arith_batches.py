@@ -11,6 +11,8 @@ Config fields (`config.data`, listed in BATCH_FIELDS; defaults in DEFAULTS):
   split_salt         str or int mixed into the split hash (another salt, another split).
   abacus_max_offset  int >= 0: training adds one offset, uniform in [0, abacus_max_offset],
                      to every nonzero digit_pos of an example (Abacus embeddings).
+  abacus_equals_row  bool: the prompt's '=' gets digit_pos 1 and every digit moves up one row, so
+                     the '=' sits in the row before the units (see `_digit_positions`).
 
 Batches are dicts of NumPy arrays, B examples of length L:
   tokens      int32[B, L]    prompt then target, right-padded with <pad> (id 0).
@@ -19,7 +21,8 @@ Batches are dicts of NumPy arrays, B examples of length L:
   digit_pos   int32[B, L]    0 at non-digits; in the prompt a digit's significance in its operand
                              (units 1, tens 2, ...); after the prompt's '=' the digit's index in its
                              run of consecutive digits, left to right from 1 (the significance for a
-                             reversed answer; what an incremental decoder can compute).
+                             reversed answer; what an incremental decoder can compute). With
+                             abacus_equals_row, the prompt's '=' is 1 and every digit 1 more.
   prompt_len  int32[B]       tokens in the prompt `a+b=`.
   a_len       int32[B]       digits of a; b_len likewise.
 `train_batch` is a pure function of (cfg, seed, step, batch_size, process_index).
@@ -40,7 +43,8 @@ from data.errors import DataConfigError
 
 Batch = dict[str, np.ndarray]
 DEFAULTS = dict(ops='+', min_digits=1, max_digits=6, format='plain', seq_len=24, val_fraction=0.02,
-                test_fraction=0.02, split_salt='arith-v1', abacus_max_offset=0)
+                test_fraction=0.02, split_salt='arith-v1', abacus_max_offset=0,
+                abacus_equals_row=False)
 BATCH_FIELDS = tuple(DEFAULTS)
 _MAX_ROUNDS = 1000  # Rejection-sampling rounds before a training batch is given up as impossible.
 _ENUMERATE_UP_TO = 50_000  # eval_set lists every problem of a (len_a, len_b) stratum up to this many.
@@ -58,6 +62,7 @@ class Spec:
   test_fraction: float
   split_salt: str | int
   abacus_max_offset: int
+  abacus_equals_row: bool
 
 
 def _field(cfg: Any, name: str) -> Any:
@@ -73,6 +78,13 @@ def _int_field(cfg: Any, name: str, low: int, low_text: str | None = None) -> in
   if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
     raise DataConfigError(f'data.{name} must be an integer >= {low_text or low}, got {value!r}')
   return int(value)
+
+
+def _bool_field(cfg: Any, name: str) -> bool:
+  value = _field(cfg, name)
+  if not isinstance(value, (bool, np.bool_)):
+    raise DataConfigError(f'data.{name} must be True or False, got {value!r}')
+  return bool(value)
 
 
 def _check_ops(value: Any) -> str:
@@ -98,7 +110,8 @@ def check_config(cfg: Any, check_seq_len: bool = True) -> Spec:
   spec = Spec(ops=ops, min_digits=min_digits, max_digits=max_digits, format=fmt,
               seq_len=_int_field(cfg, 'seq_len', 1), val_fraction=float(val_fraction),
               test_fraction=float(test_fraction), split_salt=salt if isinstance(salt, str) else int(salt),
-              abacus_max_offset=_int_field(cfg, 'abacus_max_offset', 0))
+              abacus_max_offset=_int_field(cfg, 'abacus_max_offset', 0),
+              abacus_equals_row=_bool_field(cfg, 'abacus_equals_row'))
   if check_seq_len:
     needed = _required_seq_len(spec.ops, spec.max_digits, spec.format)
     if spec.seq_len < needed:
@@ -134,8 +147,14 @@ def required_seq_len(cfg: Any) -> int:
 # ---------------------------------------------------------------------------- arrays
 
 
-def _digit_positions(tokens_BxL: np.ndarray, prompt_end_B: np.ndarray) -> np.ndarray:
-  """int32[B, L] digit_pos (see the module docstring); the prompt ends before column prompt_end_B."""
+def _digit_positions(tokens_BxL: np.ndarray, prompt_end_B: np.ndarray, equals_row: bool = False) -> np.ndarray:
+  """int32[B, L] digit_pos (see the module docstring); the prompt ends before column prompt_end_B.
+
+  With `equals_row`, the prompt's last token (its '=') gets 1 and every digit one more than without: the
+  '=' then predicts the units digit from the row below it, as each digit of a reversed answer predicts
+  the next one (McLeish et al. give the '=' no row, so it must find the units by their row alone, and
+  that row moves with the training offset).
+  """
   is_digit_BxL = (tokens_BxL >= arith_tokenizer.DIGIT_IDS[0]) & (tokens_BxL <= arith_tokenizer.DIGIT_IDS[-1])
   length = tokens_BxL.shape[1]
   columns_L = np.arange(length)
@@ -143,7 +162,12 @@ def _digit_positions(tokens_BxL: np.ndarray, prompt_end_B: np.ndarray) -> np.nda
   next_other_BxL = np.minimum.accumulate(np.where(is_digit_BxL, length, columns_L)[:, ::-1], axis=1)[:, ::-1]
   in_prompt_BxL = columns_L < np.asarray(prompt_end_B)[:, None]
   pos_BxL = np.where(in_prompt_BxL, next_other_BxL - columns_L, columns_L - last_other_BxL)
-  return np.where(is_digit_BxL, pos_BxL, 0).astype(np.int32)
+  if not equals_row:
+    return np.where(is_digit_BxL, pos_BxL, 0).astype(np.int32)
+  is_equals_BxL = columns_L == np.asarray(prompt_end_B)[:, None] - 1
+  if not np.all(tokens_BxL[is_equals_BxL] == arith_tokenizer.EQUALS_ID):
+    raise ValueError("equals_row: a prompt does not end in '='")
+  return np.where(is_digit_BxL, pos_BxL + 1, np.where(is_equals_BxL, 1, 0)).astype(np.int32)
 
 
 def _prompt_lengths(problems: Sequence[Problem]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -154,8 +178,10 @@ def _prompt_lengths(problems: Sequence[Problem]) -> tuple[list[str], np.ndarray,
   return prompts, a_len_B, b_len_B
 
 
-def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int) -> Batch:
+def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int, equals_row: bool = False) -> Batch:
   """The arrays of `train_batch` (no digit_pos offset) for teacher-forced evaluation of `problems`.
+
+  `equals_row`: data.abacus_equals_row (the '=' gets an Abacus row, see `_digit_positions`).
 
   A problem longer than `seq_len` tokens raises DataConfigError naming data.seq_len.
   """
@@ -176,15 +202,16 @@ def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int) -> Batc
   columns_L = np.arange(seq_len)
   loss_mask_BxL = (columns_L >= prompt_len_B[:, None]) & (columns_L < length_B[:, None])
   return dict(tokens=tokens_BxL, loss_mask=loss_mask_BxL.astype(np.float32),
-              digit_pos=_digit_positions(tokens_BxL, prompt_len_B), prompt_len=prompt_len_B, a_len=a_len_B,
+              digit_pos=_digit_positions(tokens_BxL, prompt_len_B, equals_row), prompt_len=prompt_len_B, a_len=a_len_B,
               b_len=b_len_B)
 
 
-def encode_prompts(problems: Sequence[Problem], fmt: str, pad_to: int | None = None) -> Batch:
+def encode_prompts(problems: Sequence[Problem], fmt: str, pad_to: int | None = None,
+                   equals_row: bool = False) -> Batch:
   """Left-padded prompts for generation: tokens and digit_pos int32[B, P], prompt_len, a_len, b_len int32[B].
 
   P is `pad_to`, or the longest prompt when None. Every format has the same
-  prompt `a+b=`; `fmt` is checked so callers can pass their config's.
+  prompt `a+b=`; `fmt` is checked so callers can pass their config's. `equals_row`: as in encode_examples.
   """
   if fmt not in FORMATS:
     raise ValueError(f'unknown format {fmt!r}; expected one of {FORMATS}')
@@ -198,7 +225,7 @@ def encode_prompts(problems: Sequence[Problem], fmt: str, pad_to: int | None = N
   source_BxP = np.arange(width) - shift_Bx1
   tokens_BxP = np.where(source_BxP >= 0, np.take_along_axis(right_BxP, np.maximum(source_BxP, 0), axis=1),
                         arith_tokenizer.PAD_ID).astype(np.int32)
-  return dict(tokens=tokens_BxP, digit_pos=_digit_positions(tokens_BxP, np.full(len(problems), width)),
+  return dict(tokens=tokens_BxP, digit_pos=_digit_positions(tokens_BxP, np.full(len(problems), width), equals_row),
               prompt_len=prompt_len_B, a_len=a_len_B, b_len=b_len_B)
 
 
@@ -232,7 +259,8 @@ def train_batch(cfg: Any, seed: int, step: int, batch_size: int, process_index: 
   if step < 0 or process_index < 0 or batch_size < 1:
     raise ValueError(f'bad step {step}, process_index {process_index} or batch_size {batch_size}')
   rng = np.random.default_rng([int(seed), int(step), int(process_index)])
-  batch = encode_examples(_train_problems(spec, rng, batch_size), spec.format, spec.seq_len)
+  batch = encode_examples(_train_problems(spec, rng, batch_size), spec.format, spec.seq_len,
+                          spec.abacus_equals_row)
   if spec.abacus_max_offset:
     offset_Bx1 = rng.integers(0, spec.abacus_max_offset + 1, (batch_size, 1)).astype(np.int32)
     batch['digit_pos'] = np.where(batch['digit_pos'] > 0, batch['digit_pos'] + offset_Bx1, 0).astype(np.int32)

@@ -255,6 +255,30 @@ def test_digit_pos_by_hand():
   assert arith_batches.encode_prompts([Problem(1, 22, '+')], 'cot')['tokens'].shape == (1, 5)
 
 
+def test_equals_row_puts_the_prompts_equals_below_the_units_and_every_digit_one_row_up():
+  """abacus_equals_row: the prompt's '=' (only it: not a chain of thought's) is row 1, each digit its usual row + 1;
+  a training offset moves the '=' with the digits; the same rows for left-padded prompts."""
+  batch = arith_batches.encode_examples([Problem(123, 45, '+')], 'reversed', 12, equals_row=True)
+  assert batch['digit_pos'][0].tolist() == [4, 3, 2, 0, 3, 2, 1, 2, 3, 4, 0, 0]
+  batch = arith_batches.encode_examples([Problem(9, 1, '+')], 'cot', 20, equals_row=True)
+  #                                    9  +  1  = <t> 9  +  1  +  0  =  1  0 </t> 1  0 <e>
+  assert batch['digit_pos'][0].tolist()[:16] == [2, 0, 2, 1, 0, 2, 0, 2, 0, 2, 0, 2, 3, 0, 2, 3]
+  prompts = arith_batches.encode_prompts([Problem(123, 45, '+'), Problem(7, 0, '*')], 'reversed', 8, equals_row=True)
+  assert prompts['digit_pos'].tolist() == [[0, 4, 3, 2, 0, 3, 2, 1], [0, 0, 0, 0, 2, 0, 2, 1]]
+  cfg = make_cfg(max_digits=4, abacus_max_offset=5, abacus_equals_row=True)
+  batch = arith_batches.train_batch(cfg, 0, 0, 64)
+  base = arith_batches.encode_examples([problem_of_row(r) for r in batch['tokens']], 'plain', cfg.seq_len,
+                                       equals_row=True)
+  equals_B = batch['prompt_len'] - 1
+  rows_B = np.arange(64)
+  assert np.all(batch['tokens'][rows_B, equals_B] == tok.EQUALS_ID)
+  offset_B = batch['digit_pos'][rows_B, equals_B] - 1
+  assert np.all((offset_B >= 0) & (offset_B <= 5)) and len(set(offset_B.tolist())) > 1
+  assert np.array_equal(batch['digit_pos'], np.where(base['digit_pos'] > 0, base['digit_pos'] + offset_B[:, None], 0))
+  with pytest.raises(DataConfigError, match=re.escape("data.abacus_equals_row must be True or False, got 1")):
+    arith_batches.check_config(make_cfg(abacus_equals_row=1))
+
+
 def test_abacus_offset_is_one_per_example_within_range():
   cfg = make_cfg(max_digits=5, abacus_max_offset=7)
   batch = arith_batches.train_batch(cfg, 0, 0, 128)

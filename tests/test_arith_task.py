@@ -58,7 +58,8 @@ def test_eval_file_at_an_abacus_offset_and_one_line_past_the_table(smoke_run, tm
   out = ok(launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={problems}',
                   '--config.eval.abacus_offset=2'))
   assert 'Abacus offset 2' in out
-  assert json.loads((smoke_run / 'eval_offset.txt.json').read_text())['abacus_offset'] == 2
+  saved = json.loads((smoke_run / 'eval_offset.txt.json').read_text())
+  assert saved['abacus_offset'] == 2 and saved['abacus_equals_row'] is False and saved['problems'] == 2
   proc = launch(f'--config={SMOKE}', f'--workdir={smoke_run}', '--mode=eval', f'--config.data.eval_file={problems}',
                 '--config.eval.abacus_offset=30')  # The smoke model's table has 32 rows; 5-digit answers need 35.
   err = proc.stderr.strip().splitlines()
@@ -145,6 +146,8 @@ def test_every_variant_and_model_choice_passes_the_config_checks():
     ('eval', 'abacus_offset', -2, 'eval.abacus_offset=-2 must be >= 0'),
     ('eval', 'abacus_offset', 8, 'model.max_digit_pos=24 is too small: evaluation writes numbers of 17 digits'),
     ('data', 'abacus_max_offset', 18, 'model.max_digit_pos=24 is too small: training writes numbers of 7 digits'),
+    ('model', 'abacus_equals_row', True, 'evaluation writes numbers of 17 digits (eval.max_digits=16) at '
+     'eval.abacus_offset=7, positions up to 25 with model.abacus_equals_row; set model.max_digit_pos >= 25'),
 ])
 def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, field, value, says):
   """Offsets that would push digit positions past model.max_digit_pos (where they would be clipped) stop the
@@ -152,6 +155,9 @@ def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, 
   from configs import arith as arith_configs
   from train.tasks import arith as arith_task
   config = arith_configs.get_config('length_gen')  # Table 24; 7-digit training answers, 17-digit evaluation ones.
+  if field == 'abacus_equals_row':  # At offset 7, 17-digit answers fit the table only without the '=' row.
+    config.eval.abacus_offset = 7
+    arith_task.check_config(config)
   config[section][field] = value
   with pytest.raises(ConfigError, match=re.escape(says)):
     arith_task.check_config(config)
@@ -160,13 +166,19 @@ def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, 
   config.eval.abacus_offset = 1
   with pytest.raises(ConfigError, match=re.escape("eval.abacus_offset=1 needs Abacus positions (model.position='rope')")):
     arith_task.check_config(config)
+  config.eval.abacus_offset = 0
+  config.model.abacus_equals_row = True
+  with pytest.raises(ConfigError, match=re.escape("model.abacus_equals_row=True needs Abacus positions (model.position='rope')")):
+    arith_task.check_config(config)
 
 
-@pytest.mark.parametrize('looped, offset', [(False, 0), (True, 0), (False, 3)])
-def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offset):
+@pytest.mark.parametrize('looped, offset, equals_row', [(False, 0, False), (True, 0, False), (False, 3, False),
+                                                      (True, 2, True)])
+def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offset, equals_row):
   """Validation's premise: greedy decoding (KV cache, left-padded prompts, incremental Abacus positions)
   writes exactly the tokens that are the argmax after the true prefix under teacher forcing (right-padded,
-  data-side positions), also with an Abacus offset added to every digit position on both sides. Checked
+  data-side positions), also with an Abacus offset added to every digit position on both sides, and with
+  the '=' given its own row (model.abacus_equals_row). Checked
   on a random model's own completions, which are its argmax by construction."""
   cfg = DecoderConfig(width=32, num_heads=4, num_kv_heads=2, num_layers=2, looped=looped, loops=3,
                       position='rope_abacus', max_digit_pos=16)
@@ -175,12 +187,12 @@ def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offse
   params = model.init(jax.random.key(3), tokens, digit_pos_BxL=tokens)['params']
   problems = [Problem(7, 5, '+'), Problem(123, 45, '+'), Problem(98765, 4321, '+'), Problem(12, 34, '*')]
   answers = generation.generate(model, params, problems, 'reversed', batch_size=3, extra_tokens=3,
-                                abacus_offset=offset)
+                                abacus_offset=offset, equals_row=equals_row)
   texts = [f'{p.a}{p.op}{p.b}=' + c for p, c in zip(problems, answers.completions)]
   tokens_BxL, length_B = arith_tokenizer.encode_padded(texts)
   prompt_B = np.array([len(f'{p.a}{p.op}{p.b}=') for p in problems])
   columns = np.arange(tokens_BxL.shape[1])
-  digit_pos_BxL = arith_batches._digit_positions(tokens_BxL, prompt_B)  # pylint: disable=protected-access
+  digit_pos_BxL = arith_batches._digit_positions(tokens_BxL, prompt_B, equals_row)  # pylint: disable=protected-access
   batch = dict(tokens=tokens_BxL, digit_pos=np.where(digit_pos_BxL > 0, digit_pos_BxL + offset, 0),
                loss_mask=((columns >= prompt_B[:, None]) & (columns < length_B[:, None])).astype(np.float32))
   scores = jax.device_get(objective.token_scores(params, batch, model=model))

@@ -38,7 +38,7 @@ from train.tasks.arith import objective as objective_lib
 from train.tasks.arith import report as report_lib
 from train.workdir import write_json
 
-MODEL_TASK_KEYS = ('format', 'random_loops')  # Keys of config.model that the task reads (not DecoderConfig fields).
+MODEL_TASK_KEYS = ('format', 'random_loops', 'abacus_equals_row')  # Keys of config.model the task reads (not DecoderConfig's).
 
 
 def build_model(config: ml_collections.ConfigDict) -> Decoder:
@@ -48,12 +48,22 @@ def build_model(config: ml_collections.ConfigDict) -> Decoder:
 
 
 def run_label(config: ml_collections.ConfigDict) -> str:
-  """'reversed', 'cot', 'plain', or 'reversed, looped x8' for a looped model."""
-  fmt = str(config.model.format)
+  """'reversed', 'cot', 'plain', or 'reversed, looped x8' for a looped model; ', = row' with model.abacus_equals_row."""
+  fmt = str(config.model.format) + (', = row' if config.model.abacus_equals_row else '')
   if not config.model.looped:
     return fmt
   random_loops = int(config.model.random_loops)
   return f'{fmt}, looped x{config.model.loops}' + (f' (trained at 1-{random_loops})' if random_loops else '')
+
+
+def abacus_rows(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The Abacus keywords of generation.generate and TeacherForced: eval.abacus_offset, model.abacus_equals_row."""
+  return dict(abacus_offset=int(config.eval.abacus_offset), equals_row=bool(config.model.abacus_equals_row))
+
+
+def _highest_row(config: ml_collections.ConfigDict, longest: int, offset: int) -> int:
+  """The highest Abacus position of numbers of `longest` digits at `offset` (one more with the '=' row)."""
+  return longest + offset + int(bool(config.model.abacus_equals_row))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -68,6 +78,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'eval.abacus_offset={offset} must be >= 0')
   if offset and 'abacus' not in str(config.model.position):
     raise ConfigError(f'eval.abacus_offset={offset} needs Abacus positions (model.position={config.model.position!r})')
+  if config.model.abacus_equals_row and 'abacus' not in str(config.model.position):
+    raise ConfigError(f'model.abacus_equals_row=True needs Abacus positions (model.position={config.model.position!r})')
   if 'abacus' in str(config.model.position):
     _check_abacus_table(config)
   if float(config.flops_budget) < 0:
@@ -81,10 +93,12 @@ def _check_abacus_table(config: ml_collections.ConfigDict) -> None:
       ('training', 'data.max_digits', config.data.max_digits, 'data.abacus_max_offset', config.data.abacus_max_offset),
       ('evaluation', 'eval.max_digits', config.eval.max_digits, 'eval.abacus_offset', config.eval.abacus_offset)):
     longest = arith_batches.longest_number(ops, int(digits), fmt)
-    if longest + int(offset) > table:
+    highest = _highest_row(config, longest, int(offset))
+    if highest > table:
       raise ConfigError(f'model.max_digit_pos={table} is too small: {what} writes numbers of {longest} digits '
-                        f'({digits_key}={digits}) at {offset_key}={offset}, positions up to {longest + int(offset)}; '
-                        f'set model.max_digit_pos >= {longest + int(offset)}')
+                        f'({digits_key}={digits}) at {offset_key}={offset}, positions up to {highest}'
+                        + (' with model.abacus_equals_row' if config.model.abacus_equals_row else '')
+                        + f'; set model.max_digit_pos >= {highest}')
 
 
 def _check_file_fits_abacus_table(config: ml_collections.ConfigDict, problems: list) -> None:
@@ -93,9 +107,11 @@ def _check_file_fits_abacus_table(config: ml_collections.ConfigDict, problems: l
     return
   fmt, offset, table = str(config.model.format), int(config.eval.abacus_offset), int(config.model.max_digit_pos)
   longest = max(arith_batches.longest_number(p.op, generation.problem_length(p), fmt) for p in problems)
-  if longest + offset > table:
+  highest = _highest_row(config, longest, offset)
+  if highest > table:
     raise ConfigError(f'model.max_digit_pos={table} is too small for {config.data.eval_file}: its problems write numbers '
-                      f'of up to {longest} digits, at eval.abacus_offset={offset} positions up to {longest + offset}')
+                      f'of up to {longest} digits, at eval.abacus_offset={offset} positions up to {highest}'
+                      + (' with model.abacus_equals_row' if config.model.abacus_equals_row else ''))
 
 
 @dataclasses.dataclass
@@ -178,7 +194,8 @@ class ArithTask:
     write_json(run_dir / 'config.json', cfg.to_dict())
     spec = objective_lib.data_spec(cfg)
     val = objective_lib.TeacherForced(model, arith_batches.eval_set(spec, 'val', int(cfg.eval.num_val)), fmt,
-                                      int(spec['seq_len']), int(cfg.eval.batch_size))
+                                      int(spec['seq_len']), int(cfg.eval.batch_size),
+                                      equals_row=bool(cfg.model.abacus_equals_row))
 
     def validate(params: Any, step: int) -> dict[str, Any]:
       del step
@@ -204,15 +221,13 @@ class ArithTask:
 
   def _score(self, cfg: ml_collections.ConfigDict, model: Decoder, params: Any, run_dir: pathlib.Path) -> dict[str, Any]:
     """Generation on the test set, per length, per test-time loops; teacher-forced token accuracy."""
-    fmt, bs, offset = str(cfg.model.format), int(cfg.eval.batch_size), int(cfg.eval.abacus_offset)
+    fmt, bs, rows = str(cfg.model.format), int(cfg.eval.batch_size), abacus_rows(cfg)
     sets = _test_sets(cfg)
     trained_loops = int(cfg.model.loops) if cfg.model.looped else None
-    test = generation.generate(model, params, sets['test'], fmt, batch_size=bs, loops=trained_loops,
-                               abacus_offset=offset)
+    test = generation.generate(model, params, sets['test'], fmt, batch_size=bs, loops=trained_loops, **rows)
     seq_len = int(objective_lib.data_spec(cfg)['seq_len'])
-    forced = objective_lib.TeacherForced(model, sets['test'], fmt, seq_len, bs, abacus_offset=offset)(params)
-    by_length = generation.generate(model, params, sets['by_length'], fmt, batch_size=bs, loops=trained_loops,
-                                    abacus_offset=offset)
+    forced = objective_lib.TeacherForced(model, sets['test'], fmt, seq_len, bs, **rows)(params)
+    by_length = generation.generate(model, params, sets['by_length'], fmt, batch_size=bs, loops=trained_loops, **rows)
     lengths = by_length.by_length()
     max_train = int(cfg.data.max_digits)
     ood = [acc for n, (_, acc) in lengths.items() if n > max_train]
@@ -220,7 +235,8 @@ class ArithTask:
     record = dict(test_exact=test.exact, test_problems=len(test.problems), token_acc=forced['token_acc'],
                   exact_by_length={str(n): acc for n, (_, acc) in lengths.items()},
                   problems_by_length={str(n): count for n, (count, _) in lengths.items()},
-                  mean_tokens=mean_tokens, abacus_offset=offset,
+                  mean_tokens=mean_tokens, abacus_offset=rows['abacus_offset'],
+                  abacus_equals_row=rows['equals_row'],
                   inference_flops=inference_flops(model, params, mean_tokens, trained_loops),
                   examples=[f'{p.a}{p.op}{p.b}={c}' for p, c in zip(test.problems[-3:], test.completions[-3:])])
     if ood:  # Mean exact accuracy over the lengths beyond training (absent when eval.max_digits is not beyond).
@@ -229,8 +245,7 @@ class ArithTask:
       curve, length_curves = {}, {}
       for k in generation.loops_to_try(trained_loops, int(cfg.eval.loop_multiplier)):
         test_k, lengths_k = ((test, by_length) if k == trained_loops else
-                             (generation.generate(model, params, sets[name], fmt, batch_size=bs, loops=k,
-                                                  abacus_offset=offset)
+                             (generation.generate(model, params, sets[name], fmt, batch_size=bs, loops=k, **rows)
                               for name in ('test', 'by_length')))
         curve[str(k)] = test_k.exact
         length_curves[str(k)] = {str(n): acc for n, (_, acc) in lengths_k.by_length().items()}
@@ -262,9 +277,9 @@ class ArithTask:
     fmt, bs = str(config.model.format), int(config.eval.batch_size)
     trained = int(config.model.loops) if config.model.looped else None
     tries = (generation.loops_to_try(trained, int(config.eval.loop_multiplier)) if config.model.looped else [None])
-    offset = int(config.eval.abacus_offset)
-    results = {k: generation.generate(model, params, problems, fmt, batch_size=bs, loops=k, abacus_offset=offset)
-               for k in tries}
+    abacus = abacus_rows(config)
+    offset = abacus['abacus_offset']
+    results = {k: generation.generate(model, params, problems, fmt, batch_size=bs, loops=k, **abacus) for k in tries}
     best_loops = max(results, key=lambda k: (results[k].exact, k == trained)) if config.model.looped else None
     best = results[best_loops]
     rows = [[n, count, f'{acc:.4f}'] for n, (count, acc) in best.by_length().items()]
@@ -276,7 +291,8 @@ class ArithTask:
                loops=best_loops if config.model.looped else None, trained_loops=trained,
                exact_by_length={str(n): acc for n, (_, acc) in best.by_length().items()},
                exact_by_loops={str(k): r.exact for k, r in results.items()} if config.model.looped else None,
-               wrong_given=wrong, abacus_offset=offset, checkpoint=which, checkpoint_step=step, model=run_label(config))
+               wrong_given=wrong, abacus_offset=offset, abacus_equals_row=abacus['equals_row'],
+               checkpoint=which, checkpoint_step=step, model=run_label(config))
     write_json(run_dir / f'eval_{pathlib.Path(config.data.eval_file).name}.json', out)
     return out
 
@@ -317,6 +333,5 @@ class ArithTask:
       except ValueError as e:
         print(f'not a problem: {e}', file=stdout, flush=True)
         continue
-      answer = generation.generate(model, params, [problem], fmt, batch_size=1, loops=loops,
-                                   abacus_offset=int(config.eval.abacus_offset))
+      answer = generation.generate(model, params, [problem], fmt, batch_size=1, loops=loops, **abacus_rows(config))
       print(report_lib.layout(problem, answer.completions[0], answer.answers[0]), file=stdout, flush=True)

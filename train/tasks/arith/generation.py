@@ -50,11 +50,13 @@ class Answers:
 
 
 def generate(model: Decoder, params: Any, problems: Sequence[Problem], fmt: str, *, batch_size: int,
-             loops: int | None = None, abacus_offset: int = 0, extra_tokens: int = 4) -> Answers:
+             equals_row: bool, loops: int | None = None, abacus_offset: int = 0, extra_tokens: int = 4) -> Answers:
   """Greedy completions of `problems`: at most the longest target + `extra_tokens` new tokens each.
 
   `abacus_offset` is added to every digit position, of the prompt and of what is written (training
-  draws such offsets with data.abacus_max_offset; 0 is the usual evaluation).
+  draws such offsets with data.abacus_max_offset; 0 is the usual evaluation). `equals_row` (no default,
+  so no caller forgets it): the model was trained with model.abacus_equals_row (the '=' has a row and every
+  digit one more).
   """
   problems = list(problems)
   if not problems:
@@ -66,14 +68,14 @@ def generate(model: Decoder, params: Any, problems: Sequence[Problem], fmt: str,
   for i in range(0, len(problems), batch_size):
     chunk = problems[i:i + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    prompts = arith_batches.encode_prompts(padded, fmt, pad_to=width)
+    prompts = arith_batches.encode_prompts(padded, fmt, pad_to=width, equals_row=equals_row)
     tokens_BxP = jnp.asarray(prompts['tokens'])
     digit_pos_BxP = np.where(prompts['digit_pos'] > 0, prompts['digit_pos'] + abacus_offset, 0).astype(np.int32)
     out_BxN = greedy_generate(model, params, tokens_BxP, tokens_BxP != arith_tokenizer.PAD_ID,
                               max_new_tokens=max_new, end_id=arith_tokenizer.END_ID,
                               digit_ids=tuple(arith_tokenizer.DIGIT_IDS),
                               prompt_digit_pos_BxP=jnp.asarray(digit_pos_BxP), loops=loops,
-                              digit_offset=jnp.int32(abacus_offset))
+                              digit_offset=jnp.int32(abacus_offset + equals_row))
     for row in np.asarray(out_BxN)[:len(chunk)]:
       ends = np.flatnonzero(row == arith_tokenizer.END_ID)
       completions.append(arith_tokenizer.decode(row[:ends[0] + 1] if len(ends) else row))

@@ -23,6 +23,7 @@ from train import loop
 from train.errors import ConfigError
 
 Batch = dict[str, Any]
+MODEL_DATA_KEYS = ('format', 'abacus_equals_row')  # Data fields set by config.model: a checkpoint needs the same.
 
 
 def loops_arg(model: Decoder, loops: int | None = None) -> dict[str, Any]:
@@ -65,9 +66,9 @@ def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder
 
 
 def data_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The data fields of arith_batches: config.data's, with the answer format of the model."""
-  spec = {k: config.data[k] for k in arith_batches.BATCH_FIELDS if k != 'format'}
-  spec['format'] = config.model.format
+  """The data fields of arith_batches: config.data's, with the model's answer format and Abacus '=' row."""
+  spec = {k: config.data[k] for k in arith_batches.BATCH_FIELDS if k not in MODEL_DATA_KEYS}
+  spec.update({k: config.model[k] for k in MODEL_DATA_KEYS})
   if int(spec['seq_len']) == 0:  # Auto: the longest problem of these settings, and no more.
     spec['seq_len'] = arith_batches.required_seq_len(dict(spec, seq_len=1))
   return spec
@@ -95,14 +96,19 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
 
 
 class TeacherForced:
-  """Token accuracy, loss and exact match under teacher forcing on a fixed set of problems."""
+  """Token accuracy, loss and exact match under teacher forcing on a fixed set of problems.
+
+  `equals_row` (model.abacus_equals_row) has no default: every scorer must say which Abacus rows the model
+  was trained with.
+  """
 
   def __init__(self, model: Decoder, problems: list, fmt: str, seq_len: int, batch_size: int,
-               abacus_offset: int = 0):
+               *, equals_row: bool, abacus_offset: int = 0):
     self.batches = []
     for i in range(0, len(problems), batch_size):
       chunk = list(problems[i:i + batch_size])
-      batch = arith_batches.encode_examples(chunk + [chunk[-1]] * (batch_size - len(chunk)), fmt, seq_len)
+      batch = arith_batches.encode_examples(chunk + [chunk[-1]] * (batch_size - len(chunk)), fmt, seq_len,
+                                            equals_row)
       if len(chunk) < batch_size:  # Repeated rows fill the batch and score nothing.
         batch['loss_mask'][len(chunk):] = 0.0
       batch['digit_pos'] = np.where(batch['digit_pos'] > 0, batch['digit_pos'] + abacus_offset, 0).astype(np.int32)
