@@ -172,6 +172,20 @@ def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, 
     arith_task.check_config(config)
 
 
+@pytest.mark.parametrize('field, value, says', [
+    ('format', 'rev', "model.format='rev' must be one of plain, reversed, cot"),
+    ('abacus_equals_row', None, 'model.abacus_equals_row must be True or False, got None'),
+])
+def test_model_fields_the_data_reads_are_named_as_model_fields(field, value, says):
+  """model.format and model.abacus_equals_row also shape the batches; a bad value is still named model.<key>."""
+  from configs import arith as arith_configs
+  from train.tasks import arith as arith_task
+  config = arith_configs.get_config('add_cpu')
+  config.model[field] = value
+  with pytest.raises(ConfigError, match=re.escape(says)):
+    arith_task.check_config(config)
+
+
 @pytest.mark.parametrize('looped, offset, equals_row', [(False, 0, False), (True, 0, False), (False, 3, False),
                                                       (True, 2, True)])
 def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offset, equals_row):

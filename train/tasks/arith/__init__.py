@@ -41,9 +41,16 @@ from train.workdir import write_json
 MODEL_TASK_KEYS = ('format', 'random_loops', 'abacus_equals_row')  # Keys of config.model the task reads (not DecoderConfig's).
 
 
-def build_model(config: ml_collections.ConfigDict) -> Decoder:
+def _check_model_data_fields(config: ml_collections.ConfigDict) -> None:
+  """model.format and model.abacus_equals_row, named as model fields (the data check would say data.)."""
   if config.model.format not in arith_batches.FORMATS:
     raise ConfigError(f'model.format={config.model.format!r} must be one of {", ".join(arith_batches.FORMATS)}')
+  if not isinstance(config.model.abacus_equals_row, (bool, np.bool_)):
+    raise ConfigError(f'model.abacus_equals_row must be True or False, got {config.model.abacus_equals_row!r}')
+
+
+def build_model(config: ml_collections.ConfigDict) -> Decoder:
+  _check_model_data_fields(config)
   return Decoder(DecoderConfig.from_config(config.model, allowed_extra=MODEL_TASK_KEYS), arith_tokenizer.VOCAB_SIZE)
 
 
@@ -68,6 +75,7 @@ def _highest_row(config: ml_collections.ConfigDict, longest: int, offset: int) -
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Data, model and eval fields, before any work (one line naming the key)."""
+  _check_model_data_fields(config)
   arith_batches.check_config(objective_lib.data_spec(config))
   build_model(config)
   for key in ('num_val', 'num_test', 'num_per_length', 'batch_size', 'max_digits', 'loop_multiplier'):
