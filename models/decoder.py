@@ -27,14 +27,14 @@ Slot s < P holds prompt position s; the token fed at decode index i is written
 to slot i (i = P for the first generated token); S is `max_len` of prefill.
 """
 import dataclasses
-import difflib
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import config_fields
 from models import layers
 from models.errors import ModelConfigError
 
@@ -133,30 +133,9 @@ class DecoderConfig:
 
   @classmethod
   def from_config(cls, cfg: Any, allowed_extra: tuple[str, ...] = ()) -> 'DecoderConfig':
-    """Builds from a ConfigDict/mapping/DecoderConfig; a key that is neither a field nor in
+    """From a ConfigDict/mapping/DecoderConfig; a key that is neither a field nor in
     `allowed_extra` (keys the caller reads itself) raises ModelConfigError, naming it."""
-    if isinstance(cfg, DecoderConfig):
-      return cfg
-    if not isinstance(cfg, Mapping):
-      cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else vars(cfg)
-    fields = dataclasses.fields(cls)
-    names = [f.name for f in fields]
-    unknown = sorted(set(cfg) - set(names) - set(allowed_extra))
-    if unknown:
-      hints = [f'model.{k}' + (f' (did you mean {close[0]!r}?)' if (close := difflib.get_close_matches(
-          k, names + list(allowed_extra), 1)) else '') for k in unknown]
-      raise ModelConfigError(f'unknown model field {", ".join(hints)}; allowed: {", ".join(names)}')
-    kwargs = {}
-    for field in fields:
-      if field.name not in cfg:
-        continue
-      value, kind = cfg[field.name], type(field.default)
-      if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-      if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ModelConfigError(f'model.{field.name}={value!r} should be of type {kind.__name__}')
-      kwargs[field.name] = value
-    return cls(**kwargs)
+    return config_fields.from_config(cls, cfg, allowed_extra)
 
 
 def check_loops(config: DecoderConfig, loops: int | None) -> int:

@@ -6,7 +6,7 @@ the attention softmax are computed in float32 whatever the compute dtype.
 """
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import attention
+from models import config_fields
 from models.errors import ModelConfigError
 
 Initializer = Callable[..., jax.Array]
@@ -111,35 +112,9 @@ class ArchConfig:
 
   @classmethod
   def from_config(cls, cfg: Any, allowed_extra: tuple[str, ...] = ()) -> 'ArchConfig':
-    """Builds from a ConfigDict/mapping/ArchConfig; a key that is neither a field nor in `allowed_extra`
+    """From a ConfigDict/mapping/ArchConfig; a key that is neither a field nor in `allowed_extra`
     (fields read elsewhere, such as depth) raises, naming it."""
-    if isinstance(cfg, ArchConfig):
-      return cfg
-    if not isinstance(cfg, Mapping):
-      cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else vars(cfg)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(cfg) - names - set(allowed_extra))
-    if unknown:
-      import difflib  # pylint: disable=g-import-not-at-top
-      hints = [f'model.{k}' + (f' (did you mean {close[0]!r}?)' if (close := difflib.get_close_matches(
-          k, sorted(names | set(allowed_extra)), 1)) else '') for k in unknown]
-      raise ModelConfigError(f'unknown model field {", ".join(hints)}')
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-      if field.name not in cfg:
-        if field.default is dataclasses.MISSING:
-          raise ModelConfigError(f'model config lacks the required field {field.name!r}')
-        continue
-      value = cfg[field.name]
-      kind = type(field.default) if field.default is not dataclasses.MISSING else str
-      if field.name == 'hidden':
-        kind = int
-      if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-      if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ModelConfigError(f'model.{field.name}={value!r} should be of type {kind.__name__}')
-      kwargs[field.name] = value
-    return cls(**kwargs)
+    return config_fields.from_config(cls, cfg, allowed_extra)
 
 
 def mlp_hidden_dim(width: int, ratio: float, act: str, multiple_of: int = 1) -> int:

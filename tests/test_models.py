@@ -400,3 +400,20 @@ def test_dropout_acts_only_with_a_dropout_rng():
   np.testing.assert_allclose(eval_logits, models.unroll(plain, variables, tokens_BxL, 2)[1]['logits'], rtol=1e-6)
   train_logits = models.unroll(model, variables, tokens_BxL, 2, dropout_rng=jax.random.key(3))[1]['logits']
   assert not np.allclose(train_logits, eval_logits)
+
+
+@pytest.mark.parametrize('cfg, match', [
+    ({'name': 'bert', 'hidden': 32, 'num_layrs': 2}, r"unknown model field model\.num_layrs \(did you mean 'num_layers'\?\)"),
+    ({'name': 'bert'}, r"model config lacks the required field 'hidden'"),
+    ({'name': 'bert', 'hidden': 32.0}, r'model\.hidden=32\.0 should be of type int'),
+    ({'name': 'bert', 'hidden': 32, 'post_norm': 1}, r'model\.post_norm=1 should be of type bool'),
+])
+def test_arch_config_refuses_unknown_missing_and_mistyped_fields(cfg, match):
+  with pytest.raises(models.ModelConfigError, match=match):
+    models.ArchConfig.from_config(ml_collections.ConfigDict(cfg))
+
+
+def test_arch_config_takes_an_int_for_a_float_and_leaves_extra_keys_to_the_caller():
+  arch = models.ArchConfig.from_config({'name': 'trm', 'hidden': 32, 'mlp_ratio': 2, 'depth': 8},
+                                       allowed_extra=('depth',))
+  assert arch.mlp_ratio == 2.0 and isinstance(arch.mlp_ratio, float) and arch.hidden == 32
