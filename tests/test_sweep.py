@@ -103,7 +103,7 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
   ok(proc)
   assert 'report: 5 of 5 points finished' in proc.stdout
   table = (workdir / 'ablation.md').read_text()
-  settings = ['baseline', 'model.lr=0.0005', 'model.lr=0.006', 'model.dropout=0.1', 'train.grad_clip=0.0']
+  settings = ['baseline', 'model.lr=5e-4', 'model.lr=0.006', 'model.dropout=0.1', 'train.grad_clip=0']
   assert all(f'| {s} |' in table for s in settings), table
   ranks = [line.split('|')[1].strip() for line in table.splitlines() if line.startswith('| ') and 'rank' not in line]
   assert ranks == ['1', '2', '3', '4', '5']
@@ -149,10 +149,22 @@ def test_ablation_table_ranks_settings_and_keeps_diverged_ones_apart(tmp_path):
   records += [rec('model.lr', 1e-2, s, 5.5 if s else None) for s in range(3)]  # One seed diverged.
   records += [rec('train.grad_clip', 0.0, s, None) for s in range(3)]  # Every seed diverged.
   (rows,) = tables.ablation_rows(records, ('mlm_loss', 'min')).values()
-  assert [r['setting'] for r in rows] == ['model.lr=0.01 (1 of 3 diverged)', 'baseline', 'model.lr=0.0001',
-                                          'train.grad_clip=0.0 (3 of 3 diverged)']
+  assert [r['setting'] for r in rows] == ['model.lr=0.01 (1 of 3 diverged)', 'baseline', 'model.lr=1e-4',
+                                          'train.grad_clip=0 (3 of 3 diverged)']
   assert rows[0]['delta'] == pytest.approx(5.5 - 6.01)
   tables.write_ablation(tmp_path, records, (('mlm_loss', 'min'), ('masked_accuracy', 'max')))
   text = (tmp_path / 'ablation.md').read_text()
   assert '| 1 | model.lr=0.01 (1 of 3 diverged) | 5.5000 ± 0.0000 | -0.5100 |' in text
   assert (tmp_path / 'ablation.png').stat().st_size > 5_000
+
+
+def test_sweep_table_writes_values_the_way_run_names_do():
+  from train import sweep, tables
+
+  records = [dict(point={'flops_budget': 1e12, 'model': 'plain', 'seed': s}, test_exact=0.5 + 0.1 * s) for s in (0, 1)]
+  text = tables.sweep_markdown(records, points=[None] * 3, missing=['plain_flops_budget=1e12_s2'],
+                               metrics=(('test_exact', 'max'),))
+  assert '| flops_budget=1e12, model=plain | 2 | 0.5500 ± 0.0707 |' in text
+  assert '1000000000000.0' not in text
+  assert 'Not finished yet: plain_flops_budget=1e12_s2' in text
+  assert sweep.default_name_part('flops_budget', 1e12) == 'flops_budget=1e12'

@@ -30,6 +30,7 @@ import jax
 import ml_collections
 
 from train import tables
+from train.tables import format_value
 from train import validation
 from train import workdir as workdir_lib
 from train.errors import ConfigError, NonFiniteLossError
@@ -115,16 +116,6 @@ def parse_axes(config: ml_collections.ConfigDict, key: str) -> list[Axis]:
       raise ConfigError(f'sweep.{key}: axis {path} appears twice')
     axes.append(Axis(path, values))
   return axes
-
-
-def format_value(value: Any) -> str:
-  """A short, file-name-safe form: 0.001 -> '0.001', 5e-5 -> '5e-5', 0.5 -> '0.5', 1.5e12 -> '1.5e12'."""
-  if isinstance(value, float):
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-      return f'{value:g}'
-    mantissa, exponent = f'{value:.3e}'.split('e')
-    return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
-  return str(value)
 
 
 def default_name_part(path: str, value: Any) -> str:

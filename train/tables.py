@@ -59,8 +59,18 @@ def group_over_seeds(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any]
   return list(groups.values())
 
 
+def format_value(value: Any) -> str:
+  """A short, file-name-safe form: 0.001 -> '0.001', 5e-5 -> '5e-5', 0.5 -> '0.5', 1.5e12 -> '1.5e12'."""
+  if isinstance(value, float):
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+      return f'{value:g}'
+    mantissa, exponent = f'{value:.3e}'.split('e')
+    return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
+  return str(value)
+
+
 def _label(values: dict[str, Any]) -> str:
-  return ', '.join(f'{k}={v}' for k, v in values.items()) or '(config)'
+  return ', '.join(f'{k}={format_value(v)}' for k, v in values.items()) or '(config)'
 
 
 def sweep_markdown(records: list[dict[str, Any]], points: Sequence[Any], missing: Sequence[str],
@@ -82,7 +92,7 @@ def ablation_rows(records: list[dict[str, Any]], metric: tuple[str, str]) -> dic
   for values, runs in group_over_seeds(records):
     varied = runs[0].get('varied')
     base_values = {k: v for k, v in values.items() if k != varied}
-    setting = 'baseline' if varied is None else f'{varied}={values[varied]}'
+    setting = 'baseline' if varied is None else f'{varied}={format_value(values[varied])}'
     diverged = sum('diverged' in r for r in runs)
     if diverged:
       setting += f' ({diverged} of {len(runs)} diverged)'

@@ -36,7 +36,7 @@ from train import sharding
 from train import tables
 from train.errors import ConfigError, InputError
 from train.state import eval_params
-from train.sweep import format_value
+from train.tables import format_value
 from train.tasks.mlm import diagnostics as diagnostics_lib
 from train.tasks.mlm import masked_lm
 from train.tasks.mlm import report

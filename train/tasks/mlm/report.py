@@ -10,7 +10,7 @@ import numpy as np
 from data import mlm_batches
 from train import plots
 from train import tables
-from train.sweep import format_value
+from train.tables import format_value
 from train.workdir import write_json
 
 PLOT_FILE = 'accuracy_vs_compute.png'
