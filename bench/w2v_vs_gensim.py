@@ -218,7 +218,8 @@ def _scaling(args) -> None:
       out = subprocess.run([sys.executable, '-c', _SCALE_GENSIM, str(path), min_count, epochs],
                            check=True, capture_output=True, text=True)
       g_wps, g_rss = out.stdout.split()
-      print(f'| {int(n):,} ({epochs} epochs) | {int(vocab):,} | {float(read):.1f} | {float(wps) / 1e3:.0f}K | '
+      trained = f'{epochs} epoch' + ('' if epochs == '1' else 's')
+      print(f'| {int(n):,} ({trained}) | {int(vocab):,} | {float(read):.1f} | {float(wps) / 1e3:.0f}K | '
             f'{int(rss) / 2**20:.0f} MiB | {float(g_wps) / 1e3:.0f}K | '
             f'{int(g_rss) / 2**20:.0f} MiB |', flush=True)
       path.unlink()

@@ -86,43 +86,49 @@ def test_band_pair_mask_places_each_pair_on_its_row():
     assert band[n // 4, n % 4 + c, n % 4]
 
 
-@pytest.mark.parametrize('centers', [4, 5, 3])   # 5, 3: not a multiple of trainer.CHUNK
-def test_one_minibatch_step_equals_explicit_pair_updates(centers):
-  """trainer.step applies exactly -lr * (sum of pair gradients) to every row it touches."""
+@pytest.mark.parametrize('chunk,share,centers', [
+    (8, 4, 8), (8, 4, 11), (8, 4, 6), (8, 4, 3),   # not a multiple of CHUNK; one draw left unused
+    (4, 4, 5), (4, 2, 7), (4, 8, 4)])               # SHARE > CHUNK: one draw per group
+def test_one_minibatch_step_equals_explicit_pair_updates(monkeypatch, chunk, share, centers):
+  """trainer.step applies exactly -lr * (sum of pair gradients) to every row it touches, each
+  center's pairs using the draw of K negatives of its SHARE consecutive centers."""
+  monkeypatch.setattr(trainer, 'CHUNK', chunk)
+  monkeypatch.setattr(trainer, 'SHARE', share)
   rng = np.random.default_rng(2)
-  vocab, dim, w = 7, 5, 2
-  cfg = trainer.TrainConfig(dim=dim, window=w, negative=2, batch=4)
+  vocab, dim, w, k = 7, 5, 2, 2
+  cfg = trainer.TrainConfig(dim=dim, window=w, negative=k, batch=chunk)
   params = trainer.init_params(vocab, dim, rng)
   params[vocab:, :dim] = rng.normal(size=(vocab, dim)) * 0.1
   before = params.copy()
 
   class FixedNegatives:
     def draw(self, rng, shape):
-      return (np.arange(np.prod(shape)).reshape(shape) + 2) % vocab   # 2, 3: center words too
+      return (np.arange(np.prod(shape)).reshape(shape) + 2) % vocab   # center words among them
 
   step = trainer._BatchTrainer(params, vocab, cfg, FixedNegatives())
-  ctx = np.array([0, 1, 2, 3, 4, 5, 6, 2, 5], dtype=np.int32)[:centers + 2 * w]  # 2 pad each side
-  sid = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int32)[:centers + 2 * w]
+  ctx = np.array([0, 1, 2, 3, 4, 5, 6, 2, 5, 1, 3, 6, 0, 4, 2], dtype=np.int32)[:centers + 2 * w]
+  sid = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], dtype=np.int32)[:centers + 2 * w]
   # Groups of CHUNK consecutive centers with their W neighbours, the last one padded.
-  groups = -(-centers // trainer.CHUNK)
-  rows = trainer.CHUNK + 2 * w
-  padded = groups * trainer.CHUNK + 2 * w
+  groups = -(-centers // chunk)
+  rows = chunk + 2 * w
+  padded = groups * chunk + 2 * w
   ids_p = np.concatenate([ctx, np.zeros(padded - len(ctx), np.int32)])
   sid_p = np.concatenate([sid, np.full(padded - len(sid), -5, np.int32)])
-  starts = trainer.CHUNK * np.arange(groups)[:, None] + np.arange(rows)
+  starts = chunk * np.arange(groups)[:, None] + np.arange(rows)
   lr = np.float32(0.05)
   step.step(ids_p[starts], sid_p[starts], centers, lr, np.random.default_rng(3))
   # Replay the same random reduced windows and do every pair by hand in float64.
   reduced = np.random.default_rng(3).integers(1, w + 1, size=centers, dtype=np.int32)
   syn0, syn1 = before[:vocab, :dim].astype(float), before[vocab:, :dim].astype(float)
   grad0, grad1 = np.zeros_like(syn0), np.zeros_like(syn1)
-  negs = FixedNegatives().draw(None, (groups, 2))   # one draw per group, shared by its centers
+  share = min(share, chunk)
+  negs = FixedNegatives().draw(None, (groups, chunk // share, k))   # a draw per SHARE centers
   for n in range(centers):
     pos = n + w
     for p in range(pos - reduced[n], pos + reduced[n] + 1):
       if p == pos or sid[p] != sid[pos]:
         continue
-      keep = [x for x in negs[n // trainer.CHUNK] if x != ctx[pos]]
+      keep = [x for x in negs[n // chunk, n % chunk // share] if x != ctx[pos]]
       d_v, d_uo, d_un = sgns.pair_grads(syn0[ctx[p]], syn1[ctx[pos]], syn1[keep])
       grad0[ctx[p]] += d_v
       grad1[ctx[pos]] += d_uo

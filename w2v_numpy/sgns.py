@@ -71,19 +71,21 @@ def banded_loss_and_grads(
 
   Group g holds the input rows of its R = M + C - 1 positions (C = 2W + 1), so center i of the
   group has the window rows i .. i + C - 1, and Q = M + K output rows: its M centers' output
-  vectors, then K negatives shared by every pair of the group (each pair still sees K unigram
-  draws). A group's scores are one product, R rows by Q outputs: the center columns hold the
-  positive scores (valid on the band `pair_band`), the negative columns the scores of every row
-  against every negative, counted once per pair of the group that uses them. So a group costs
-  3 small BLAS calls, not 3 per center; the entries outside the band are computed and dropped.
+  vectors, then the group's K negatives; `neg_ok` says which centers use which (the trainer draws
+  K per few consecutive centers, so each pair still sees K unigram draws). A group's scores are
+  one product, R rows by Q outputs: the center columns hold the positive scores (valid on the
+  band `pair_band`), the negative columns the scores of every row against every negative,
+  counted once per pair of the group that uses them. So a group costs 3 small BLAS calls, not 3
+  per center; the entries outside the band (and of negatives a row's centers do not use) are
+  computed and dropped.
 
   Args:
     v_GxRxd: input vectors of each group's R positions (unit last stride).
     u_GxQxd: output vectors: columns 0..M-1 the group's center words, M..M+K-1 its negatives.
     pair_band_GxRxM: True where (row r, center i) of group g is a real pair (same sentence,
       inside the reduced window, not the center itself); `band_pair_mask` makes it from (N, C).
-    neg_ok_GxMxK: False drops negative k for center i (word2vec skips a negative equal to the
-      center word).
+    neg_ok_GxMxK: False drops negative k for center i (a negative of another center's draw, or
+      one equal to the center word, which word2vec skips).
     scale: gradients are of scale * loss (pass -learning_rate to get the SGD step).
 
   Returns:

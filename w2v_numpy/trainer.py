@@ -4,9 +4,10 @@ Each epoch's subsampled token stream is cut into `batch / CHUNK` lanes (`lanes`)
 minibatch takes one group of CHUNK consecutive centers from every lane, so the centers of one
 update lie far apart in the corpus (as word2vec.c's threads do); with B consecutive centers
 instead, a rare word repeated within a passage took several updates from one stale vector,
-which cost rare-word similarity (w2v_numpy/README.md). A group's CHUNK centers share K
-negatives, so its scores are one small matrix product (`sgns.banded_loss_and_grads`), and the
-gradients go back into the parameter matrix by `_BatchTrainer._scatter_add`.
+which cost rare-word similarity (w2v_numpy/README.md). Every SHARE consecutive centers share
+one draw of K negatives, and a group's scores are one small matrix product
+(`sgns.banded_loss_and_grads`); the gradients go back into the parameter matrix by
+`_BatchTrainer._scatter_add`.
 """
 import dataclasses
 import multiprocessing
@@ -34,7 +35,7 @@ class TrainConfig:
   epochs: int = 5
   alpha: float = 0.025
   min_alpha: float = 0.0001
-  batch: int = 256        # centers per update: one group of CHUNK (4) from each of max(1, batch // 4) lanes
+  batch: int = 512        # centers per update: one group of CHUNK (8) from each of max(1, batch // 8) lanes
   seed: int = 0
   workers: int = 1        # >1: Hogwild processes on shared-memory matrices
   ns_exponent: float = 0.75
@@ -62,9 +63,12 @@ class TrainResult:
   seconds: float
 
 
-# Centers per BLAS product in `sgns.banded_loss_and_grads`, sharing K negatives (8 and 16 are faster
-# but their scores vary more across seeds: w2v_numpy/README.md).
-CHUNK = 4
+# Consecutive centers of one lane per update, scored together in one BLAS product by
+# `sgns.banded_loss_and_grads`: the group's CHUNK + 2W input rows are gathered and scattered once.
+CHUNK = 8
+# Consecutive centers sharing one draw of K negatives (CHUNK / SHARE draws per group). Sharing by 8
+# is faster still but its scores vary more across seeds (w2v_numpy/README.md).
+SHARE = 4
 
 
 class _BatchTrainer:
@@ -86,6 +90,11 @@ class _BatchTrainer:
     offset = np.arange(CHUNK + 2 * w)[:, None] - np.arange(CHUNK)[None, :] - w
     self.band_distance = np.where(offset == 0, w + 1, np.abs(offset)).astype(np.int32)
     self.pair_range = np.arange(self.pairs_per_row, dtype=np.intp)
+    # A group's negatives: CHUNK / SHARE draws of K; center i uses draw i // SHARE only.
+    k = config.negative
+    share = min(SHARE, CHUNK)
+    self.negatives = -(-CHUNK // share) * k
+    self.uses_draw_MxK = np.arange(CHUNK)[:, None] // share == np.arange(self.negatives)[None, :] // k
 
   def step(self, ids_GxR: np.ndarray, sid_GxR: np.ndarray, n_valid: int, lr: float,
            rng: np.random.Generator) -> tuple[float, int]:
@@ -103,11 +112,14 @@ class _BatchTrainer:
     reduced[:n_valid] = rng.integers(1, w + 1, size=n_valid, dtype=np.int32)
     pair_band = ((sid_GxR[:, :, None] == sid_GxR[:, None, w:w + CHUNK])
                  & (self.band_distance <= reduced.reshape(groups, 1, CHUNK)))
-    # Output rows of group g: its CHUNK center words, then K negatives shared by its pairs.
-    out_ids_GxQ = np.empty((groups, CHUNK + cfg.negative), dtype=np.int32)
+    # Output rows of group g: its CHUNK center words, then its draws of K negatives, each shared
+    # by the pairs of SHARE consecutive centers.
+    out_ids_GxQ = np.empty((groups, CHUNK + self.negatives), dtype=np.int32)
     out_ids_GxQ[:, :CHUNK] = ids_GxR[:, w:w + CHUNK]
-    out_ids_GxQ[:, CHUNK:] = self.sampler.draw(rng, (groups, cfg.negative))
+    out_ids_GxQ[:, CHUNK:] = self.sampler.draw(rng, (groups, self.negatives))
     neg_ok_GxMxK = out_ids_GxQ[:, None, CHUNK:] != out_ids_GxQ[:, :CHUNK, None]
+    if self.negatives > cfg.negative:
+      neg_ok_GxMxK &= self.uses_draw_MxK
 
     v_GxRxd = np.take(self.syn0, ids_GxR, axis=0)
     u_GxQxd = np.take(self.syn1, out_ids_GxQ, axis=0)
@@ -271,7 +283,8 @@ def memory_needed(vocab_size: int, config: TrainConfig) -> int:
   params = 2 * vocab_size * width * 4
   results = 2 * vocab_size * config.dim * 4
   groups = max(1, config.batch // CHUNK)   # each: R input rows and Q output rows, 3 copies of each
-  rows_per_batch = 3 * groups * ((CHUNK + 2 * config.window) + (CHUNK + config.negative))
+  negatives = -(-CHUNK // min(SHARE, CHUNK)) * config.negative
+  rows_per_batch = 3 * groups * ((CHUNK + 2 * config.window) + (CHUNK + negatives))
   return params + results + config.workers * rows_per_batch * width * 4
 
 
