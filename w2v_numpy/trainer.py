@@ -71,6 +71,11 @@ CHUNK = 8
 SHARE = 4
 
 
+def negatives_per_group(negative: int) -> int:
+  """Output rows a group draws: one draw of `negative` per SHARE of its CHUNK centers."""
+  return -(-CHUNK // min(SHARE, CHUNK)) * negative
+
+
 class _BatchTrainer:
   """Holds the per-run constants and applies one minibatch update in place."""
 
@@ -91,10 +96,9 @@ class _BatchTrainer:
     self.band_distance = np.where(offset == 0, w + 1, np.abs(offset)).astype(np.int32)
     self.pair_range = np.arange(self.pairs_per_row, dtype=np.intp)
     # A group's negatives: CHUNK / SHARE draws of K; center i uses draw i // SHARE only.
-    k = config.negative
-    share = min(SHARE, CHUNK)
-    self.negatives = -(-CHUNK // share) * k
-    self.uses_draw_MxK = np.arange(CHUNK)[:, None] // share == np.arange(self.negatives)[None, :] // k
+    self.negatives = negatives_per_group(config.negative)
+    self.uses_draw_MxN = (np.arange(CHUNK)[:, None] // min(SHARE, CHUNK)
+                          == np.arange(self.negatives)[None, :] // config.negative)
 
   def step(self, ids_GxR: np.ndarray, sid_GxR: np.ndarray, n_valid: int, lr: float,
            rng: np.random.Generator) -> tuple[float, int]:
@@ -119,7 +123,7 @@ class _BatchTrainer:
     out_ids_GxQ[:, CHUNK:] = self.sampler.draw(rng, (groups, self.negatives))
     neg_ok_GxMxK = out_ids_GxQ[:, None, CHUNK:] != out_ids_GxQ[:, :CHUNK, None]
     if self.negatives > cfg.negative:
-      neg_ok_GxMxK &= self.uses_draw_MxK
+      neg_ok_GxMxK &= self.uses_draw_MxN
 
     v_GxRxd = np.take(self.syn0, ids_GxR, axis=0)
     u_GxQxd = np.take(self.syn1, out_ids_GxQ, axis=0)
@@ -283,8 +287,8 @@ def memory_needed(vocab_size: int, config: TrainConfig) -> int:
   params = 2 * vocab_size * width * 4
   results = 2 * vocab_size * config.dim * 4
   groups = max(1, config.batch // CHUNK)   # each: R input rows and Q output rows, 3 copies of each
-  negatives = -(-CHUNK // min(SHARE, CHUNK)) * config.negative
-  rows_per_batch = 3 * groups * ((CHUNK + 2 * config.window) + (CHUNK + negatives))
+  out_rows = CHUNK + negatives_per_group(config.negative)
+  rows_per_batch = 3 * groups * ((CHUNK + 2 * config.window) + out_rows)
   return params + results + config.workers * rows_per_batch * width * 4
 
 
