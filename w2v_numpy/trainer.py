@@ -108,7 +108,7 @@ class _BatchTrainer:
     W .. W + CHUNK - 1, with their W neighbours each side) and their sentence ids; only the
     first `n_valid` centers (group-major) are trained, the rest get an empty window.
     """
-    cfg, w, width = self.cfg, self.cfg.window, self.params.shape[1]
+    w, width = self.cfg.window, self.params.shape[1]
     groups = ids_GxR.shape[0]
     n = groups * CHUNK
     # Pair mask in band form: same sentence, inside the reduced window b ~ U{1..W}, not the center.
@@ -121,9 +121,8 @@ class _BatchTrainer:
     out_ids_GxQ = np.empty((groups, CHUNK + self.negatives), dtype=np.int32)
     out_ids_GxQ[:, :CHUNK] = ids_GxR[:, w:w + CHUNK]
     out_ids_GxQ[:, CHUNK:] = self.sampler.draw(rng, (groups, self.negatives))
-    neg_ok_GxMxK = out_ids_GxQ[:, None, CHUNK:] != out_ids_GxQ[:, :CHUNK, None]
-    if self.negatives > cfg.negative:
-      neg_ok_GxMxK &= self.uses_draw_MxN
+    neg_ok_GxMxK = ((out_ids_GxQ[:, None, CHUNK:] != out_ids_GxQ[:, :CHUNK, None])
+                    & self.uses_draw_MxN)
 
     v_GxRxd = np.take(self.syn0, ids_GxR, axis=0)
     u_GxQxd = np.take(self.syn1, out_ids_GxQ, axis=0)
