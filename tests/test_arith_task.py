@@ -15,6 +15,7 @@ from data.arith_problems import Problem
 from models.decoder import Decoder, DecoderConfig
 from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import launch
+from tests.conftest import launch_env
 from tests.conftest import ok
 from train.errors import ConfigError
 from train.tasks.arith import generation
@@ -83,11 +84,10 @@ def test_malformed_eval_line_is_one_error_naming_file_and_line(smoke_run, tmp_pa
 
 
 def test_interactive_answers_piped_problems_and_rejects_other_input(smoke_run):
-  env = dict(JAX_PLATFORMS='cpu')
   for ending in ('quit\n', ''):  # `quit`, and end of input (Ctrl-D).
     proc = subprocess.run([sys.executable, 'launch.py', f'--config={SMOKE}', f'--workdir={smoke_run}',
                            '--mode=interactive'], input='12+34=\nhello\n\n7+8\n' + ending, cwd=REPO, text=True,
-                          capture_output=True, timeout=300, env={**__import__('os').environ, **env})
+                          capture_output=True, timeout=300, env=launch_env())
     out = ok(proc)
     assert out.count('answer: ') == 2 and '12+34=' in out and '7+8=' in out, out[-2000:]
     assert "not a problem: unexpected character 'h'" in out
@@ -124,7 +124,7 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
            '--mode=interactive', '--config.models.looped.random_loops=6']
   proc = subprocess.run([sys.executable, 'launch.py', *point, '--config.sweep.grid=model=looped; flops_budget=1e9; seed=0'],
                         input='3+4\n', cwd=REPO, text=True, capture_output=True, timeout=300,
-                        env={**__import__('os').environ, 'JAX_PLATFORMS': 'cpu'})
+                        env=launch_env())
   assert 'reversed, looped x4 (trained at 1-6), best checkpoint' in ok(proc) and 'answer: ' in proc.stdout
   proc = launch(*point, '--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0')
   assert proc.returncode != 0 and 'the sweep has 2 points' in proc.stderr.strip().splitlines()[-1]

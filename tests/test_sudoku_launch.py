@@ -1,6 +1,5 @@
 """End to end through launch.py, as a user runs it: train, resume, eval, overrides, kill -9, 8 devices."""
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import launch
+from tests.conftest import launch_env
 from tests.conftest import ok
 
 SMOKE = 'configs/sudoku.py:smoke'
@@ -123,7 +123,7 @@ def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
   ok(launch(*args, f'--workdir={straight}'))
 
   killed = tmp_path / 'killed'
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env = launch_env()
   proc = subprocess.Popen([sys.executable, 'launch.py', *args, f'--workdir={killed}'], cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -216,7 +216,7 @@ def test_sigint_mid_run_saves_the_last_step_and_a_rerun_matches_an_uninterrupted
   args = [f'--config={SMOKE}', '--config.train.steps=400', '--config.train.checkpoint_every=10000',
           '--config.train.eval_every=0', '--config.train.log_every=1']
   ok(launch(*args, f'--workdir={tmp_path / "full"}'))
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env = launch_env()
   workdir = tmp_path / 'cut'
   rng = np.random.default_rng(0)
   for attempt in range(2):

@@ -9,6 +9,7 @@ import pytest
 from configs import mlm as mlm_configs
 from configs import sudoku as sudoku_configs
 from tests.conftest import REPO_ROOT
+from tests.conftest import launch_env
 from tests.conftest import ok
 from train import registry
 from train import sweep
@@ -90,9 +91,7 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
   workdir = tmp_path / 'w'
   args = [sys.executable, 'launch.py', '--config=configs/mlm.py:ablation,smoke', f'--workdir={workdir}',
           f'--config.data.files={text}', '--config.sweep.vary=model.lr=5e-4,6e-3;model.dropout=0.1;train.grad_clip=0']
-  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'}
-  import os
-  env = dict(os.environ, **env)
+  env = launch_env({'PATH': '/usr/bin:/bin'})
   procs = [subprocess.Popen(args + [f'--config.sweep.shard={i}/2'], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
