@@ -22,21 +22,25 @@ def shared_data() -> pathlib.Path:
   return path
 
 
-# Launched runs compile with XLA:CPU's cheaper LLVM settings: compiling dominates a tiny run (the Sudoku smoke
-# run takes 12 s instead of 29 s on a 2-core AVX2 EPYC). Bit-exact comparisons are between runs that both have them.
-FAST_COMPILE_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+# Tiny graphs: XLA:CPU's cheaper LLVM settings cut compile time, which dominates the model tests and the launched
+# runs (the Sudoku smoke run: 12 s instead of 29 s on a 2-core AMD EPYC). In-process through `fast_jit`, launched
+# runs through XLA_FLAGS. Float results move in the last bits (the smoke run's final loss by 4e-8), so bit-exact
+# comparisons pair runs that both have them.
+_FAST_CPU_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+_FAST_CPU_XLA_FLAGS = ' '.join(f'--{k}={str(v).lower()}' for k, v in _FAST_CPU_COMPILE.items())
 
 
 def launch_env(env: dict[str, str] | None = None) -> dict[str, str]:
-  """os.environ plus `env` for a launched run: on the CPU, with the fast-compile XLA flags added to any of `env`'s."""
+  """os.environ plus `env` for a launched run: on the CPU, the cheaper compile settings added to `env`'s XLA_FLAGS."""
   full_env = dict(os.environ, **(env or {}))
   full_env.setdefault('JAX_PLATFORMS', 'cpu')
-  full_env['XLA_FLAGS'] = f"{full_env.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
+  full_env['XLA_FLAGS'] = f"{full_env.get('XLA_FLAGS', '')} {_FAST_CPU_XLA_FLAGS}".strip()
   return full_env
 
 
 def launch(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-  """Runs `python launch.py *args` from the repo root on the CPU, as a user would."""
+  """Runs `python launch.py *args` from the repo root on the CPU, as a user would, compiled with `launch_env`'s
+  cheaper settings."""
   return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO_ROOT, env=launch_env(env), capture_output=True,
                         text=True, timeout=timeout)
 
@@ -46,10 +50,6 @@ def ok(proc: subprocess.CompletedProcess) -> str:
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0, out[-4000:]
   return out
-
-
-# Tiny graphs: cheaper LLVM settings halve XLA:CPU compile time, which dominates the model tests.
-_FAST_CPU_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
 def fast_jit(fn, **kwargs):
