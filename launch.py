@@ -56,10 +56,19 @@ def parse_flags(argv: list[str]) -> list[str]:
     text = str(e)
     key = re.search(r"'(\w+)", text)
     hint = re.search(r'Did you mean "([\w.]+)"', text)
-    arg = argv_flag(argv, '--config.', key.group(1) if key else '')
+    arg = _override_naming(argv, key.group(1)) if key else argv_flag(argv, '--config.')
     _fail(f'{arg}: no such config field' + (f' {key.group(1)!r}' if key else '')
           + (f' (did you mean {hint.group(1)!r}?)' if hint else '') + '; --verbosity=1 shows the traceback')
   return []
+
+
+def _override_naming(argv: list[str], key: str) -> str:
+  """The --config.<path> override whose path holds `key` deepest (the shallower ones name sections that exist)."""
+  def depth(arg: str) -> int:
+    parts = arg.split('=', 1)[0].split('.')[1:]
+    return parts.index(key) if key in parts else -1
+  candidates = [a for a in argv if a.startswith('--config.') and depth(a) >= 0]
+  return max(candidates, key=depth) if candidates else argv_flag(argv, '--config.')
 
 
 def argv_flag(argv: list[str], prefix: str, containing: str = '') -> str:

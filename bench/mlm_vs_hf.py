@@ -36,13 +36,13 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import models  # pylint: disable=wrong-import-position
 from configs import mlm as mlm_configs  # pylint: disable=wrong-import-position
 from data import mlm_batches as mlm_data  # pylint: disable=wrong-import-position
 from data import paths  # pylint: disable=wrong-import-position
 from train import loop  # pylint: disable=wrong-import-position
 from train import host_memory  # pylint: disable=wrong-import-position
 from train import sweep  # pylint: disable=wrong-import-position
-from train.tasks import mlm as mlm_task  # pylint: disable=wrong-import-position
 from train.tasks.mlm import masked_lm as mlm_lib  # pylint: disable=wrong-import-position
 from train import optim  # pylint: disable=wrong-import-position
 from train import sharding  # pylint: disable=wrong-import-position
@@ -87,7 +87,7 @@ def make_config(seed: int = 0):
     config.data.vocab_size = _VOCAB.value
     config.data.seq_len = _SEQ_LEN.value
     config.data.num_eval_sequences = _EVAL_SEQUENCES.value
-    config.models.bert = mlm_configs._bert(_HIDDEN.value, _LAYERS.value, _HEADS.value)  # pylint: disable=protected-access
+    config.models.bert = mlm_configs._point(mlm_configs._bert(_HIDDEN.value, _LAYERS.value, _HEADS.value))  # pylint: disable=protected-access
     config.seed = seed
     config.train.batch_size = _BATCH.value
     config.train.steps = _STEPS.value
@@ -102,17 +102,21 @@ def _progress(who: str, done: int, total: int, loss: float, times: list[float]) 
     print(f'  {who}: step {done}/{total} loss {loss:.4f}, {np.median(times[-50:]) * 1000:.0f} ms/step', flush=True)
 
 
+def _build(cfg, data):
+  return models.build(cfg.model, vocab_size=data.vocab_size, num_classes=data.vocab_size, seq_len=int(cfg.data.seq_len))
+
+
 class Ours:
   """Our BERT with the study's train step (loop.jit_train_step), stepped one batch at a time."""
 
   def __init__(self, cfg, data):
     self.mesh = sharding.make_mesh()
-    self.model = mlm_task.build_model(cfg, data.vocab_size)
+    self.model = _build(cfg, data)
     objective = mlm_lib.make_objective(cfg, self.model, data)
     tx, schedule = optim.make_optimizer(cfg.train)
     self.state = loop.init_state(self.model, objective, cfg, tx, self.mesh)
     self.step_fn = loop.jit_train_step(objective, tx, schedule, cfg, self.mesh)
-    self.params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
+    self.params = models.count_params(self.state.params)
 
   def step(self, step: int, batch) -> float:
     del step  # The schedule is in the train state.
@@ -120,7 +124,7 @@ class Ours:
     return float(metrics['loss'])  # Blocks until the step is done.
 
   def evaluate(self, eval_batches) -> dict[str, float]:
-    return mlm_lib.Evaluator(self.model, 1, eval_batches, self.mesh)(self.state.params)
+    return mlm_lib.MaskedLMScorer(self.model, 1, eval_batches, self.mesh)(self.state.params)
 
 
 def _sequence_positions(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -154,8 +158,8 @@ class HF:
     torch.manual_seed(int(cfg.seed))
     model_cfg = cfg.model
     hf_config = transformers.BertConfig(
-        vocab_size=data.vocab_size, hidden_size=model_cfg.hidden, num_hidden_layers=model_cfg.num_layers,
-        num_attention_heads=model_cfg.num_heads, intermediate_size=int(model_cfg.mlp_ratio * model_cfg.hidden),
+        vocab_size=data.vocab_size, hidden_size=model_cfg.width, num_hidden_layers=model_cfg.num_layers,
+        num_attention_heads=model_cfg.num_heads, intermediate_size=int(model_cfg.mlp_ratio * model_cfg.width),
         hidden_act='gelu', hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         max_position_embeddings=int(cfg.data.seq_len), type_vocab_size=1, initializer_range=0.02,
         layer_norm_eps=float(model_cfg.norm_eps), pad_token_id=data.special_ids.pad, tie_word_embeddings=True)
@@ -228,13 +232,13 @@ def main(argv):
   seeds = [int(s) for s in _SEEDS.value]
   cfg = make_config(seeds[0])
   data = mlm_data.prepare(cfg.data, _WORKDIR.value)
-  objective = mlm_lib.make_objective(cfg, mlm_task.build_model(cfg, data.vocab_size), data)
+  objective = mlm_lib.make_objective(cfg, _build(cfg, data), data)
   batches = [objective.train_batch(step, int(cfg.train.batch_size), 0, 1) for step in range(int(cfg.train.steps))]
   eval_bs = int(cfg.eval.batch_size)
   eval_batches = mlm_lib.eval_set(data.eval_tokens_NxL, cfg.data, eval_bs, data.vocab_size, data.special_ids,
                                   mlm_lib.readout_group(cfg, eval_bs, 'eval.batch_size'))
-  print(f'config: hidden {cfg.model.hidden}, {cfg.model.num_layers} layers, {cfg.model.num_heads} heads, '
-        f'intermediate {int(cfg.model.mlp_ratio * cfg.model.hidden)}, vocab {data.vocab_size}, seq {cfg.data.seq_len}, '
+  print(f'config: hidden {cfg.model.width}, {cfg.model.num_layers} layers, {cfg.model.num_heads} heads, '
+        f'intermediate {int(cfg.model.mlp_ratio * cfg.model.width)}, vocab {data.vocab_size}, seq {cfg.data.seq_len}, '
         f'batch {cfg.train.batch_size}, {cfg.train.steps} steps, AdamW lr {cfg.train.lr:g} (warmup '
         f'{cfg.train.warmup_steps}, cosine to {cfg.train.final_lr_fraction:g}x), betas ({cfg.train.b1}, '
         f'{cfg.train.b2}), wd {cfg.train.weight_decay}, clip {cfg.train.grad_clip}; eval: '

@@ -18,11 +18,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+import models
+from train import flops as flops_lib
 from train import host_memory
 from train import loop
 from train import optim
 from train import sharding
-from train.tasks import sudoku as sudoku_task
 from train.tasks.sudoku import losses
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/sudoku.py:9x9_cpu', 'Sudoku config.',
@@ -54,7 +55,7 @@ def main(argv):
     host_memory.reuse_cpu_scratch_memory()
   config = _CONFIG.value
   size = int(config.data.size)
-  model = sudoku_task.build_model(config, size)
+  model = models.build(config.model, vocab_size=size + 1, num_classes=size, seq_len=size * size)
   task = random_puzzles(config, model)
   mesh = sharding.make_mesh()
   tx, schedule = optim.make_optimizer(config.train)
@@ -63,7 +64,7 @@ def main(argv):
   batch = sharding.put_batch(task.train_batch(0, int(config.train.batch_size), 0, 1), mesh)
   # XLA counts a loop body once: FLOPs come from the same step with the depth loops unrolled.
   counting_task = random_puzzles(config, model, scan_unroll=True)
-  flops = loop.compiled_flops(loop.jit_train_step(counting_task, tx, schedule, config, mesh), state, batch)
+  flops = flops_lib.compiled_flops(loop.jit_train_step(counting_task, tx, schedule, config, mesh), state, batch)
   t0 = time.perf_counter()
   state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
@@ -74,7 +75,7 @@ def main(argv):
   jax.block_until_ready(metrics)
   step_s = (time.perf_counter() - t0) / _STEPS.value
   batch_size = int(config.train.batch_size)
-  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  params = models.count_params(state.params)
   print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()}  model: {config.model.name} '
         f'({params:,} params, depth {config.model.depth}, act={config.train.act}, dtype {config.model.dtype})')
   print(f'first step (compile + run): {compile_s:.1f} s')

@@ -47,14 +47,15 @@ Splits: with `data.files` the last `data.eval_fraction` of the lines evaluate
 'train' split trains and its 'validation' split evaluates ('test' is never read).
 
 Any field can be overridden, e.g. `--config.sweep.grid='model=bert,trm; flops_budget=1e15,1e16;
-seed=0,1,2' --config.models.trm.depth=4 --config.models.bert.lr=5e-4`. There is no `model`
-section to override: the `model` axis copies a section of `models` into each run.
+seed=0,1,2' --config.models.trm.model.depth=4 --config.models.bert.train.lr=5e-4`. The `model` axis
+names points of `models`: each sets the model section and the training fields that go with it (its
+lr, detach, deep_supervision); `config.model` itself is the default for a run without the axis.
+Shared text files are named from the shared data folder as `{shared}/text/...` (data/paths.py).
 """
 import ml_collections
 
+from configs import common
 from configs import variants
-
-from data import paths
 
 VARIANTS = ('default', 'quick', 'smoke', 'ablation', 'trm_factors', 'trm_factors_up', 'trm_fix', 'trm_budget',
             'trm_budget_back', 'prenorm_baselines', 'recipe_stack')
@@ -67,88 +68,53 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _shared_text(name: str) -> str:
-  """A file of the shared text folder ($REASON_SHARED_DATA or ../shared/data beside the repo)."""
-  return str(paths.shared_data_dir() / 'text' / name)
+  """A file of the shared text folder ($REASON_SHARED_DATA or ../shared/data beside the repo; data/paths.py)."""
+  return '{shared}/text/' + name
 
 
-def _bert(hidden: int, num_layers: int, num_heads: int) -> ml_collections.ConfigDict:
+def _bert(width: int, num_layers: int, num_heads: int) -> ml_collections.ConfigDict:
   """BERT encoder (depth 1) with BERT's MLM head tied to the token embeddings."""
-  model = ml_collections.ConfigDict()
-  model.name = 'bert'  # Registry name (models.get_model).
-  model.hidden = hidden  # Width D.
-  model.num_layers = num_layers  # Transformer blocks.
-  model.num_heads = num_heads  # Attention heads.
-  model.mlp_ratio = 4.0  # Intermediate size / hidden (BERT: 4).
-  model.mlp_act = 'gelu'  # Exact GELU, as BERT.
-  model.mixer = 'attention'  # Self-attention over the sequence.
-  model.norm = 'layernorm'  # BERT's LayerNorm.
-  model.post_norm = True  # BERT is post-norm: norm after each residual add.
-  model.norm_eps = 1e-12  # BERT's LayerNorm epsilon.
-  model.use_bias = True  # Biases in dense layers and norms, as BERT.
-  model.inner_steps = 1  # (TRM only.)
-  model.cycles = 1  # (TRM only.)
-  model.depth = 1  # Applications of the encoder: 1 = a plain BERT; k > 1 = looped (weight-tied) BERT.
-  model.deep_supervision = True  # Loss after every application, averaged (False: only after the last).
-  model.detach = False  # Stop gradients between applications (False: backprop through all of them).
-  model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
-  model.tie_embeddings = True  # MLM head: Dense + GELU + LayerNorm, logits against the token embeddings + bias.
-  model.mlp_state_dim = 64  # (MLP baseline only.)
-  model.dropout = 0.0  # BERT's hidden and attention dropout in training (BERT: 0.1); evaluation runs without.
-  model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
-  return model
+  return common.recurrent_model(
+      name='bert', width=width, num_layers=num_layers, num_heads=num_heads, mlp_act='gelu', mixer='attention',
+      norm='layernorm', post_norm=True, norm_eps=1e-12, use_bias=True, inner_steps=1, cycles=1, depth=1,
+      tie_embeddings=True, mlp_state_dim=64)
 
 
-def _looped_bert(hidden: int, num_heads: int, depth: int) -> ml_collections.ConfigDict:
+def _looped_bert(width: int, num_heads: int, depth: int) -> ml_collections.ConfigDict:
   """Looped BERT: one weight-tied BERT block applied `depth` times, h <- Block(h + x) (the Sudoku study's
   recurrent BERT); no (y, z) split, gradients through every application, a loss after each."""
-  model = _bert(hidden=hidden, num_layers=1, num_heads=num_heads)
+  model = _bert(width=width, num_layers=1, num_heads=num_heads)
   model.depth = depth
   return model
 
 
-def _trm(hidden: int, num_layers: int, num_heads: int, inner_steps: int, cycles: int,
+def _trm(width: int, num_layers: int, num_heads: int, inner_steps: int, cycles: int,
          depth: int) -> ml_collections.ConfigDict:
-  """TRM: one tiny attention network applied recursively, deep supervision over `depth` steps."""
-  model = ml_collections.ConfigDict()
-  model.name = 'trm'  # Registry name (models.get_model).
-  model.hidden = hidden  # Width D of the input, answer (y) and latent (z) states.
-  model.num_layers = num_layers  # Blocks in the tiny network f.
-  model.num_heads = num_heads  # Attention heads.
-  model.mlp_ratio = 4.0  # Channel-MLP width / hidden (SwiGLU keeps the parameters of 4x GELU).
-  model.mlp_act = 'swiglu'  # TRM's channel MLP.
-  model.mixer = 'attention'  # Self-attention (TRM's attention variant; the Sudoku recipe uses an MLP).
-  model.norm = 'rmsnorm'  # TRM's RMSNorm.
-  model.post_norm = False  # Pre-norm (+ a final norm): TRM's post-norm keeps it at the no-context level on MLM (docs/mlm.md).
-  model.norm_eps = 1e-5  # RMSNorm epsilon.
-  model.use_bias = False  # TRM has no biases.
-  model.inner_steps = inner_steps  # n: latent updates z <- f(z + y + x) per cycle.
-  model.cycles = cycles  # T: cycles per step; the first T-1 run without gradient.
-  model.depth = depth  # Supervision steps per batch.
-  model.deep_supervision = True  # Loss after every supervision step, averaged (False: only after the last).
-  model.detach = True  # Stop gradients between supervision steps (TRM's deep supervision).
-  model.grad_cycles = 1  # Cycles of a step with gradients, the last ones (1 = TRM; `cycles` = full backprop).
-  model.init_state = 'random'  # Initial (y, z): 'random' fixed vectors (TRM) or 'input' (y = embedding, z = 0).
-  model.inject = 'z'  # Input x added in the z updates only ('z', TRM) or also in the y update ('zy').
-  model.embed_scale = True  # Scale the token embeddings (init std 1/sqrt(D)) by sqrt(D), as TRM.
-  model.state_norm = False  # Pre-norm only: normalise every application's output (bounded y, z at any depth).
-  model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
-  model.tie_embeddings = False  # TRM's head is its own matrix.
-  model.mlp_state_dim = 64  # (MLP baseline only.)
-  model.dropout = 0.0  # Dropout on attention probabilities and block outputs in training (0 = none).
-  model.lr = 0.0  # Peak learning rate for this model; 0 = train.lr.
-  return model
+  """TRM: one tiny attention network applied recursively (pre-norm: TRM's post-norm keeps it at the no-context
+  level on MLM, docs/mlm.md), RMSNorm, SwiGLU, no biases, deep supervision over `depth` steps."""
+  return common.recurrent_model(
+      name='trm', width=width, num_layers=num_layers, num_heads=num_heads, mlp_act='swiglu', mixer='attention',
+      norm='rmsnorm', post_norm=False, norm_eps=1e-5, use_bias=False, inner_steps=inner_steps, cycles=cycles,
+      depth=depth, mlp_state_dim=64)
+
+
+def _point(model: ml_collections.ConfigDict, lr: float = 0.0) -> ml_collections.ConfigDict:
+  """A named point of the `model` axis: the model section and its training: TRM's deep supervision detaches
+  the state between steps, BERT's backpropagates through every application; `lr` > 0: its own peak lr."""
+  train = dict(detach=model.name == 'trm', deep_supervision=True)
+  if lr > 0:
+    train['lr'] = lr
+  return common.point(model=model, train=train)
 
 
 def _base() -> ml_collections.ConfigDict:
   """Full scale for one GPU: WikiText-103 from HF, BERT-small (L4/H512) vs a 2-layer TRM."""
   config = ml_collections.ConfigDict()
-  config.task = 'mlm'  # Which task package of train/tasks/ runs this config.
-  config.seed = 0  # Seed of parameter init and dropout (the `seed` axis sets it per run).
-  config.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU).
+  common.run_fields(config, 'mlm')
   config.flops_budget = 1e16  # Training FLOPs of a run (XLA-counted): steps = this / FLOPs per step; 0 = train.steps.
 
   config.data = data = ml_collections.ConfigDict()
-  data.files = ''  # Comma-separated local text files (one document a line); '' = HF WikiText below.
+  data.files = ''  # Comma-separated local text files (one document a line; `{shared}/` = the shared data folder); '' = HF WikiText below.
   data.eval_files = ''  # Text files that evaluate (then all of `files` trains); --mode=eval scores these when set.
   data.eval_fraction = 0.05  # With `files` and no `eval_files`: the last fraction of lines evaluates.
   data.hf_name = 'Salesforce/wikitext'  # HF dataset (used when files='').
@@ -162,41 +128,34 @@ def _base() -> ml_collections.ConfigDict:
   data.eval_seed = 1234  # Seed of the fixed evaluation masks (same for every model and seed).
   data.num_eval_sequences = 4096  # Eval sequences (a seeded sample; <= 0 = all).
 
-  config.sweep = sweep = ml_collections.ConfigDict()  # train/sweep.py: the runs of the study.
-  sweep.grid = 'model=bert,trm,looped_bert; flops_budget=1e16,3e16,1e17,3e17; seed=0,1,2'  # Axes whose product is run ('model' picks a section of `models`).
-  sweep.vary = ''  # Axes varied one at a time around the config's values (the ablation), crossed with the grid.
-  sweep.shard = ''  # 'i/n': run every n-th point from the i-th (a job array into one shared workdir).
-  sweep.compilation_cache = True  # Keep compiled steps in <workdir>/xla_cache: runs differing only in seed compile once (if set before the process compiles anything).
+  # The runs of the study: the `model` axis picks a point of config.models.
+  config.sweep = common.sweep(grid='model=bert,trm,looped_bert; flops_budget=1e16,3e16,1e17,3e17; seed=0,1,2')
 
-  config.models = ml_collections.ConfigDict()  # One section per model; the `model` axis copies one into each run.
-  config.models.bert = _bert(hidden=512, num_layers=4, num_heads=8)  # BERT-small (Turc et al. 2019).
-  config.models.trm = _trm(hidden=512, num_layers=2, num_heads=8, inner_steps=2, cycles=2, depth=2)
-  config.models.looped_bert = _looped_bert(hidden=512, num_heads=8, depth=4)  # BERT-small's compute per step, weights tied.
+  config.model = _bert(width=512, num_layers=4, num_heads=8)  # A run without the `model` axis: BERT-small.
+  config.models = ml_collections.ConfigDict()  # Named points of the `model` axis (model section and its training).
+  config.models.bert = _point(_bert(width=512, num_layers=4, num_heads=8))  # BERT-small (Turc et al. 2019).
+  config.models.trm = _point(_trm(width=512, num_layers=2, num_heads=8, inner_steps=2, cycles=2, depth=2))
+  config.models.looped_bert = _point(_looped_bert(width=512, num_heads=8, depth=4))  # BERT-small's compute per step, weights tied.
 
-  config.train = train = ml_collections.ConfigDict()
-  train.steps = 0  # Set for each run from flops_budget (used as given when flops_budget is 0).
-  train.batch_size = 256  # Global batch (split over all devices).
-  train.lr = 5e-4  # Peak learning rate (a model's `lr` overrides it).
-  train.warmup_steps = 2000  # Linear warmup steps (clipped to warmup_fraction of the run).
-  train.warmup_fraction = 0.1  # Warmup is at most this fraction of a run's steps.
-  train.schedule = 'cosine'  # After warmup: 'cosine' (to lr * final_lr_fraction) or 'constant'.
-  train.final_lr_fraction = 0.1  # Cosine: final lr / peak lr.
-  train.weight_decay = 0.01  # AdamW decoupled weight decay (BERT: 0.01).
-  train.b1 = 0.9  # AdamW beta1.
-  train.b2 = 0.98  # AdamW beta2.
-  train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
-  train.ema_decay = 0.0  # EMA of params used for evaluation (0 = off).
+  config.train = train = common.train(
+      steps=0, batch_size=256, lr=5e-4, warmup_steps=2000, warmup_fraction=0.1, b2=0.98, log_every=200,
+      checkpoint_every=2000, keep_checkpoints=1)  # steps: set for each run from flops_budget (as given at 0).
   train.readout_group = 0  # Sequences sharing one list of readout slots (0 = each device's batch; 1 = per sequence).
   train.max_predictions = 0  # Readout slots per list (0 = mean + 5 std of the group's masked count).
-  train.log_every = 200  # Steps between progress lines / metrics.jsonl rows.
-  train.eval_every = 0  # Steps between evaluations during a run (0 = only at the end).
-  train.checkpoint_every = 2000  # Steps between checkpoints (one is always written at the end).
-  train.keep_checkpoints = 1  # Latest checkpoints kept per run.
+  train.deep_supervision = True  # Loss after every application, averaged (False: only after the last).
+  train.detach = False  # Stop gradients between applications (TRM's deep supervision); False: backprop through all.
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 256  # Sequences per eval batch.
   ev.depth_multiplier = 4  # Also score depths 1 .. this x model.depth (depth at test time; loss_by_depth).
   ev.diagnostics = False  # Record gradient norms per parameter group and state change per application at init and end.
+  ev.checkpoint = 'latest'  # Checkpoint --mode=eval restores ('best' where a run kept one).
+  ev.file_evaluator = 'eval'  # The evaluator of `evals` that --mode=eval runs (on data.eval_files when set).
+
+  config.evals = ml_collections.ConfigDict()  # Evaluators (train/evaluators.py), each with its cadence.
+  # Masked accuracy, loss and perplexity on the fixed, seeded eval masks, at every depth up to
+  # eval.depth_multiplier x model.depth; every: steps between calls in training (0: only at the end).
+  config.evals.eval = dict(type='masked_lm', every=0, final=True)
   return config
 
 
@@ -213,13 +172,12 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.data.seq_len = 64
   config.data.num_eval_sequences = 512
   config.sweep.grid = 'model=bert,trm,looped_bert; flops_budget=3e11,1e12,3e12; seed=0,1,2'  # 27 runs, 9m49s on an idle 2-core AVX-512 EPYC.
-  config.models.bert = _bert(hidden=64, num_layers=4, num_heads=4)
+  config.models.bert = _point(_bert(width=64, num_layers=4, num_heads=4))
   # TRM's recursion (n = 2, T = 2, the first cycle without gradient) with one block and one supervision step: the
   # most accuracy per FLOP in trm_budget / trm_budget_back (docs/mlm.md); 2 blocks and 2 steps cost 3.8x the FLOPs
-  # an update.
-  config.models.trm = _trm(hidden=64, num_layers=1, num_heads=4, inner_steps=2, cycles=2, depth=1)
-  config.models.looped_bert = _looped_bert(hidden=64, num_heads=4, depth=4)
-  config.models.trm.lr = 4e-3  # trm_budget_back: 6e-3 / 1e-2 lead at 1e12 but spike at 3e12 (in 1 / 3 seeds of 3).
+  # an update. lr 4e-3 (trm_budget_back: 6e-3 / 1e-2 lead at 1e12 but spike at 3e12, in 1 / 3 seeds of 3).
+  config.models.trm = _point(_trm(width=64, num_layers=1, num_heads=4, inner_steps=2, cycles=2, depth=1), lr=4e-3)
+  config.models.looped_bert = _point(_looped_bert(width=64, num_heads=4, depth=4))
   config.train.batch_size = 16  # Twice the updates per FLOP of 32: BERT at 4e12 FLOPs, loss 5.64 against 5.72 at 32.
   config.train.lr = 1e-3
   config.train.warmup_steps = 100
@@ -227,6 +185,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.train.log_every = 50
   config.train.checkpoint_every = 0
   config.eval.batch_size = 64
+  config.model = _bert(width=64, num_layers=4, num_heads=4)
 
 
 def _smoke(config: ml_collections.ConfigDict) -> None:
@@ -240,9 +199,9 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   if config.sweep.vary:  # ablation,smoke: one model, one seed, the smaller budget.
     config.sweep.grid = 'model=bert; seed=0'
     config.flops_budget = 4e9
-  config.models.bert = _bert(hidden=32, num_layers=2, num_heads=2)
-  config.models.trm = _trm(hidden=32, num_layers=1, num_heads=2, inner_steps=1, cycles=2, depth=2)
-  config.models.looped_bert = _looped_bert(hidden=32, num_heads=2, depth=2)
+  config.models.bert = _point(_bert(width=32, num_layers=2, num_heads=2))
+  config.models.trm = _point(_trm(width=32, num_layers=1, num_heads=2, inner_steps=1, cycles=2, depth=2))
+  config.models.looped_bert = _point(_looped_bert(width=32, num_heads=2, depth=2))
   config.train.batch_size = 16
   config.train.lr = 2e-3
   config.train.warmup_steps = 10
@@ -254,10 +213,9 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
 
 def _earlier_quick_trm(post_norm: bool) -> ml_collections.ConfigDict:
   """The quick-scale TRM of earlier sessions (2 blocks, depth 2, lr 3e-3), which the documented sweeps start from."""
-  trm = _trm(hidden=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
+  trm = _trm(width=64, num_layers=2, num_heads=4, inner_steps=2, cycles=2, depth=2)
   trm.post_norm = post_norm
-  trm.lr = 3e-3
-  return trm
+  return _point(trm, lr=3e-3)
 
 
 def _ablation(config: ml_collections.ConfigDict) -> None:
@@ -270,12 +228,12 @@ def _ablation(config: ml_collections.ConfigDict) -> None:
   config.train.batch_size = 32  # The settings of the documented run (before the quick study's batch 16 and pre-norm TRM).
   config.models.trm = _earlier_quick_trm(post_norm=True)
   config.flops_budget = 1.5e12
-  config.models.bert.lr = 1e-3  # The quick study's BERT lr (train.lr), stated so that the lr axis has a baseline.
+  config.models.bert.train.lr = 1e-3  # The quick study's BERT lr (train.lr), stated so that the lr axis has a baseline.
   config.train.warmup_steps = 1_000_000
   config.sweep.grid = 'model=bert,trm; seed=0,1,2'
   # lr: 5 values from 5e-5 to 6e-3 with each model's own (BERT 1e-3, TRM 3e-3); warmup: none, the
   # baseline's 10% of the steps (short), 30% (long); dropout 0 (baseline), 0.05, 0.1; clip 1 (baseline), 0.5, off.
-  config.sweep.vary = ('model.lr=5e-5,3e-4,1e-3,3e-3,6e-3; train.warmup_fraction=0,0.3; '
+  config.sweep.vary = ('train.lr=5e-5,3e-4,1e-3,3e-3,6e-3; train.warmup_fraction=0,0.3; '
                        'model.dropout=0.05,0.1; train.grad_clip=0.5,0')
 
 
@@ -289,16 +247,16 @@ def _trm_factors(config: ml_collections.ConfigDict) -> None:
   config.eval.diagnostics = True
   config.models.trm = _earlier_quick_trm(post_norm=True)  # The TRM before the fix.
   config.sweep.grid = 'model=trm; seed=0,1,2'
-  config.sweep.vary = ('model.post_norm=False; model.grad_cycles=2; model.detach=False; model.deep_supervision=False; '
-                       'model.init_state=input; model.inject=zy; model.embed_scale=False; model.lr=1e-3')
+  config.sweep.vary = ('model.post_norm=False; model.grad_cycles=2; train.detach=False; train.deep_supervision=False; '
+                       'model.init_state=input; model.inject=zy; model.embed_scale=False; train.lr=1e-3')
 
 
 def _trm_fix(config: ml_collections.ConfigDict) -> None:
   """Pre-norm with each application's output normalised, at the same 400 updates, 3 seeds (pre-norm alone is the
   `model.post_norm=False` row of trm_factors)."""
   _trm_factors(config)
-  config.models.trm.post_norm = False
-  config.models.trm.state_norm = True
+  config.models.trm.model.post_norm = False
+  config.models.trm.model.state_norm = True
   config.sweep.vary = ''
 
 
@@ -306,7 +264,7 @@ def _trm_factors_up(config: ml_collections.ConfigDict) -> None:
   """The same question from the one-application TRM (n = T = depth = 1) upwards: each recursive setting added
   alone, and pre-norm, 400 updates, 3 seeds."""
   _trm_factors(config)
-  trm = config.models.trm
+  trm = config.models.trm.model
   trm.inner_steps, trm.cycles, trm.depth = 1, 1, 1
   config.sweep.vary = 'model.inner_steps=2; model.cycles=2; model.depth=2; model.post_norm=False'
 
@@ -318,7 +276,7 @@ def _trm_budget(config: ml_collections.ConfigDict) -> None:
   _quick(config)
   config.models.trm = _earlier_quick_trm(post_norm=False)
   config.sweep.grid = 'model=trm; flops_budget=1e12,3e12; seed=0'
-  config.sweep.vary = ('model.lr=6e-3,1e-2; model.depth=1; model.num_layers=1; model.inner_steps=1; model.cycles=1; '
+  config.sweep.vary = ('train.lr=6e-3,1e-2; model.depth=1; model.num_layers=1; model.inner_steps=1; model.cycles=1; '
                        'model.inject=zy; model.init_state=input')
 
 
@@ -326,9 +284,9 @@ def _trm_budget_back(config: ml_collections.ConfigDict) -> None:
   """The same around the best of trm_budget combined (1 block, depth 1, lr 6e-3): one of its choices taken back at
   a time, and the lr around it, at 1e12 and 3e12 FLOPs, 3 seeds (the quick TRM is its lr=4e-3 row)."""
   _quick(config)
-  config.models.trm.lr = 6e-3
+  config.models.trm.train.lr = 6e-3
   config.sweep.grid = 'model=trm; flops_budget=1e12,3e12; seed=0,1,2'
-  config.sweep.vary = 'model.num_layers=2; model.depth=2; model.lr=3e-3,4e-3,1e-2'
+  config.sweep.vary = 'model.num_layers=2; model.depth=2; train.lr=3e-3,4e-3,1e-2'
 
 
 def _prenorm_baselines(config: ml_collections.ConfigDict) -> None:
@@ -336,8 +294,8 @@ def _prenorm_baselines(config: ml_collections.ConfigDict) -> None:
   of 1e-3 / 3e-3 / 6e-3 for both, seed 0), at 1e12 and 3e12 FLOPs, 3 seeds."""
   _quick(config)
   for name in ('bert', 'looped_bert'):
-    config.models[name].post_norm = False
-    config.models[name].lr = 3e-3
+    config.models[name].model.post_norm = False
+    config.models[name].train.lr = 3e-3
   config.sweep.grid = 'model=bert,looped_bert; flops_budget=1e12,3e12; seed=0,1,2'
 
 
@@ -346,10 +304,10 @@ def _recipe_stack(config: ml_collections.ConfigDict) -> None:
   LeCun init, sqrt(D) embeddings, untied head, lr 4e-3) stacked and applied once (n = 0, T = 1, depth 1: BERT's
   layout without recursion), beside the quick TRM, at 1e12 and 3e12 FLOPs, 3 seeds."""
   _quick(config)
-  stack = _trm(hidden=64, num_layers=4, num_heads=4, inner_steps=0, cycles=1, depth=1)
+  stack = _trm(width=64, num_layers=4, num_heads=4, inner_steps=0, cycles=1, depth=1)
   stack.inject = 'zy'  # With n = 0 the input enters through the one y update: y <- f(y0 + z0 + x).
-  stack.lr = config.models.trm.lr  # The quick TRM's lr.
-  config.models.trm_stack = stack  # A `models` section of its own (registry name 'trm'), as looped_bert is of 'bert'.
+  # A point of its own (registry name 'trm', as looped_bert is of 'bert'), at the quick TRM's lr.
+  config.models.trm_stack = _point(stack, lr=config.models.trm.train.lr)
   config.sweep.grid = 'model=trm_stack,trm; flops_budget=1e12,3e12; seed=0,1,2'
 
 

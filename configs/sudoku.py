@@ -23,6 +23,7 @@ over any fields is `--config.sweep.grid='model.name=bert,trm; seed=0,1,2'` (trai
 """
 import ml_collections
 
+from configs import common
 from configs import variants
 
 VARIANTS = ('default', 'smoke', '4x4', '9x9_cpu', 'trm_extreme', 'compare')
@@ -36,15 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _base() -> ml_collections.ConfigDict:
   """9x9, TRM, sized for one GPU."""
   config = ml_collections.ConfigDict()
-  config.task = 'sudoku'  # Which task package of train/tasks/ runs this config.
-  config.seed = 0  # Seed of parameter init and dropout; data has its own seed.
-  config.distributed = False  # Call jax.distributed.initialize() first (multi-host TPU/GPU).
-
-  config.sweep = sweep = ml_collections.ConfigDict()  # train/sweep.py; no axes = one run in the workdir.
-  sweep.grid = ''  # Axes whose product is run, e.g. 'model.name=mlp,bert,trm; seed=0,1'; each point in W/runs/<name>.
-  sweep.vary = ''  # Axes varied one at a time around this config's values (an ablation), crossed with the grid.
-  sweep.shard = ''  # 'i/n': run every n-th point from the i-th (a job array into one shared workdir).
-  sweep.compilation_cache = True  # Keep compiled steps in W/xla_cache, so points that differ only in seed compile once.
+  common.run_fields(config, 'sudoku')
+  config.sweep = common.sweep()
 
   config.data = data = ml_collections.ConfigDict()
   data.size = 9  # Grid side: 4 or 9.
@@ -68,42 +62,15 @@ def _base() -> ml_collections.ConfigDict:
   data.eval_file = ''  # Puzzle file scored by --mode=eval (one puzzle per line, or CSV with header puzzle,solution).
   data.seed = 0  # Seed of splits and of every training batch (batch t is a function of seed and t).
 
-  config.model = model = ml_collections.ConfigDict()
-  model.name = 'trm'  # 'mlp' (flat MLP), 'bert' (transformer encoder) or 'trm' (tiny recursive model).
-  model.hidden = 512  # Width D of the cell states.
-  model.num_layers = 2  # Blocks applied per recurrent step.
-  model.num_heads = 8  # Attention heads (mixer='attention').
-  model.mlp_ratio = 4.0  # Channel-MLP width / hidden.
-  model.mlp_act = 'swiglu'  # Channel MLP: 'gelu' or 'swiglu'.
-  model.mixer = 'mlp'  # Token mixing across cells: 'attention' or 'mlp' (MLP-mixer over the cell axis).
-  model.norm = 'rmsnorm'  # 'layernorm' or 'rmsnorm'.
-  model.post_norm = True  # Normalise after the residual add (TRM) instead of before (pre-norm).
-  model.use_bias = False  # Biases in dense layers.
-  model.inner_steps = 6  # TRM: latent updates z <- f(z + y + x) per cycle (n).
-  model.cycles = 3  # TRM: cycles per step (T); the first T-1 run without gradients.
-  model.depth = 16  # Recurrent steps in training (TRM: supervision steps); eval goes to eval.depth_multipliers x this.
-  model.dtype = 'bfloat16'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
-  model.tie_embeddings = False  # Output head shares the token embedding (MLM).
-  model.mlp_state_dim = 1024  # MLP baseline: width of its flat state.
-  model.attention_bias = 'none'  # Learned per-head attention bias for same row/column/box cells: 'grid' (mild, same for all heads at init) or 'grid_heads' (head k starts strongly on row, column, box or all peers); 'none'.
-  model.prefix_len = 0  # TRM: learned prefix positions (the TRM code's puzzle embedding, 16 for Sudoku).
-  model.pos_emb = 'learned'  # Positional embedding: 'learned' or 'none' (TRM's Sudoku code uses none).
-  model.norm_scale = True  # Learnable norm scale (TRM's code: parameter-free RMSNorm).
-  model.mlp_multiple_of = 1  # Round MLP widths up to a multiple of this (TRM's code: 256).
-  model.dropout = 0.0  # Dropout on attention probabilities and block outputs in training (0 = none).
+  # The recurrent model (models/recurrent.py); model.depth: recurrent steps in training (TRM: supervision
+  # steps), evaluated up to eval.depth_multipliers x it.
+  config.model = common.recurrent_model(
+      name='trm', width=512, num_layers=2, num_heads=8, mlp_act='swiglu', mixer='mlp', norm='rmsnorm',
+      post_norm=True, use_bias=False, inner_steps=6, cycles=3, depth=16, dtype='bfloat16', mlp_state_dim=1024)
 
-  config.train = train = ml_collections.ConfigDict()
-  train.steps = 20_000  # Optimizer steps.
-  train.batch_size = 768  # Global batch (split over all devices).
-  train.lr = 1e-4  # Peak learning rate.
-  train.warmup_steps = 2000  # Linear warmup steps.
-  train.schedule = 'constant'  # After warmup: 'cosine' (to lr * final_lr_fraction) or 'constant'.
-  train.final_lr_fraction = 0.1  # Cosine: final lr / peak lr.
-  train.weight_decay = 1.0  # AdamW decoupled weight decay.
-  train.b1 = 0.9  # AdamW beta1.
-  train.b2 = 0.95  # AdamW beta2.
-  train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
-  train.ema_decay = 0.999  # EMA of params used for evaluation (0 = off).
+  config.train = train = common.train(
+      steps=20_000, batch_size=768, lr=1e-4, warmup_steps=2000, schedule='constant', weight_decay=1.0, b2=0.95,
+      ema_decay=0.999, log_every=50, checkpoint_every=1000, keep_checkpoints=3)
   train.act = False  # TRM training: one supervision step per optimizer step, carries kept across steps, a puzzle replaced after model.depth steps or when the halting head says solved.
   train.deep_supervision = True  # Loss at every step (True) or at the last step only (act=False).
   train.detach = True  # Stop gradients between steps (TRM); False backpropagates through all steps.
@@ -111,16 +78,19 @@ def _base() -> ml_collections.ConfigDict:
   train.loss_cells = 'all'  # Cells in the loss: 'all' or 'blank' (metrics always count blanks only).
   train.halt_loss_weight = 0.0  # Weight of the halting head's BCE against 'the whole grid is correct' (0 = off).
   train.halt_exploration = 0.1  # act: probability that a new puzzle must stay a random 2..depth steps before it may halt (TRM).
-  train.log_every = 50  # Steps between progress lines / metrics.jsonl rows.
-  train.eval_every = 1000  # Steps between validation evals (0 = only at the end).
-  train.checkpoint_every = 1000  # Steps between checkpoints (one is always written at the end).
-  train.keep_checkpoints = 3  # Latest checkpoints kept (the best-on-validation one is kept apart).
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 256  # Puzzles per eval batch.
   ev.depth_multipliers = 4  # Evaluate depths 1 .. this x model.depth (reports 1x, 2x, 4x the trained depth).
   ev.checkpoint = 'best'  # Checkpoint --mode=eval restores: 'best' (on validation) or 'latest'.
   ev.max_puzzles = 0  # Cap on puzzles per eval set (0 = all).
+  ev.file_evaluator = 'test'  # The evaluator of `evals` that --mode=eval runs on data.eval_file.
+
+  config.evals = ml_collections.ConfigDict()  # Evaluators (train/evaluators.py), each with its cadence.
+  # Exact accuracy on validation at the trained depths (the best depth); its score picks the best checkpoint.
+  config.evals.val = dict(type='validation', every=1000, select='score')
+  # Every held-out set (and --mode=eval's file) at every depth 1 .. eval.depth_multipliers x model.depth.
+  config.evals.test = dict(type='depth', final=True)
   return config
 
 
@@ -136,7 +106,7 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.data.num_train = 200
   config.data.num_val = 32
   config.data.num_test = 32
-  config.model.hidden = 32
+  config.model.width = 32
   config.model.num_heads = 2
   config.model.depth = 2
   config.model.inner_steps = 2
@@ -146,7 +116,7 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.train.batch_size = 16
   config.train.warmup_steps = 5
   config.train.log_every = 5
-  config.train.eval_every = 10
+  config.evals.val.every = 10
   config.train.checkpoint_every = 10
   config.eval.batch_size = 32
   config.eval.depth_multipliers = 2
@@ -163,7 +133,7 @@ def _4x4(config: ml_collections.ConfigDict) -> None:
   config.data.num_val = 200
   config.data.num_test = 500
   config.data.eval_givens = ''
-  _small_cpu_bert(config, hidden=64, depth=8)
+  _small_cpu_bert(config, width=64, depth=8)
   config.model.inner_steps = 2
   config.model.cycles = 2
   config.model.mlp_state_dim = 256
@@ -173,16 +143,16 @@ def _4x4(config: ml_collections.ConfigDict) -> None:
   config.eval.depth_multipliers = 4
 
 
-def _small_cpu_bert(config: ml_collections.ConfigDict, hidden: int, depth: int) -> None:
+def _small_cpu_bert(config: ml_collections.ConfigDict, width: int, depth: int) -> None:
   """A small pre-norm BERT-style recurrent model and its optimizer, as the CPU variants use."""
   model = config.model
-  model.name, model.hidden, model.num_heads, model.depth = 'bert', hidden, 4, depth
+  model.name, model.width, model.num_heads, model.depth = 'bert', width, 4, depth
   model.mixer, model.mlp_act, model.norm, model.post_norm = 'attention', 'gelu', 'layernorm', False
   model.use_bias, model.dtype = True, 'float32'
   train = config.train
   train.batch_size, train.lr, train.schedule = 64, 1e-3, 'cosine'
   train.weight_decay, train.b2, train.ema_decay, train.detach = 0.01, 0.99, 0.0, False
-  train.eval_every = train.checkpoint_every = 500
+  config.evals.val.every = train.checkpoint_every = 500
   config.eval.batch_size = 250
 
 
@@ -204,7 +174,7 @@ def _9x9_cpu(config: ml_collections.ConfigDict) -> None:
   config.data.num_val = 500
   config.data.num_test = 1000
   config.data.val_givens = 40
-  _small_cpu_bert(config, hidden=96, depth=8)
+  _small_cpu_bert(config, width=96, depth=8)
   config.model.num_layers = 1
   config.model.attention_bias = 'grid_heads'
   config.train.warm_start_max = 4
@@ -223,7 +193,7 @@ def _trm_extreme(config: ml_collections.ConfigDict) -> None:
 def _trm_recipe(config: ml_collections.ConfigDict) -> None:
   """The published TRM Sudoku recipe (Jolicoeur-Martineau 2025), following its code.
 
-  One network of 2 post-norm blocks (hidden 512, SwiGLU x4, RMSNorm without a learned scale, no
+  One network of 2 post-norm blocks (width 512, SwiGLU x4, RMSNorm without a learned scale, no
   biases, an MLP over the cell axis instead of attention), n=6 latent updates, T=3 cycles (the
   first 2 without gradients), up to N_sup=16 supervision steps with the carry detached between
   them, one optimizer step per supervision step with halted puzzles replaced by new ones, a
@@ -234,7 +204,7 @@ def _trm_recipe(config: ml_collections.ConfigDict) -> None:
   MLP widths rounded to multiples of 256. Augmentation on the fly.
   """
   model = config.model
-  model.name, model.hidden, model.num_layers = 'trm', 512, 2
+  model.name, model.width, model.num_layers = 'trm', 512, 2
   model.mixer, model.mlp_act, model.mlp_ratio = 'mlp', 'swiglu', 4.0
   model.norm, model.post_norm, model.use_bias, model.norm_scale = 'rmsnorm', True, False, False
   model.inner_steps, model.cycles, model.depth = 6, 3, 16
@@ -248,7 +218,7 @@ def _trm_recipe(config: ml_collections.ConfigDict) -> None:
   train.ema_decay = 0.999
   train.b1, train.b2, train.lr, train.weight_decay = 0.9, 0.95, 1e-4, 1.0
   train.warmup_steps, train.schedule, train.batch_size = 2000, 'constant', 768
-  train.eval_every = 5000
+  config.evals.val.every = 5000
   train.checkpoint_every = 5000
   config.eval.depth_multipliers = 4
 

@@ -29,6 +29,7 @@ from absl import logging
 import numpy as np
 from tokenizers import Tokenizer
 
+from data import paths
 from data import text as text_lib
 from data import tokenizer as tokenizer_lib
 from data.tokenizer import SpecialIds
@@ -165,10 +166,11 @@ def _cache_path(workdir: pathlib.Path, data_cfg: Any, split: str, tokenizer: Tok
 
 def _save_npy(path: pathlib.Path, array: np.ndarray) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-  with tmp.open('wb') as f:
-    np.save(f, array)
-  os.replace(tmp, path)
+
+  def write(tmp: pathlib.Path) -> None:
+    with tmp.open('wb') as f:
+      np.save(f, array)
+  paths.write_atomically(path, write)
 
 
 def prepare(data_cfg: Any, workdir: str | os.PathLike[str], process_index: int = 0,

@@ -1,6 +1,7 @@
-"""Where the shared real-data folder lives (never copied into the repo), and reading input text files."""
+"""Where the shared real-data folder lives (never copied into the repo); reading input text files; atomic writes."""
 import os
 import pathlib
+from typing import Callable
 
 from data.errors import InputError, MissingInputError
 
@@ -15,6 +16,16 @@ def shared_data_dir(override: str = '') -> pathlib.Path:
   if os.environ.get(ENV_VAR):
     return pathlib.Path(os.environ[ENV_VAR]).expanduser()
   return _REPO_ROOT.parent / 'shared' / 'data'
+
+
+SHARED = '{shared}'  # A path starting with this names a file of the shared data folder (configs say '{shared}/text/x').
+
+
+def expand(path: str) -> str:
+  """`path` with a leading '{shared}' replaced by the shared data folder (shared_data_dir)."""
+  if path == SHARED or path.startswith(SHARED + '/'):
+    return str(shared_data_dir()) + path[len(SHARED):]
+  return path
 
 
 def read_text(path: str | os.PathLike, what: str) -> str:
@@ -35,3 +46,13 @@ def read_text(path: str | os.PathLike, what: str) -> str:
     column = e.start - (raw.rfind(b'\n', 0, e.start) + 1) + 1
     raise InputError(f'{path}:{line}: {what} is not UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); '
                      'save it as UTF-8') from None
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
+  """Calls write(tmp) on a tmp file of this process beside `path`, then renames it to `path`: a reader (or
+  another process writing the same file) sees one whole version."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  write(tmp)
+  tmp.replace(path)
+  return path

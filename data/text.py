@@ -31,8 +31,8 @@ HFLoader = Callable[[str, str], Any]
 
 
 def split_files(files: str) -> list[str]:
-  """Turns 'a.txt, b.txt' into ['a.txt', 'b.txt'] (blank entries dropped)."""
-  return [f.strip() for f in (files or '').split(',') if f.strip()]
+  """Turns 'a.txt, b.txt' into ['a.txt', 'b.txt'] (blank entries dropped; '{shared}/...' expanded, data/paths.py)."""
+  return [paths.expand(f.strip()) for f in (files or '').split(',') if f.strip()]
 
 
 def read_lines(path: str | os.PathLike[str]) -> list[str]:

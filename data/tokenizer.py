@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from data import paths
 from data.errors import DataConfigError, InputError, MissingInputError
 
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
@@ -64,12 +65,6 @@ def new_tokenizer(lowercase: bool = True) -> Tokenizer:
   tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # Whitespace, then split off punctuation.
   tokenizer.decoder = decoders.WordPiece()
   return tokenizer
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-  tmp.write_text(text, encoding='utf-8')
-  os.replace(tmp, path)
 
 
 def _is_punctuation(char: str) -> bool:
@@ -126,8 +121,8 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, workdir: str | os.Pat
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   meta = {'vocab_size': int(vocab_size), 'lowercase': bool(lowercase)}
-  _write_atomically(workdir / _META_FILE, json.dumps(meta))
-  _write_atomically(workdir / TOKENIZER_FILE, tokenizer.to_str())
+  paths.write_atomically(workdir / _META_FILE, lambda tmp: tmp.write_text(json.dumps(meta), encoding='utf-8'))
+  paths.write_atomically(workdir / TOKENIZER_FILE, lambda tmp: tmp.write_text(tokenizer.to_str(), encoding='utf-8'))
   return tokenizer
 
 

@@ -1,33 +1,22 @@
-"""Recurrent-depth models (MLP baseline, BERT-style encoder, TRM) and their registry."""
-from typing import Any
+"""Every model of the project, built by name from its config section: `models.build(config.model, ...)`.
 
-import flax.linen as nn
+  mlp, bert, trm    the recurrent-depth family (models/recurrent.py), driven over depth by `models.unroll`
+  llama, looped     the causal decoder, stacked or with a weight-tied core (models/decoder.py), with a KV
+                    cache for `models.generate`
 
-from models.layers import ArchConfig
-from models.layers import MODEL_NAMES
-from models.recurrent import MODELS
-from models.unroll import reset_carry
-from models.unroll import unroll
-from models.unroll import unroll_fn
+Shared fields have one name in every config (models/config.py); parameter counts and analytic FLOPs
+come from models/flops.py for every model; auxiliary losses and statistics a model sows come back
+through `models.apply_with_aux` (models/aux.py). models/ knows nothing of training or data.
+"""
+from models.aux import Aux, apply_with_aux
+from models.config import ModelConfig
+from models.decoder import DecoderConfig
 from models.errors import ModelConfigError
+from models.flops import count_params, estimate, forward_flops_per_token
+from models.recurrent_blocks import RecurrentConfig
+from models.registry import build, config_of, names
+from models.unroll import reset_carry, unroll, unroll_fn
 
-
-def get_model(cfg: Any, *, vocab_size: int, num_classes: int, seq_len: int,
-              task_keys: tuple[str, ...] = ()) -> nn.Module:
-  """Builds the model named by `cfg.name` ('mlp' | 'bert' | 'trm') from a model config.
-
-  Every key of `cfg` must be an ArchConfig field or one of `task_keys` (fields the task reads
-  itself, such as `depth`): a misspelt key is an error, not a silent default.
-  """
-  name = cfg['name'] if 'name' in cfg else None
-  if name not in MODELS:
-    raise ModelConfigError(f'unknown model.name={name!r}; valid names: {", ".join(MODEL_NAMES)}')
-  for key, value in (('vocab_size', vocab_size), ('num_classes', num_classes),
-                     ('seq_len', seq_len)):
-    if not isinstance(value, int) or value < 1:
-      raise ValueError(f'get_model: {key}={value!r} must be a positive int')
-  return MODELS[name](ArchConfig.from_config(cfg, allowed_extra=task_keys), vocab_size, num_classes, seq_len)
-
-
-__all__ = ['ArchConfig', 'MODEL_NAMES', 'MODELS', 'get_model', 'reset_carry', 'unroll',
+__all__ = ['Aux', 'DecoderConfig', 'ModelConfig', 'ModelConfigError', 'RecurrentConfig', 'apply_with_aux', 'build',
+           'config_of', 'count_params', 'estimate', 'forward_flops_per_token', 'names', 'reset_carry', 'unroll',
            'unroll_fn']

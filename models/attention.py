@@ -1,71 +1,127 @@
-"""Multi-head softmax attention with a hand-written backward pass.
+"""Softmax attention, the one implementation every model uses: grouped-query heads, masks, bias, dropout.
 
-Same result as `jax.nn.dot_product_attention` (XLA implementation), but the
-gradient is the short form that flash attention uses:
+  out = softmax(c q k^T + bias, masked) v,   c = 1/sqrt(head_dim)
 
-  dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ = dS K c,  dK = dS^T Q c
+Queries have N heads, keys and values G (N % G == 0): query heads g*R .. g*R+R-1 (R = N/G) read
+key/value head g (G = N is plain multi-head attention). Logits, softmax and the gradient of the
+logits are float32 whatever the compute dtype.
 
-where P = softmax(c Q K^T + bias) and c = 1/sqrt(head_dim). Autodiff of the
-softmax instead sums P * dP over the [B, N, L, S] scores and keeps more of them
-alive; on CPU the hand-written form made the MLM bench's BERT step about 10%
-faster. Logits, softmax and dS are float32 whatever the compute dtype.
+How the softmax is differentiated (`grad`), the same gradient up to float rounding:
+  'flash'     (default) the short form flash attention uses, written by hand:
+                dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ = dS K c,  dK = dS^T Q c
+              Autodiff of the softmax sums P * dP over the [B, N, L, S] scores and keeps more of them
+              alive; on CPU this form made the MLM bench's BERT step about 10% faster.
+  'autodiff'  JAX's own rule for `jax.nn.softmax` (the arithmetic study's decoder was measured with it).
+With dropout on the probabilities (BERT's attention dropout, only when an rng is given), JAX
+differentiates the probabilities as written.
 """
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+GRADS = ('flash', 'autodiff')
 
-def _probs(q_BxLxNxK: jax.Array, k_BxSxNxK: jax.Array, bias_NxLxS: jax.Array | None,
-           mask_BxS: jax.Array | None) -> jax.Array:
-  """float32[B, N, L, S] softmax(c q k^T + bias), masked keys at 0."""
-  scale = np.float32(1.0 / np.sqrt(q_BxLxNxK.shape[-1]))
-  logits_BxNxLxS = jnp.einsum('blnk,bsnk->bnls', q_BxLxNxK, k_BxSxNxK,
-                              preferred_element_type=jnp.float32) * scale
+
+@functools.lru_cache(maxsize=None)
+def _subscripts(grouped: bool) -> dict[str, str]:
+  """einsum subscripts of queries, keys, scores and the per-row reduction, per head layout."""
+  heads = 'gr' if grouped else 'n'
+  kv = 'g' if grouped else 'n'
+  return dict(q=f'bl{heads}k', k=f'bs{kv}k', s=f'b{heads}ls', row=f'b{heads}l')
+
+
+def _split_heads(q_BxLxNxK: jax.Array, groups: int) -> tuple[jax.Array, dict[str, str]]:
+  """Queries as [B, L, G, R, K] when G < N (else as given), with the subscripts of that layout."""
+  batch, length, heads, head_dim = q_BxLxNxK.shape
+  if groups == heads:
+    return q_BxLxNxK, _subscripts(False)
+  if heads % groups:
+    raise ValueError(f'attention: {groups} key/value heads do not divide {heads} query heads')
+  return q_BxLxNxK.reshape(batch, length, groups, heads // groups, head_dim), _subscripts(True)
+
+
+def _logits(q, k_BxSxGxK, bias_NxLxS, mask_BxLxS, ix) -> jax.Array:
+  """float32 scores [B, heads..., L, S]: c q k^T + bias, masked keys at the float32 minimum."""
+  scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
+  logits = jnp.einsum(f'{ix["q"]},{ix["k"]}->{ix["s"]}', q, k_BxSxGxK, preferred_element_type=jnp.float32) * scale
+  head_axes = logits.ndim - 3
   if bias_NxLxS is not None:
-    logits_BxNxLxS = logits_BxNxLxS + bias_NxLxS.astype(jnp.float32)
-  if mask_BxS is not None:
-    logits_BxNxLxS = jnp.where(mask_BxS[:, None, None, :], logits_BxNxLxS, jnp.finfo(jnp.float32).min)
-  exp_BxNxLxS = jnp.exp(logits_BxNxLxS - jnp.max(logits_BxNxLxS, axis=-1, keepdims=True))
-  return exp_BxNxLxS / jnp.sum(exp_BxNxLxS, axis=-1, keepdims=True)
+    logits = logits + bias_NxLxS.reshape(logits.shape[1:1 + head_axes] + bias_NxLxS.shape[1:]).astype(jnp.float32)
+  if mask_BxLxS is not None:
+    mask = mask_BxLxS.reshape(mask_BxLxS.shape[:1] + (1,) * head_axes + mask_BxLxS.shape[1:])
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  return logits
 
 
-def _attend(probs_BxNxLxS: jax.Array, v_BxSxNxK: jax.Array) -> jax.Array:
-  return jnp.einsum('bnls,bsnk->blnk', probs_BxNxLxS.astype(v_BxSxNxK.dtype), v_BxSxNxK)
+def _softmax(logits: jax.Array) -> jax.Array:
+  exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  return exp / jnp.sum(exp, axis=-1, keepdims=True)
+
+
+def _attend(probs: jax.Array, v_BxSxGxK: jax.Array, ix) -> jax.Array:
+  return jnp.einsum(f'{ix["s"]},{ix["k"]}->{ix["q"]}', probs.astype(v_BxSxGxK.dtype), v_BxSxGxK)
+
+
+def attention(q_BxLxNxK: jax.Array, k_BxSxGxK: jax.Array, v_BxSxGxK: jax.Array, *,
+              mask_BxLxS: jax.Array | None = None, bias_NxLxS: jax.Array | None = None, grad: str = 'flash',
+              dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None) -> jax.Array:
+  """[B, L, N, K] attention output.
+
+  Args:
+    q_BxLxNxK, k_BxSxGxK, v_BxSxGxK: queries, keys and values (G divides N).
+    mask_BxLxS: optional bool, False hides key s from query l; a [B, 1, S] mask hides keys from every query.
+    bias_NxLxS: optional bias added to the logits (broadcast over the batch; [N or 1, L or 1, S]).
+    grad: how the softmax is differentiated, 'flash' or 'autodiff' (module docstring).
+    dropout_rate, dropout_rng: dropout on the probabilities, applied when both are given.
+  """
+  if grad not in GRADS:
+    raise ValueError(f'attention: grad={grad!r} is not one of {GRADS}')
+  groups = k_BxSxGxK.shape[2]
+  q, ix = _split_heads(q_BxLxNxK, groups)
+  if dropout_rate > 0 and dropout_rng is not None:
+    probs = _softmax(_logits(q, k_BxSxGxK, bias_NxLxS, mask_BxLxS, ix))
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    out = _attend(jnp.where(keep, probs / (1.0 - dropout_rate), 0.0), v_BxSxGxK, ix)
+  elif grad == 'autodiff':
+    out = _attend(jax.nn.softmax(_logits(q, k_BxSxGxK, bias_NxLxS, mask_BxLxS, ix), axis=-1), v_BxSxGxK, ix)
+  else:
+    out = _flash_grad(q, k_BxSxGxK, v_BxSxGxK, bias_NxLxS, mask_BxLxS)
+  return out.reshape(q_BxLxNxK.shape)
 
 
 @jax.custom_vjp
-def attention(q_BxLxNxK: jax.Array, k_BxSxNxK: jax.Array, v_BxSxNxK: jax.Array,
-              bias_NxLxS: jax.Array | None = None, mask_BxS: jax.Array | None = None) -> jax.Array:
-  """[B, L, N, K] attention output; bias is added to the logits, False in mask hides a key."""
-  return _attend(_probs(q_BxLxNxK, k_BxSxNxK, bias_NxLxS, mask_BxS), v_BxSxNxK)
+def _flash_grad(q, k_BxSxGxK, v_BxSxGxK, bias_NxLxS, mask_BxLxS):
+  ix = _subscripts(q.ndim == 5)
+  return _attend(_softmax(_logits(q, k_BxSxGxK, bias_NxLxS, mask_BxLxS, ix)), v_BxSxGxK, ix)
 
 
-def _forward(q_BxLxNxK, k_BxSxNxK, v_BxSxNxK, bias_NxLxS=None, mask_BxS=None):
-  probs_BxNxLxS = _probs(q_BxLxNxK, k_BxSxNxK, bias_NxLxS, mask_BxS)
-  out_BxLxNxK = _attend(probs_BxNxLxS, v_BxSxNxK)
-  residuals = (q_BxLxNxK, k_BxSxNxK, v_BxSxNxK, probs_BxNxLxS, out_BxLxNxK, bias_NxLxS, mask_BxS)
-  return out_BxLxNxK, residuals
+def _forward(q, k_BxSxGxK, v_BxSxGxK, bias_NxLxS, mask_BxLxS):
+  ix = _subscripts(q.ndim == 5)
+  probs = _softmax(_logits(q, k_BxSxGxK, bias_NxLxS, mask_BxLxS, ix))
+  out = _attend(probs, v_BxSxGxK, ix)
+  return out, (q, k_BxSxGxK, v_BxSxGxK, probs, out, bias_NxLxS, mask_BxLxS)
 
 
-def _backward(residuals, dout_BxLxNxK):
-  q_BxLxNxK, k_BxSxNxK, v_BxSxNxK, probs_BxNxLxS, out_BxLxNxK, bias_NxLxS, mask_BxS = residuals
-  dtype = q_BxLxNxK.dtype
-  scale = np.float32(1.0 / np.sqrt(q_BxLxNxK.shape[-1]))
-  dv_BxSxNxK = jnp.einsum('bnls,blnk->bsnk', probs_BxNxLxS.astype(dtype), dout_BxLxNxK)
-  dprobs_BxNxLxS = jnp.einsum('blnk,bsnk->bnls', dout_BxLxNxK, v_BxSxNxK,
-                              preferred_element_type=jnp.float32)
-  # rowsum(P * dP) = rowsum(dO * O): one [B, L, N] reduction instead of one over the scores.
-  row_BxNxL = jnp.einsum('blnk,blnk->bnl', dout_BxLxNxK.astype(jnp.float32),
-                         out_BxLxNxK.astype(jnp.float32))
-  dlogits_BxNxLxS = probs_BxNxLxS * (dprobs_BxNxLxS - row_BxNxL[..., None])
-  dq_BxLxNxK = (jnp.einsum('bnls,bsnk->blnk', dlogits_BxNxLxS.astype(dtype), k_BxSxNxK) * scale).astype(dtype)
-  dk_BxSxNxK = (jnp.einsum('bnls,blnk->bsnk', dlogits_BxNxLxS.astype(dtype), q_BxLxNxK) * scale).astype(dtype)
+def _backward(residuals, dout):
+  q, k_BxSxGxK, v_BxSxGxK, probs, out, bias_NxLxS, mask_BxLxS = residuals
+  ix = _subscripts(q.ndim == 5)
+  dtype = q.dtype
+  scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
+  dv = jnp.einsum(f'{ix["s"]},{ix["q"]}->{ix["k"]}', probs.astype(dtype), dout)
+  dprobs = jnp.einsum(f'{ix["q"]},{ix["k"]}->{ix["s"]}', dout, v_BxSxGxK, preferred_element_type=jnp.float32)
+  # rowsum(P * dP) = rowsum(dO * O): one [B, heads, L] reduction instead of one over the scores.
+  row = jnp.einsum(f'{ix["q"]},{ix["q"]}->{ix["row"]}', dout.astype(jnp.float32), out.astype(jnp.float32))
+  dlogits = probs * (dprobs - row[..., None])
+  dq = (jnp.einsum(f'{ix["s"]},{ix["k"]}->{ix["q"]}', dlogits.astype(dtype), k_BxSxGxK) * scale).astype(dtype)
+  dk = (jnp.einsum(f'{ix["s"]},{ix["q"]}->{ix["k"]}', dlogits.astype(dtype), q) * scale).astype(dtype)
   dbias = None
   if bias_NxLxS is not None:  # Sum over the axes the bias was broadcast along.
-    dbias = _sum_to_shape(dlogits_BxNxLxS, bias_NxLxS.shape).astype(bias_NxLxS.dtype)
-  dmask = None if mask_BxS is None else np.zeros(mask_BxS.shape, jax.dtypes.float0)
-  return dq_BxLxNxK, dk_BxSxNxK, dv_BxSxNxK.astype(v_BxSxNxK.dtype), dbias, dmask
+    heads_first = dlogits.reshape((dlogits.shape[0], -1) + dlogits.shape[-2:])
+    dbias = _sum_to_shape(heads_first, bias_NxLxS.shape).astype(bias_NxLxS.dtype)
+  dmask = None if mask_BxLxS is None else np.zeros(mask_BxLxS.shape, jax.dtypes.float0)
+  return dq, dk, dv.astype(v_BxSxGxK.dtype), dbias, dmask
 
 
 def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -75,14 +131,4 @@ def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return jnp.sum(x, axis=axes, keepdims=True) if axes else x
 
 
-attention.defvjp(_forward, _backward)
-
-
-def attention_with_dropout(q_BxLxNxK: jax.Array, k_BxSxNxK: jax.Array, v_BxSxNxK: jax.Array,
-                           bias_NxLxS: jax.Array | None, mask_BxS: jax.Array | None, *, rate: float,
-                           rng: jax.Array) -> jax.Array:
-  """`attention` with dropout on the probabilities (BERT's attention dropout), by plain autodiff."""
-  probs_BxNxLxS = _probs(q_BxLxNxK, k_BxSxNxK, bias_NxLxS, mask_BxS)
-  keep_BxNxLxS = jax.random.bernoulli(rng, 1.0 - rate, probs_BxNxLxS.shape)
-  probs_BxNxLxS = jnp.where(keep_BxNxLxS, probs_BxNxLxS / (1.0 - rate), 0.0)
-  return _attend(probs_BxNxLxS, v_BxSxNxK)
+_flash_grad.defvjp(_forward, _backward)

@@ -34,8 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import config_fields
+from models import attention
 from models import layers
+from models import registry
+from models.config import ModelConfig, check_choices
 from models.errors import ModelConfigError
 
 Pytree = Any
@@ -43,28 +45,32 @@ Cache = dict[str, Any]
 Rope = tuple[jax.Array, jax.Array]  # (sin, cos), float32[B, L, K/2].
 
 POSITIONS = ('rope', 'abacus', 'rope_abacus', 'none')
+NAMES = ('llama', 'looped')
 _CHOICES = {
+    'name': NAMES,
     'injection': ('add', 'concat'),
     'init_state': ('zeros', 'prelude'),
     'position': POSITIONS,
-    'dtype': tuple(layers.DTYPES),
+    'attention_grad': attention.GRADS,
 }
 _EMBED_STD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
-  """Architecture of a `Decoder`; hashable, so the module holding it is static under jit.
+class DecoderConfig(ModelConfig):
+  """A `Decoder`: 'llama' (stacked blocks) or 'looped' (prelude, a weight-tied core applied `loops` times, coda).
 
-  Fields that are 0 by default are derived (see the properties below).
+  The shared fields are ModelConfig's (num_layers: blocks of the stacked decoder; the channel MLP is SwiGLU,
+  8/3 width rounded up to a multiple of 8 by default); fields that are 0 by default are derived.
   """
-  width: int = 256  # D: width of every token state.
-  num_heads: int = 8  # N: query heads.
+  name: str = 'llama'
+  width: int = 256
+  num_heads: int = 8
+  num_layers: int = 4
+  mlp_multiple_of: int = 8
+  norm_eps: float = 1e-6
   num_kv_heads: int = 0  # G: key/value heads (grouped-query attention); N % G == 0; 0 means N.
   head_dim: int = 0  # K: width of one head; 0 means D // N.
-  mlp_hidden: int = 0  # SwiGLU hidden width; 0 means 8/3 D rounded up to a multiple of 8.
-  num_layers: int = 4  # Stacked decoder (looped=False): number of blocks.
-  looped: bool = False  # True: prelude, weight-tied core applied `loops` times, coda.
   prelude_layers: int = 1  # Looped: blocks run once before the core (0: the embeddings).
   recurrent_layers: int = 1  # Looped: blocks of the weight-tied core.
   coda_layers: int = 1  # Looped: blocks run once after the core.
@@ -76,20 +82,15 @@ class DecoderConfig:
   position: str = 'rope'  # 'rope' | 'abacus' | 'rope_abacus' | 'none' (causal mask only).
   max_digit_pos: int = 128  # Abacus rows, for digit positions 1..max_digit_pos (larger: clipped).
   rope_base: float = 10000.0  # RoPE: frequency of pair i is rope_base ** (-2i / K).
-  norm_eps: float = 1e-6  # RMSNorm epsilon.
-  tie_embeddings: bool = False  # LM head = token embeddings transposed; else its own matrix.
-  dtype: str = 'float32'  # Compute dtype: 'float32' | 'bfloat16'.
+  attention_grad: str = 'autodiff'  # How attention's softmax is differentiated (models/attention.py).
 
   def __post_init__(self):
-    for key, choices in _CHOICES.items():
-      if getattr(self, key) not in choices:
-        raise ModelConfigError(
-            f'model.{key}={getattr(self, key)!r} is not one of {list(choices)}')
-    for key in ('width', 'num_heads', 'num_layers', 'recurrent_layers', 'loops',
-                'max_digit_pos'):
+    super().__post_init__()
+    check_choices(self, _CHOICES)
+    for key in ('recurrent_layers', 'loops', 'max_digit_pos'):
       if getattr(self, key) < 1:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be an int >= 1')
-    for key in ('num_kv_heads', 'head_dim', 'mlp_hidden', 'prelude_layers', 'coda_layers'):
+    for key in ('num_kv_heads', 'head_dim', 'prelude_layers', 'coda_layers'):
       if getattr(self, key) < 0:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be an int >= 0')
     if self.num_heads % self.kv_heads:
@@ -103,9 +104,12 @@ class DecoderConfig:
     if self.uses_rope and self.head_width % 2:
       raise ModelConfigError(f'model.head_dim={self.head_width} must be even for '
                              f'model.position={self.position!r}')
-    if self.rope_base <= 0 or self.norm_eps <= 0:
-      raise ModelConfigError(f'model.rope_base={self.rope_base} and model.norm_eps='
-                             f'{self.norm_eps} must be > 0')
+    if self.rope_base <= 0:
+      raise ModelConfigError(f'model.rope_base={self.rope_base} must be > 0')
+
+  @property
+  def looped(self) -> bool:
+    return self.name == 'looped'
 
   @property
   def kv_heads(self) -> int:
@@ -116,10 +120,6 @@ class DecoderConfig:
     return self.head_dim or self.width // self.num_heads
 
   @property
-  def mlp_width(self) -> int:
-    return self.mlp_hidden or -(-8 * self.width // 24) * 8
-
-  @property
   def uses_rope(self) -> bool:
     return self.position in ('rope', 'rope_abacus')
 
@@ -127,22 +127,12 @@ class DecoderConfig:
   def uses_abacus(self) -> bool:
     return self.position in ('abacus', 'rope_abacus')
 
-  @property
-  def compute_dtype(self) -> Any:
-    return layers.DTYPES[self.dtype]
-
-  @classmethod
-  def from_config(cls, cfg: Any, allowed_extra: tuple[str, ...] = ()) -> 'DecoderConfig':
-    """From a ConfigDict/mapping/DecoderConfig; a key that is neither a field nor in
-    `allowed_extra` (keys the caller reads itself) raises ModelConfigError, naming it."""
-    return config_fields.from_config(cls, cfg, allowed_extra)
-
 
 def check_loops(config: DecoderConfig, loops: int | None) -> int:
   """The number of core applications to run: `loops` or config.loops (0 for a stacked decoder)."""
   if not config.looped:
     if loops is not None:
-      raise ValueError(f'loops={loops!r} given to a stacked decoder (model.looped=False)')
+      raise ValueError(f'loops={loops!r} given to a stacked decoder (model.name="llama")')
     return 0
   loops = config.loops if loops is None else loops
   if isinstance(loops, bool) or not isinstance(loops, int) or loops < 1:
@@ -164,26 +154,6 @@ def apply_rope(x_BxLxNxK: jax.Array, rope: Rope) -> jax.Array:
   out = jnp.concatenate([x1 * cos_BxLx1xH - x2 * sin_BxLx1xH,
                          x2 * cos_BxLx1xH + x1 * sin_BxLx1xH], axis=-1)
   return out.astype(x_BxLxNxK.dtype)
-
-
-def grouped_attention(q_BxLxNxK: jax.Array, k_BxSxGxK: jax.Array, v_BxSxGxK: jax.Array,
-                      mask_BxLxS: jax.Array) -> jax.Array:
-  """[B, L, N, K] softmax attention; query heads g*R .. g*R+R-1 (R = N/G) read kv head g.
-
-  False in the mask hides a key from a query; logits and softmax are float32.
-  """
-  batch, length, heads, head_dim = q_BxLxNxK.shape
-  groups = k_BxSxGxK.shape[2]
-  q_BxLxGxRxK = q_BxLxNxK.reshape(batch, length, groups, heads // groups, head_dim)
-  scale = np.float32(1.0 / np.sqrt(head_dim))
-  logits_BxGxRxLxS = jnp.einsum('blgrk,bsgk->bgrls', q_BxLxGxRxK, k_BxSxGxK,
-                                preferred_element_type=jnp.float32) * scale
-  logits_BxGxRxLxS = jnp.where(mask_BxLxS[:, None, None], logits_BxGxRxLxS,
-                               jnp.finfo(jnp.float32).min)
-  probs_BxGxRxLxS = jax.nn.softmax(logits_BxGxRxLxS, axis=-1)
-  out_BxLxGxRxK = jnp.einsum('bgrls,bsgk->blgrk', probs_BxGxRxLxS.astype(v_BxSxGxK.dtype),
-                             v_BxSxGxK)
-  return out_BxLxGxRxK.reshape(batch, length, heads, head_dim)
 
 
 class AbacusEmbed(nn.Module):
@@ -224,7 +194,8 @@ class CausalSelfAttention(nn.Module):
       v_BxLxGxK = jax.lax.dynamic_update_slice_in_dim(
           kv['v'], v_BxLxGxK.astype(kv['v'].dtype), index, axis=1)
       kv = {'k': k_BxLxGxK, 'v': v_BxLxGxK}
-    out_BxLxNxK = grouped_attention(q_BxLxNxK, k_BxLxGxK, v_BxLxGxK, mask_BxLxS)
+    out_BxLxNxK = attention.attention(q_BxLxNxK, k_BxLxGxK, v_BxLxGxK, mask_BxLxS=mask_BxLxS,
+                                      grad=cfg.attention_grad)
     out_BxLxD = nn.DenseGeneral(cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype,
                                 name='out')(out_BxLxNxK)
     return out_BxLxD, kv
@@ -245,7 +216,7 @@ class DecoderBlock(nn.Module):
     h_BxLxD, kv = CausalSelfAttention(cfg, name='attention')(
         norm_attention(x_BxLxD), rope, mask_BxLxS, kv, index)
     x_BxLxD = x_BxLxD + h_BxLxD
-    mlp = layers.Mlp(cfg.mlp_width, 'swiglu', use_bias=False, dtype=dtype, name='mlp')
+    mlp = layers.Mlp(cfg.mlp_width('swiglu'), 'swiglu', use_bias=False, dtype=dtype, name='mlp')
     return (x_BxLxD + mlp(norm_mlp(x_BxLxD))).astype(dtype), kv
 
 
@@ -344,7 +315,7 @@ class Decoder(nn.Module):
       positions_BxL = positions_from_mask(mask_BxL)
       mask_BxLxL = causal_LxL[None] & mask_BxL.astype(bool)[:, None, :]
     if active_loops is not None and not self.config.looped:
-      raise ValueError('active_loops is for a looped decoder (model.looped=True)')
+      raise ValueError('active_loops is for a looped decoder (model.name="looped")')
     logits_BxLxV, _ = self._run(tokens_BxL, digit_pos_BxL, positions_BxL, mask_BxLxL, None, None,
                                 check_loops(self.config, loops), scan_unroll, False, active_loops)
     return logits_BxLxV
@@ -438,3 +409,7 @@ class Decoder(nn.Module):
     else:
       logits_BxLxV = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, name='head')(x_BxLxD)
     return logits_BxLxV.astype(jnp.float32), (None if kv is None else new_kv)
+
+
+for _name in NAMES:
+  registry.register(_name, DecoderConfig)(lambda config, dims: Decoder(config, dims.vocab_size))

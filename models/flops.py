@@ -1,33 +1,43 @@
-"""Analytic FLOP estimate of the models, per example (matmul of m x k by k x n = 2*m*n*k).
+"""Parameter counts and analytic FLOPs of every model, from its config (a matmul of m x k by k x n = 2*m*n*k).
 
-Counts every matrix product: attention projections, scores and values, token-
-and channel-MLPs, the input projection of the MLP baseline and the output
-heads. Elementwise work (norms, activations, softmax) and embedding lookups
-are left out; they are a few percent at the sizes studied. Compare with XLA's
-`jit(f).lower(...).compile().cost_analysis()['flops']` (which counts the body
-of a while loop, i.e. a scan, once per call and not once per iteration).
+Counts every matrix product: projections, attention scores and values (over the whole sequence, as
+the models compute them: a causal model masks half of its scores but computes them all), token-
+and channel-MLPs, the input projection of the MLP baseline and the output heads. Elementwise work
+(norms, activations, softmax) and embedding lookups are left out; they are a few percent at the
+sizes studied. Training runs count FLOPs with XLA instead (train/flops.py); this is the estimate
+to compare with, and the fallback where a backend reports none. XLA counts the body of a scan once,
+not once per iteration, so compare with a program whose scans are unrolled.
 """
 import dataclasses
 from typing import Any
 
-from models.layers import ArchConfig
-from models.layers import mlp_hidden_dim
+import jax
+import numpy as np
+
+from models import registry
+from models.decoder import DecoderConfig
+from models.recurrent_blocks import RecurrentConfig
+
+
+def count_params(params: Any) -> int:
+  """Parameters in a pytree of arrays (or of ShapeDtypeStructs, e.g. from jax.eval_shape)."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
 @dataclasses.dataclass(frozen=True)
 class FlopEstimate:
-  """Forward FLOPs per example, split by phase of the unroll."""
-  encode: int  # Once per unroll.
-  step: int  # One unit of depth (for TRM all T cycles, with or without gradient).
+  """Forward FLOPs of one sequence, split by phase of an application over depth."""
+  encode: int  # Once per forward pass.
+  step: int  # One unit of depth (TRM: all T cycles, with or without gradient; a decoder: the whole stack).
   step_grad: int  # The part of `step` that is differentiated (TRM: its last grad_cycles cycles).
-  readout: int  # One readout (head + halting head).
+  readout: int  # One readout (output head, and the halting head of the recurrent family).
 
-  def forward(self, depth: int, readout_every_step: bool = True) -> int:
-    """Forward FLOPs of `unroll(..., depth)`."""
+  def forward(self, depth: int = 1, readout_every_step: bool = True) -> int:
+    """Forward FLOPs of `depth` steps, read out after each (or only after the last)."""
     readouts = depth if readout_every_step else 1
     return self.encode + depth * self.step + readouts * self.readout
 
-  def train(self, depth: int, readout_every_step: bool = True) -> int:
+  def train(self, depth: int = 1, readout_every_step: bool = True) -> int:
     """Forward + backward (~2x the forward FLOPs of the differentiated part)."""
     readouts = depth if readout_every_step else 1
     grad_part = self.encode + depth * self.step_grad + readouts * self.readout
@@ -41,42 +51,74 @@ def _mlp(rows: int, width: int, hidden: int, act: str, out: int | None = None) -
   return 2 * rows * width * up + 2 * rows * hidden * out
 
 
-def block_flops(arch: ArchConfig, length: int) -> int:
-  """One `layers.Block` on a sequence of `length` tokens."""
-  dim = arch.hidden
-  if arch.mixer == 'attention':
-    mixer = 2 * length * dim * 3 * dim + 2 * 2 * length * length * dim + 2 * length * dim * dim
+def _attention(rows: int, width: int, heads: int, kv_heads: int, head_dim: int, keys: int) -> int:
+  """Projections, scores and values of `rows` queries over `keys` keys."""
+  projections = 2 * rows * width * (heads + 2 * kv_heads) * head_dim + 2 * rows * heads * head_dim * width
+  return projections + 2 * 2 * rows * keys * heads * head_dim
+
+
+def recurrent_block_flops(config: RecurrentConfig, length: int) -> int:
+  """One block of the recurrent family on a sequence of `length` tokens."""
+  dim = config.width
+  if config.mixer == 'attention':
+    mixer = _attention(length, dim, config.num_heads, config.num_heads, dim // config.num_heads, length)
   else:
-    hidden = mlp_hidden_dim(length, arch.mlp_ratio, arch.mlp_act, arch.mlp_multiple_of)
-    mixer = _mlp(dim, length, hidden, arch.mlp_act)
-  hidden = mlp_hidden_dim(dim, arch.mlp_ratio, arch.mlp_act, arch.mlp_multiple_of)
-  return mixer + _mlp(length, dim, hidden, arch.mlp_act)
+    mixer = _mlp(dim, length, config.mlp_width(config.mlp_act, width=length), config.mlp_act)
+  return mixer + _mlp(length, dim, config.mlp_width(config.mlp_act), config.mlp_act)
 
 
-def estimate(cfg: Any, *, vocab_size: int, num_classes: int, seq_len: int,
-             readout_positions: int | None = None, task_keys: tuple[str, ...] = ()) -> FlopEstimate:
-  """FLOPs per example of the model `cfg` describes (a model ConfigDict or ArchConfig).
-
-  `readout_positions` counts the head on that many positions (MLM reads out
-  only the masked ones) instead of all `seq_len`. `task_keys` as in models.get_model.
-  """
-  arch = ArchConfig.from_config(cfg, allowed_extra=task_keys)
-  out_len = seq_len if readout_positions is None else readout_positions
-  if arch.name == 'mlp':
-    width = arch.mlp_state_dim
-    hidden = mlp_hidden_dim(width, arch.mlp_ratio, arch.mlp_act, arch.mlp_multiple_of)
-    step = arch.num_layers * _mlp(1, width, hidden, arch.mlp_act)
-    return FlopEstimate(encode=2 * seq_len * vocab_size * width, step=step, step_grad=step,
-                        readout=2 * width * seq_len * num_classes + 2 * width)
-  dim = arch.hidden
-  head = 2 * out_len * dim * num_classes + 2 * dim
-  if arch.name == 'bert':
-    step = arch.num_layers * block_flops(arch, seq_len)
-    if arch.tie_embeddings:
+def _recurrent(config: RecurrentConfig, dims: registry.Dims, out_len: int) -> FlopEstimate:
+  seq_len, classes = dims.seq_len, dims.classes
+  if config.name == 'mlp':
+    width = config.mlp_state_dim
+    step = config.num_layers * _mlp(1, width, config.mlp_width(config.mlp_act, width=width), config.mlp_act)
+    return FlopEstimate(encode=2 * seq_len * dims.vocab_size * width, step=step, step_grad=step,
+                        readout=2 * width * seq_len * classes + 2 * width)
+  dim = config.width
+  head = 2 * out_len * dim * classes + 2 * dim
+  if config.name == 'bert':
+    step = config.num_layers * recurrent_block_flops(config, seq_len)
+    if config.tie_embeddings:
       head += 2 * out_len * dim * dim
     return FlopEstimate(encode=0, step=step, step_grad=step, readout=head)
-  if arch.name == 'trm':
-    net = arch.num_layers * block_flops(arch, seq_len + arch.prefix_len)
-    cycle = (arch.inner_steps + 1) * net
-    return FlopEstimate(encode=0, step=arch.cycles * cycle, step_grad=arch.grad_cycles * cycle, readout=head)
-  raise ValueError(f'flops: unknown model.name={arch.name!r}')
+  net = config.num_layers * recurrent_block_flops(config, seq_len + config.prefix_len)
+  cycle = (config.inner_steps + 1) * net
+  return FlopEstimate(encode=0, step=config.cycles * cycle, step_grad=config.grad_cycles * cycle, readout=head)
+
+
+def _decoder(config: DecoderConfig, dims: registry.Dims, out_len: int) -> FlopEstimate:
+  length, dim = dims.seq_len, config.width
+  block = (_attention(length, dim, config.num_heads, config.kv_heads, config.head_width, length)
+           + _mlp(length, dim, config.mlp_width('swiglu'), 'swiglu'))
+  if config.looped:
+    application = config.recurrent_layers * block + (2 * length * dim * dim if config.injection == 'concat' else 0)
+    stack = ((config.prelude_layers + config.coda_layers) * block + 2 * length * dim * dim
+             + config.loops * application)
+  else:
+    stack = config.num_layers * block
+  return FlopEstimate(encode=0, step=stack, step_grad=stack, readout=2 * out_len * dim * dims.classes)
+
+
+def estimate(cfg: Any, *, vocab_size: int, seq_len: int, num_classes: int | None = None,
+             readout_positions: int | None = None) -> FlopEstimate:
+  """FLOPs of one sequence of `seq_len` tokens through the model `cfg` describes (a model section or config).
+
+  `readout_positions` counts the output head on that many positions (MLM reads out only the masked
+  ones) instead of all `seq_len`.
+  """
+  config = registry.config_of(cfg)
+  dims = registry.Dims(vocab_size, num_classes, seq_len)
+  out_len = seq_len if readout_positions is None else readout_positions
+  if isinstance(config, RecurrentConfig):
+    return _recurrent(config, dims, out_len)
+  if isinstance(config, DecoderConfig):
+    return _decoder(config, dims, out_len)
+  raise ValueError(f'models.flops: no FLOP count for {type(config).__name__}')
+
+
+def forward_flops_per_token(cfg: Any, *, vocab_size: int, seq_len: int, num_classes: int | None = None) -> float:
+  """Forward FLOPs per token at sequence length `seq_len`: every model applied at its trained depth."""
+  config = registry.config_of(cfg)
+  depth = config.depth if isinstance(config, RecurrentConfig) else 1
+  flops = estimate(config, vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes).forward(depth)
+  return flops / seq_len

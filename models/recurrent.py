@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
-from models.layers import ArchConfig
+from models import registry
 from models.errors import ModelConfigError
+from models.recurrent_blocks import Block, GridRelationBias, HaltHead, RecurrentConfig, make_norm
 
 Pytree = Any  # Carry and inputs: dicts of arrays with a leading batch axis.
 # BERT's initialiser for every weight matrix and embedding.
@@ -42,14 +43,14 @@ def _take_positions(x_BxLxD: jax.Array, positions_GxM: jax.Array | None) -> jax.
 
 class RecurrentModel(nn.Module):
   """Shared fields, checks and the init-only `__call__`."""
-  arch: ArchConfig
+  config: RecurrentConfig
   vocab_size: int
   num_classes: int
   seq_len: int
 
   @property
   def dtype(self) -> Any:
-    return self.arch.compute_dtype
+    return self.config.compute_dtype
 
   def _check_tokens(self, tokens_BxL: jax.Array) -> None:
     if tokens_BxL.ndim != 2 or tokens_BxL.shape[1] != self.seq_len:
@@ -58,7 +59,7 @@ class RecurrentModel(nn.Module):
 
   def _attention_bias(self) -> jax.Array | None:
     """The grid relation bias [N, T, T] when model.attention_bias is 'grid' or 'grid_heads', else None."""
-    return self.grid_bias() if self.arch.attention_bias != 'none' else None
+    return self.grid_bias() if self.config.attention_bias != 'none' else None
 
   def __call__(self, tokens_BxL: jax.Array, mask_BxL: jax.Array | None = None
                ) -> dict[str, jax.Array]:
@@ -71,15 +72,15 @@ class MlpModel(RecurrentModel):
   """Baseline on the flattened grid: h <- h + MLP(norm(h + x)), num_layers times a step."""
 
   def setup(self):
-    arch, width = self.arch, self.arch.mlp_state_dim
-    self.in_proj = nn.Dense(width, use_bias=arch.use_bias, dtype=self.dtype, name='in_proj')
-    hidden = layers.mlp_hidden_dim(width, arch.mlp_ratio, arch.mlp_act, arch.mlp_multiple_of)
-    self.norms = [layers.make_norm(arch, f'norm_{i}') for i in range(arch.num_layers)]
-    self.mlps = [layers.Mlp(hidden, arch.mlp_act, use_bias=arch.use_bias, dtype=self.dtype,
-                            name=f'mlp_{i}') for i in range(arch.num_layers)]
-    self.out_norm = layers.make_norm(arch, 'out_norm')
+    cfg, width = self.config, self.config.mlp_state_dim
+    self.in_proj = nn.Dense(width, use_bias=cfg.use_bias, dtype=self.dtype, name='in_proj')
+    hidden = cfg.mlp_width(cfg.mlp_act, width=width)
+    self.norms = [make_norm(cfg, f'norm_{i}') for i in range(cfg.num_layers)]
+    self.mlps = [layers.Mlp(hidden, cfg.mlp_act, use_bias=cfg.use_bias, dtype=self.dtype,
+                            name=f'mlp_{i}') for i in range(cfg.num_layers)]
+    self.out_norm = make_norm(cfg, 'out_norm')
     self.head = nn.Dense(self.seq_len * self.num_classes, dtype=self.dtype, name='head')
-    self.halt_head = layers.HaltHead(self.dtype, name='halt_head')
+    self.halt_head = HaltHead(self.dtype, name='halt_head')
 
   def encode(self, tokens_BxL: jax.Array, mask_BxL: jax.Array | None = None) -> Pytree:
     self._check_tokens(tokens_BxL)
@@ -113,41 +114,41 @@ class BertModel(RecurrentModel):
   """
 
   def setup(self):
-    arch = self.arch
-    if arch.tie_embeddings and self.num_classes != self.vocab_size:
+    cfg = self.config
+    if cfg.tie_embeddings and self.num_classes != self.vocab_size:
       raise ModelConfigError(f'model.tie_embeddings needs num_classes ({self.num_classes}) == '
                        f'vocab_size ({self.vocab_size})')
-    self.embed = layers.TokenEmbed(self.vocab_size, arch.hidden, 0.02, dtype=self.dtype,
+    self.embed = layers.TokenEmbed(self.vocab_size, cfg.width, 0.02, dtype=self.dtype,
                                    name='embed')
-    if arch.pos_emb == 'learned':
-      self.pos_embed = layers.PosEmbed(self.seq_len, arch.hidden, 0.02, self.dtype,
+    if cfg.pos_emb == 'learned':
+      self.pos_embed = layers.PosEmbed(self.seq_len, cfg.width, 0.02, self.dtype,
                                        name='pos_embed')
-    self.embed_norm = layers.make_norm(arch, 'embed_norm')
-    self.blocks = [layers.Block(arch, _BERT_INIT, name=f'block_{i}')
-                   for i in range(arch.num_layers)]
-    if arch.attention_bias != 'none':
-      self.grid_bias = layers.GridRelationBias(arch.num_heads, self.seq_len,
-                                               per_head=arch.attention_bias == 'grid_heads',
+    self.embed_norm = make_norm(cfg, 'embed_norm')
+    self.blocks = [Block(cfg, _BERT_INIT, name=f'block_{i}')
+                   for i in range(cfg.num_layers)]
+    if cfg.attention_bias != 'none':
+      self.grid_bias = GridRelationBias(cfg.num_heads, self.seq_len,
+                                               per_head=cfg.attention_bias == 'grid_heads',
                                                name='grid_bias')
-    if not arch.post_norm:
-      self.final_norm = layers.make_norm(arch, 'final_norm')
-    if arch.tie_embeddings:
-      self.head_dense = nn.Dense(arch.hidden, use_bias=arch.use_bias, dtype=self.dtype,
+    if not cfg.post_norm:
+      self.final_norm = make_norm(cfg, 'final_norm')
+    if cfg.tie_embeddings:
+      self.head_dense = nn.Dense(cfg.width, use_bias=cfg.use_bias, dtype=self.dtype,
                                  kernel_init=_BERT_INIT, name='head_dense')
-      self.head_norm = layers.make_norm(arch, 'head_norm')
+      self.head_norm = make_norm(cfg, 'head_norm')
       self.head_bias = self.param('head_bias', nn.initializers.zeros, (self.vocab_size,),
                                   jnp.float32)
     else:
       self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_BERT_INIT,
                            name='head')
-    self.halt_head = layers.HaltHead(self.dtype, name='halt_head')
+    self.halt_head = HaltHead(self.dtype, name='halt_head')
 
   def encode(self, tokens_BxL: jax.Array, mask_BxL: jax.Array | None = None) -> Pytree:
     self._check_tokens(tokens_BxL)
     x_BxLxD = self.embed(tokens_BxL)
-    if self.arch.pos_emb == 'learned':
+    if self.config.pos_emb == 'learned':
       x_BxLxD = x_BxLxD + self.pos_embed()[None]
-    x_BxLxD = layers.dropout(self.embed_norm(x_BxLxD), self.arch.dropout, self)
+    x_BxLxD = layers.dropout(self.embed_norm(x_BxLxD), self.config.dropout, self)
     return {'x': x_BxLxD, 'mask': mask_BxL, 'bias': self._attention_bias()}
 
   def init_carry(self, inputs: Pytree) -> Pytree:
@@ -162,11 +163,11 @@ class BertModel(RecurrentModel):
   def readout(self, carry: Pytree, positions_GxM: jax.Array | None = None
               ) -> dict[str, jax.Array]:
     h_BxLxD = carry['h']
-    if not self.arch.post_norm:
+    if not self.config.post_norm:
       h_BxLxD = self.final_norm(h_BxLxD)
     halt_logit_B = self.halt_head(h_BxLxD.mean(axis=1))
     h_GxMxD = _take_positions(h_BxLxD, positions_GxM)
-    if self.arch.tie_embeddings:
+    if self.config.tie_embeddings:
       t_GxMxD = self.head_norm(layers.gelu(self.head_dense(h_GxMxD)))
       logits = self.embed.attend(t_GxMxD).astype(jnp.float32) + self.head_bias
     else:
@@ -179,7 +180,7 @@ class TrmModel(RecurrentModel):
 
   One step = T cycles; a cycle is n times z <- f(z + y + x), then y <- f(y + z).
   The first T-1 cycles run under stop_gradient, the last with gradients. The
-  recursion scheme's choices are fields of the arch (defaults: TRM's):
+  recursion scheme's choices are fields of the config (defaults: TRM's):
   `grad_cycles` (how many of the last cycles carry gradients), `init_state`
   ('input': y starts at the input embedding and z at 0), `inject` ('zy': x is
   also added in the y update), `embed_scale` (False: no sqrt(D) on the input),
@@ -195,50 +196,50 @@ class TrmModel(RecurrentModel):
   """
 
   def setup(self):
-    arch = self.arch
-    dim = arch.hidden
+    cfg = self.config
+    dim = cfg.width
     self.embed = layers.TokenEmbed(self.vocab_size, dim, 1 / math.sqrt(dim),
-                                   scale=math.sqrt(dim) if arch.embed_scale else 1.0, dtype=self.dtype,
+                                   scale=math.sqrt(dim) if cfg.embed_scale else 1.0, dtype=self.dtype,
                                    name='embed')
-    if arch.prefix_len:
-      self.prefix = self.param('prefix', nn.initializers.zeros, (arch.prefix_len, dim),
+    if cfg.prefix_len:
+      self.prefix = self.param('prefix', nn.initializers.zeros, (cfg.prefix_len, dim),
                                jnp.float32)
-    if arch.pos_emb == 'learned':
-      self.pos_embed = layers.PosEmbed(arch.prefix_len + self.seq_len, dim,
+    if cfg.pos_emb == 'learned':
+      self.pos_embed = layers.PosEmbed(cfg.prefix_len + self.seq_len, dim,
                                        1 / math.sqrt(dim), self.dtype, name='pos_embed')
-    self.blocks = [layers.Block(arch, name=f'block_{i}') for i in range(arch.num_layers)]
-    if arch.attention_bias != 'none':
-      self.grid_bias = layers.GridRelationBias(arch.num_heads, self.seq_len, arch.prefix_len,
-                                               per_head=arch.attention_bias == 'grid_heads',
+    self.blocks = [Block(cfg, name=f'block_{i}') for i in range(cfg.num_layers)]
+    if cfg.attention_bias != 'none':
+      self.grid_bias = GridRelationBias(cfg.num_heads, self.seq_len, cfg.prefix_len,
+                                               per_head=cfg.attention_bias == 'grid_heads',
                                                name='grid_bias')
-    if not arch.post_norm:
-      self.final_norm = layers.make_norm(arch, 'final_norm')
-    if arch.state_norm and not arch.post_norm:
-      self.state_norm = layers.make_norm(arch, 'state_norm')
+    if not cfg.post_norm:
+      self.final_norm = make_norm(cfg, 'final_norm')
+    if cfg.state_norm and not cfg.post_norm:
+      self.state_norm = make_norm(cfg, 'state_norm')
     self.head = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name='head')
-    self.halt_head = layers.HaltHead(self.dtype, name='halt_head')
+    self.halt_head = HaltHead(self.dtype, name='halt_head')
 
   def encode(self, tokens_BxL: jax.Array, mask_BxL: jax.Array | None = None) -> Pytree:
     self._check_tokens(tokens_BxL)
-    arch = self.arch
-    dim = arch.hidden
+    cfg = self.config
+    dim = cfg.width
     # Looked up unscaled; the sqrt(D) scale is applied after adding positions, as TRM.
     x_BxLxD = jnp.take(self.embed.embedding, tokens_BxL, axis=0)
-    if arch.prefix_len:
-      prefix_BxPxD = jnp.broadcast_to(self.prefix, (x_BxLxD.shape[0], arch.prefix_len, dim))
+    if cfg.prefix_len:
+      prefix_BxPxD = jnp.broadcast_to(self.prefix, (x_BxLxD.shape[0], cfg.prefix_len, dim))
       x_BxLxD = jnp.concatenate([prefix_BxPxD, x_BxLxD], axis=1)
       if mask_BxL is not None:
         mask_BxL = jnp.concatenate(
-            [jnp.ones((mask_BxL.shape[0], arch.prefix_len), mask_BxL.dtype), mask_BxL], axis=1)
-    if arch.pos_emb == 'learned':  # TRM: (token + position) / sqrt(2).
+            [jnp.ones((mask_BxL.shape[0], cfg.prefix_len), mask_BxL.dtype), mask_BxL], axis=1)
+    if cfg.pos_emb == 'learned':  # TRM: (token + position) / sqrt(2).
       x_BxLxD = (x_BxLxD + self.pos_embed().astype(jnp.float32)[None]) / math.sqrt(2)
-    scale = math.sqrt(dim) if arch.embed_scale else 1.0
+    scale = math.sqrt(dim) if cfg.embed_scale else 1.0
     return {'x': (x_BxLxD * scale).astype(self.dtype), 'mask': mask_BxL,
             'bias': self._attention_bias()}
 
   def init_carry(self, inputs: Pytree) -> Pytree:
     shape = inputs['x'].shape
-    if self.arch.init_state == 'input':
+    if self.config.init_state == 'input':
       return {'y': inputs['x'], 'z': jnp.zeros_like(inputs['x'])}
     key_y, key_z = jax.random.split(jax.random.key(0))  # Fixed: not params, never trained.
     init_y_D = jax.random.truncated_normal(key_y, -2.0, 2.0, shape[-1:])
@@ -249,37 +250,37 @@ class TrmModel(RecurrentModel):
   def _net(self, h_BxLxD: jax.Array, inputs: Pytree) -> jax.Array:
     for block in self.blocks:
       h_BxLxD = block(h_BxLxD, inputs['mask'], inputs['bias'])
-    if self.arch.state_norm and not self.arch.post_norm:
+    if self.config.state_norm and not self.config.post_norm:
       h_BxLxD = self.state_norm(h_BxLxD)
     return h_BxLxD
 
   def _cycle(self, y_BxLxD: jax.Array, z_BxLxD: jax.Array,
              inputs: Pytree) -> tuple[jax.Array, jax.Array]:
-    for _ in range(self.arch.inner_steps):
+    for _ in range(self.config.inner_steps):
       z_BxLxD = self._net(z_BxLxD + y_BxLxD + inputs['x'], inputs)
       self.sow('intermediates', 'z', z_BxLxD)
-    y_in_BxLxD = y_BxLxD + z_BxLxD + (inputs['x'] if self.arch.inject == 'zy' else 0.0)
+    y_in_BxLxD = y_BxLxD + z_BxLxD + (inputs['x'] if self.config.inject == 'zy' else 0.0)
     y_BxLxD = self._net(y_in_BxLxD, inputs)
     self.sow('intermediates', 'y', y_BxLxD)
     return y_BxLxD, z_BxLxD
 
   def step(self, carry: Pytree, inputs: Pytree) -> Pytree:
     y_BxLxD, z_BxLxD = carry['y'], carry['z']
-    no_grad_cycles = self.arch.cycles - self.arch.grad_cycles
+    no_grad_cycles = self.config.cycles - self.config.grad_cycles
     if no_grad_cycles:
       for _ in range(no_grad_cycles):
         y_BxLxD, z_BxLxD = self._cycle(y_BxLxD, z_BxLxD, inputs)
       y_BxLxD, z_BxLxD = jax.lax.stop_gradient((y_BxLxD, z_BxLxD))
-    for _ in range(self.arch.grad_cycles):
+    for _ in range(self.config.grad_cycles):
       y_BxLxD, z_BxLxD = self._cycle(y_BxLxD, z_BxLxD, inputs)
     return {'y': y_BxLxD.astype(self.dtype), 'z': z_BxLxD.astype(self.dtype)}
 
   def readout(self, carry: Pytree, positions_GxM: jax.Array | None = None
               ) -> dict[str, jax.Array]:
     y_BxLxD = carry['y']
-    if not self.arch.post_norm:
+    if not self.config.post_norm:
       y_BxLxD = self.final_norm(y_BxLxD)
-    prefix_len = self.arch.prefix_len
+    prefix_len = self.config.prefix_len
     pooled_BxD = y_BxLxD[:, 0] if prefix_len else y_BxLxD.mean(axis=1)
     y_BxLxD = _take_positions(y_BxLxD[:, prefix_len:], positions_GxM)
     return {'logits': self.head(y_BxLxD).astype(jnp.float32),
@@ -287,3 +288,12 @@ class TrmModel(RecurrentModel):
 
 
 MODELS = {'mlp': MlpModel, 'bert': BertModel, 'trm': TrmModel}
+
+
+def _register(name: str, cls: type[RecurrentModel]) -> None:
+  registry.register(name, RecurrentConfig, needs=('num_classes', 'seq_len'))(
+      lambda config, dims: cls(config, dims.vocab_size, dims.classes, dims.seq_len))
+
+
+for _name, _cls in MODELS.items():
+  _register(_name, _cls)

@@ -17,6 +17,7 @@ from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import launch
 from tests.conftest import launch_env
 from tests.conftest import ok
+from train import task as task_lib
 from train.errors import ConfigError
 from train.tasks.arith import generation
 from train.tasks.arith import objective
@@ -99,7 +100,7 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
   depths 1-6, Huginn-style) gets a loops curve."""
   out = ok(launch('--config=configs/arith.py:smoke,study', f'--workdir={tmp_path}', '--config.train.batch_size=16',
                   '--config.eval.num_val=2', '--config.eval.num_test=2', '--config.eval.num_per_length=3',
-                  '--config.eval.max_digits=5', "--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0", '--config.models.looped.random_loops=6'))
+                  '--config.eval.max_digits=5', "--config.sweep.grid=model=reversed,looped; flops_budget=1e9; seed=0", '--config.models.looped.train.random_loops=6'))
   assert 'sweep done' in out
   results = json.loads((tmp_path / 'results.json').read_text())
   assert len(results) == 2
@@ -121,7 +122,7 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
   assert '| 4 | 5 (beyond) |' in by_loops and '| reversed, looped x4 (trained at 1-6) | 8 |' in by_loops
   # Interactive mode drives one point of the sweep, named by a one-point grid.
   point = ['--config=configs/arith.py:smoke,study', f'--workdir={tmp_path}', '--config.train.batch_size=16',
-           '--mode=interactive', '--config.models.looped.random_loops=6']
+           '--mode=interactive', '--config.models.looped.train.random_loops=6']
   proc = subprocess.run([sys.executable, 'launch.py', *point, '--config.sweep.grid=model=looped; flops_budget=1e9; seed=0'],
                         input='3+4\n', cwd=REPO, text=True, capture_output=True, timeout=300,
                         env=launch_env())
@@ -131,59 +132,60 @@ def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(
 
 
 def test_every_variant_and_model_choice_passes_the_config_checks():
-  """Each variant of configs/arith.py, with each model of its sweep's `model=` axis, is a valid run config."""
+  """Each variant of configs/arith.py, at each point of its sweep, is a valid run config."""
   from configs import arith as arith_configs
-  from train.tasks import arith as arith_task
+  from train import run as run_lib
+  from train import sweep
+  task = task_lib.get_task('arith')
   for variant in arith_configs.VARIANTS:
     config = arith_configs.get_config(variant)
-    for name in (config.models if 'models' in config else [None]):
-      if name is not None:
-        config.model = config.models[name]
-      arith_task.check_config(config)
+    points = sweep.points(config, task) if config.sweep.grid else [sweep.Point('', ())]
+    for point in points:
+      run_lib.check(task, sweep.point_config(config, point))
 
 
 @pytest.mark.parametrize('section, field, value, says', [
     ('eval', 'abacus_offset', -2, 'eval.abacus_offset=-2 must be >= 0'),
     ('eval', 'abacus_offset', 8, 'model.max_digit_pos=24 is too small: evaluation writes numbers of 17 digits'),
     ('data', 'abacus_max_offset', 18, 'model.max_digit_pos=24 is too small: training writes numbers of 7 digits'),
-    ('model', 'abacus_equals_row', True, 'evaluation writes numbers of 17 digits (eval.max_digits=16) at '
-     'eval.abacus_offset=7, positions up to 25 with model.abacus_equals_row; set model.max_digit_pos >= 25'),
+    ('data', 'abacus_equals_row', True, 'evaluation writes numbers of 17 digits (eval.max_digits=16) at '
+     'eval.abacus_offset=7, positions up to 25 with data.abacus_equals_row; set model.max_digit_pos >= 25'),
 ])
 def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, field, value, says):
   """Offsets that would push digit positions past model.max_digit_pos (where they would be clipped) stop the
   run before any work, in one line; so does an evaluation offset for a model without Abacus positions."""
   from configs import arith as arith_configs
-  from train.tasks import arith as arith_task
+  from train.tasks.arith import settings
   config = arith_configs.get_config('length_gen')  # Table 24; 7-digit training answers, 17-digit evaluation ones.
   if field == 'abacus_equals_row':  # At offset 7, 17-digit answers fit the table only without the '=' row.
     config.eval.abacus_offset = 7
-    arith_task.check_config(config)
+    settings.check(config)
   config[section][field] = value
   with pytest.raises(ConfigError, match=re.escape(says)):
-    arith_task.check_config(config)
+    settings.check(config)
   config = arith_configs.get_config('add_cpu')
   config.model.position = 'rope'
   config.eval.abacus_offset = 1
   with pytest.raises(ConfigError, match=re.escape("eval.abacus_offset=1 needs Abacus positions (model.position='rope')")):
-    arith_task.check_config(config)
+    settings.check(config)
   config.eval.abacus_offset = 0
-  config.model.abacus_equals_row = True
-  with pytest.raises(ConfigError, match=re.escape("model.abacus_equals_row=True needs Abacus positions (model.position='rope')")):
-    arith_task.check_config(config)
+  config.data.abacus_equals_row = True
+  with pytest.raises(ConfigError, match=re.escape("data.abacus_equals_row=True needs Abacus positions (model.position='rope')")):
+    settings.check(config)
 
 
 @pytest.mark.parametrize('field, value, says', [
-    ('format', 'rev', "model.format='rev' must be one of plain, reversed, cot"),
-    ('abacus_equals_row', None, 'model.abacus_equals_row must be True or False, got None'),
+    ('format', 'rev', "data.format must be one of plain, reversed, cot; got 'rev'"),
+    ('abacus_equals_row', None, 'data.abacus_equals_row must be True or False'),
 ])
-def test_model_fields_the_data_reads_are_named_as_model_fields(field, value, says):
-  """model.format and model.abacus_equals_row also shape the batches; a bad value is still named model.<key>."""
+def test_data_format_fields_are_checked_before_any_work(field, value, says):
+  """data.format and data.abacus_equals_row shape the batches: a bad value is named as the data field."""
   from configs import arith as arith_configs
-  from train.tasks import arith as arith_task
+  from train.tasks.arith import settings
   config = arith_configs.get_config('add_cpu')
-  config.model[field] = value
-  with pytest.raises(ConfigError, match=re.escape(says)):
-    arith_task.check_config(config)
+  config.data[field] = value
+  with pytest.raises(Exception, match=re.escape(says)):
+    settings.check(config)
 
 
 @pytest.mark.parametrize('looped, offset, equals_row', [(False, 0, False), (True, 0, False), (False, 3, False),
@@ -194,8 +196,8 @@ def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offse
   data-side positions), also with an Abacus offset added to every digit position on both sides, and with
   the '=' given its own row (model.abacus_equals_row). Checked
   on a random model's own completions, which are its argmax by construction."""
-  cfg = DecoderConfig(width=32, num_heads=4, num_kv_heads=2, num_layers=2, looped=looped, loops=3,
-                      position='rope_abacus', max_digit_pos=16)
+  cfg = DecoderConfig(name='looped' if looped else 'llama', width=32, num_heads=4, num_kv_heads=2, num_layers=2,
+                      loops=3, position='rope_abacus', max_digit_pos=16)
   model = Decoder(cfg, arith_tokenizer.VOCAB_SIZE)
   tokens = np.zeros((1, 8), np.int32)
   params = model.init(jax.random.key(3), tokens, digit_pos_BxL=tokens)['params']

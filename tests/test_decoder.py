@@ -1,7 +1,8 @@
 """Tests of models/decoder.py and models/generate.py: config checks, causality, GQA, RoPE,
-looped depth at call time, and KV-cache decoding against the full forward."""
+looped depth at call time, KV-cache decoding against the full forward, sampling, any model with a cache."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -12,7 +13,7 @@ from models import decoder
 from models.decoder import Decoder
 from models.decoder import DecoderConfig
 from models.errors import ModelConfigError
-from models.generate import greedy_generate
+from models import generate as generate_lib
 from tests.conftest import fast_jit
 
 VOCAB = 13  # Digits 0..9, '+' 10, '=' 11, end 12.
@@ -20,14 +21,15 @@ DIGITS = tuple(range(10))
 END = 12
 NEVER = VOCAB  # An end id that argmax never produces: generation runs every step.
 
-# greedy_generate as it is, compiled with the cheaper settings (generate's own jit is tested too).
-fast_generate = fast_jit(greedy_generate.__wrapped__, static_argnames=(
-    'model', 'max_new_tokens', 'end_id', 'digit_ids', 'loops', 'return_logits'))
+# generate as it is, compiled with the cheaper settings (generate's own jit is tested too).
+fast_generate = fast_jit(generate_lib.generate.__wrapped__, static_argnames=(
+    'model', 'max_new_tokens', 'end_id', 'sampling', 'digit_positions', 'prefill_kwargs', 'return_logits'))
+ABACUS = generate_lib.DigitPositions(DIGITS)
 
 
-def tiny(**overrides) -> DecoderConfig:
-  fields = dict(width=16, num_heads=4, num_kv_heads=2, mlp_hidden=32, num_layers=2,
-                prelude_layers=1, recurrent_layers=1, coda_layers=1, loops=3)
+def tiny(looped: bool = False, **overrides) -> DecoderConfig:
+  fields = dict(name='looped' if looped else 'llama', width=16, num_heads=4, num_kv_heads=2, mlp_hidden=32,
+                num_layers=2, prelude_layers=1, recurrent_layers=1, coda_layers=1, loops=3)
   fields.update(overrides)
   return DecoderConfig(**fields)
 
@@ -72,11 +74,11 @@ def digit_positions(tokens_BxL: np.ndarray, mask_BxL: np.ndarray) -> np.ndarray:
 
 def test_config_derived_fields():
   cfg = DecoderConfig(width=128, num_heads=8)
-  assert (cfg.kv_heads, cfg.head_width, cfg.mlp_width) == (8, 16, 344)
+  assert (cfg.kv_heads, cfg.head_width, cfg.mlp_width('swiglu')) == (8, 16, 344)
   assert hash(cfg) == hash(DecoderConfig(width=128, num_heads=8))
+  assert not cfg.looped and DecoderConfig(name='looped').looped
   assert DecoderConfig.from_config(ml_collections.ConfigDict(
-      {'width': 32, 'num_heads': 4, 'rope_base': 100, 'depth': 3}), allowed_extra=('depth',)
-  ) == DecoderConfig(width=32, num_heads=4, rope_base=100.0)
+      {'width': 32, 'num_heads': 4, 'rope_base': 100})) == DecoderConfig(width=32, num_heads=4, rope_base=100.0)
 
 
 @pytest.mark.parametrize('cfg, match', [
@@ -224,7 +226,7 @@ def test_kv_cache_decoding_matches_full_forward(case):
     full_pos[:, length + t] = np.where(is_digit, full_pos[:, length + t - 1] + 1, 0)
   # Prefill + decode with the cache (the tokens must be the reference's for the logits to match).
   generated, logits = fast_generate(model, params, prompt, mask, max_new_tokens=steps, end_id=NEVER,
-                                    digit_ids=DIGITS, prompt_digit_pos_BxP=digit_pos,
+                                    digit_positions=ABACUS, prompt_digit_pos_BxP=digit_pos,
                                     return_logits=True)
   for t in range(steps):
     np.testing.assert_allclose(logits[:, t], ref_logits[t], atol=1e-5, err_msg=f'step {t}')
@@ -237,13 +239,78 @@ def test_kv_cache_decoding_matches_full_forward(case):
 def test_generation_stops_at_end_id():
   model, params, _ = build(KV_CASES['stacked_rope'])
   prompt, mask, digit_pos = left_padded_prompts(6, (5, 3, 1))
-  kwargs = dict(max_new_tokens=6, digit_ids=DIGITS, prompt_digit_pos_BxP=digit_pos)
+  kwargs = dict(max_new_tokens=6, digit_positions=ABACUS, prompt_digit_pos_BxP=digit_pos)
   full = np.asarray(fast_generate(model, params, prompt, mask, end_id=NEVER, return_logits=True,
                                   **kwargs)[0])
   end = int(full[0, 2])
-  out = np.asarray(greedy_generate(model, params, prompt, mask, end_id=end, **kwargs))
+  out = np.asarray(generate_lib.generate(model, params, prompt, mask, end_id=end, **kwargs))
   for row_full, row in zip(full, out):
     stop = list(row_full).index(end) if end in row_full else len(row_full) - 1
     np.testing.assert_array_equal(row[:stop + 1], row_full[:stop + 1])
     assert (row[stop + 1:] == end).all()
   assert (out[0, 3:] == end).all()
+
+
+def test_sampling_choices_follow_the_tempered_and_truncated_distribution():
+  probs = np.array([0.6, 0.25, 0.1, 0.05])
+  logits_BxV = jnp.log(jnp.broadcast_to(jnp.asarray(probs, jnp.float32), (4000, 4)))
+  key = jax.random.key(0)
+  freq = lambda s: np.bincount(np.asarray(s.choose(logits_BxV, key)), minlength=4) / 4000  # pylint: disable=unnecessary-lambda-assignment
+  np.testing.assert_allclose(freq(generate_lib.Sampling(temperature=1.0)), probs, atol=0.03)
+  np.testing.assert_allclose(freq(generate_lib.Sampling(temperature=1.0, top_k=2)), [0.6 / 0.85, 0.25 / 0.85, 0, 0],
+                             atol=0.03)
+  np.testing.assert_allclose(freq(generate_lib.Sampling(temperature=1.0, top_p=0.8)), [0.6 / 0.85, 0.25 / 0.85, 0, 0],
+                             atol=0.03)  # The nucleus: the fewest tokens holding 80% (0.6 + 0.25).
+  hot = probs ** 0.5 / np.sum(probs ** 0.5)
+  np.testing.assert_allclose(freq(generate_lib.Sampling(temperature=2.0)), hot, atol=0.03)
+  assert (np.asarray(generate_lib.GREEDY.choose(logits_BxV, None)) == 0).all()
+  with pytest.raises(ValueError, match='top_p'):
+    generate_lib.Sampling(temperature=1.0, top_p=0.0)
+
+
+def test_sampled_generation_is_seeded_and_greedy_at_top_k_1():
+  model, params, _ = build(KV_CASES['stacked_rope'])
+  prompt, mask, _ = left_padded_prompts(6, (5, 3, 1))
+  run = lambda **kw: np.asarray(fast_generate(model, params, prompt, mask, max_new_tokens=5, end_id=NEVER, **kw))  # pylint: disable=unnecessary-lambda-assignment
+  greedy = run()
+  np.testing.assert_array_equal(run(sampling=generate_lib.Sampling(1.0, top_k=1), rng=jax.random.key(3)), greedy)
+  hot = [run(sampling=generate_lib.Sampling(5.0), rng=jax.random.key(i)) for i in range(3)]
+  assert any(not np.array_equal(h, greedy) for h in hot)
+  np.testing.assert_array_equal(run(sampling=generate_lib.Sampling(5.0), rng=jax.random.key(0)), hot[0])
+  with pytest.raises(ValueError, match='needs an rng'):
+    run(sampling=generate_lib.Sampling(1.0))
+
+
+class _Bigram(nn.Module):
+  """Not a decoder: next-token logits from the last token alone, its cache that token. Generation takes any
+  model with prefill and decode."""
+
+  @nn.compact
+  def _logits(self, token_B):
+    return self.param('table', lambda k, s: jax.random.normal(k, s) * 3.0, (VOCAB, VOCAB))[token_B]
+
+  def __call__(self, tokens_BxL):
+    return self._logits(tokens_BxL)
+
+  def prefill(self, tokens_BxP, mask_BxP, *, max_len):
+    del mask_BxP, max_len
+    return self._logits(tokens_BxP[:, -1]), {'last': tokens_BxP[:, -1]}
+
+  def decode(self, token_B, cache, index):
+    del cache, index
+    return self._logits(token_B), {'last': token_B}
+
+
+def test_generation_takes_any_model_with_prefill_and_decode():
+  model = _Bigram()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params']
+  prompt = jnp.asarray([[3, 4], [0, 7]], jnp.int32)
+  out = np.asarray(generate_lib.generate(model, params, prompt, jnp.ones_like(prompt, bool), max_new_tokens=4,
+                                         end_id=NEVER))
+  table = np.asarray(params['table'])
+  for row, last in zip(out, [4, 7]):
+    for token in row:
+      assert token == table[last].argmax()
+      last = token
+  with pytest.raises(TypeError, match='prefill and decode'):
+    generate_lib.generate(nn.Dense(3), {}, prompt, prompt > 0, max_new_tokens=1, end_id=0)

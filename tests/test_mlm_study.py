@@ -14,8 +14,9 @@ from data import mlm_batches as mlm_data
 from data import paths
 from data import text as text_lib
 import train
-from train import registry
+from train import run as run_lib
 from train import sweep
+from train import task as task_lib
 from train.errors import ConfigError, WorkdirError
 from train.tasks.mlm import masked_lm as mlm_lib
 from train.flops import steps_for_budget
@@ -115,8 +116,8 @@ def test_rerun_skips_finished_runs(study, capsys):
 def test_changed_settings_are_refused_in_the_same_workdir(study):
   config, workdir, _ = study
   changed = ml_collections.ConfigDict(config.to_dict())
-  changed.models.bert.hidden = 48
-  with pytest.raises(WorkdirError, match=r'model.hidden: 32 -> 48'):
+  changed.models.bert.model.width = 48
+  with pytest.raises(WorkdirError, match=r'model.width: 32 -> 48'):
     train.train_and_evaluate(changed, str(workdir))
 
 
@@ -130,7 +131,8 @@ def test_eval_masks_are_identical_for_both_models_and_eval_mode_reproduces_score
     for key in ('tokens', 'positions', 'targets', 'weights'):
       np.testing.assert_array_equal(x[key], y[key])
   assert sum(int(x['weights'].sum()) for x in a) == records[0]['eval_tokens']
-  rescored = [r['record'] for r in train.evaluate(config, str(workdir)).values()]
+  rescored = [dict(json.loads((res.run_dir / 'result.json').read_text()), **res.figures)
+              for res in train.evaluate(config, str(workdir)).values()]
   by_run = {r['run']: r for r in records}
   assert len(rescored) == len(records)
   for r in rescored:
@@ -186,10 +188,9 @@ def test_readout_group_and_slots_from_config():
 def test_masked_readout_loss_equals_full_sequence_loss():
   """Reading out only the masked positions gives BERT's loss over the whole sequence."""
   cfg = mlm_configs.get_config('smoke')
-  model_cfg = cfg.models.bert
+  model_cfg = cfg.models.bert.model
   seq_len, vocab = 12, 40
-  model = models.get_model(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len,
-                           task_keys=mlm_lib.MODEL_TASK_KEYS)
+  model = models.build(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len)
   rng = np.random.default_rng(0)
   tokens = rng.integers(5, vocab, (3, seq_len)).astype(np.int32)
   weights = (rng.random((3, seq_len)) < 0.3).astype(np.float32)
@@ -230,7 +231,7 @@ def test_top_class_is_argmax_with_ties_to_the_first_index():
 
 def test_sweep_points_names_and_steps():
   config = mlm_configs.get_config('smoke')
-  task = registry.get_task('mlm')
+  task = task_lib.get_task('mlm')
   assert [p.name for p in sweep.points(config, task)] == ['bert_2e9_s0', 'bert_6e9_s0', 'trm_2e9_s0', 'trm_6e9_s0',
                                                            'looped_bert_2e9_s0', 'looped_bert_6e9_s0']
   assert steps_for_budget(10.0, 100.0) == 1
@@ -243,8 +244,8 @@ def test_sweep_points_names_and_steps():
     mlm_configs.get_config('huge')
   for variant in mlm_configs.VARIANTS:
     cfg = mlm_configs.get_config(variant)
-    for name in cfg.models:  # Every section is a valid model config.
-      models.ArchConfig.from_config(cfg.models[name], allowed_extra=mlm_lib.MODEL_TASK_KEYS)
+    for point in sweep.points(cfg, task):  # Every point's config passes every check that needs no data.
+      run_lib.check(task, sweep.point_config(cfg, point))
 
 
 def test_eight_simulated_devices_match_one(tmp_path):
@@ -281,13 +282,13 @@ def test_diagnostics_measure_gradients_and_state_change_per_application():
   weights[:, 0] = 1.0
   batch = mlm_lib.to_positions(dict(tokens=tokens, targets=tokens, weights=weights), seq_len, 1)
   for name, states in (('trm', {'z': 2, 'y': 2}), ('looped_bert', {'h': 1})):
-    model_cfg = ml_collections.ConfigDict(cfg.models[name].to_dict())
+    model_cfg = ml_collections.ConfigDict(cfg.models[name].model.to_dict())
     model_cfg.inner_steps = 1 if name == 'trm' else model_cfg.inner_steps
-    model = models.get_model(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len,
-                             task_keys=mlm_lib.MODEL_TASK_KEYS)
+    detach = cfg.models[name].train.detach
+    model = models.build(model_cfg, vocab_size=vocab, num_classes=vocab, seq_len=seq_len)
     params = model.init(jax.random.key(0), tokens)['params']
     loss_fn = lambda p, b, r: mlm_lib.mlm_loss(p, b, r, model=model, depth=2, deep_supervision=True,  # pylint: disable=cell-var-from-loop
-                                               detach=model_cfg.detach)
+                                               detach=detach)
     step_losses = lambda p, b: (lambda s: s['ce'] / s['count'])(mlm_lib.eval_sums(p, b, model=model, depth=2))  # pylint: disable=cell-var-from-loop
     diag = diagnostics.diagnose(model, params, batch, loss_fn, 2, step_losses)
     assert {'embed', 'block_0'} <= set(diag['grad_norm'])

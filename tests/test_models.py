@@ -17,7 +17,7 @@ NAMES = ('mlp', 'bert', 'trm')
 def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
   """A tiny model config with every field the lead's configs write."""
   trm = name == 'trm'
-  cfg = dict(name=name, hidden=32, num_layers=1, num_heads=4, mlp_ratio=4.0,
+  cfg = dict(name=name, width=32, num_layers=1, num_heads=4, mlp_ratio=4.0,
              mlp_act='swiglu' if trm else 'gelu', mixer='mlp' if trm else 'attention',
              norm='rmsnorm' if trm else 'layernorm', post_norm=trm, use_bias=not trm,
              inner_steps=1, cycles=2, depth=2, dtype='float32', tie_embeddings=False,
@@ -27,8 +27,7 @@ def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def get_model(cfg, **kwargs):
-  """models.get_model with `depth` allowed: the tests' configs carry it, as the tasks' do."""
-  return models.get_model(cfg, task_keys=('depth',), **kwargs)
+  return models.build(cfg, **kwargs)
 
 
 def build(cfg, batch=3, seed=0):
@@ -303,7 +302,7 @@ def test_reset_carry_picks_fresh_rows():
 
 
 def test_published_trm_size_is_about_5m_params():
-  cfg = tiny_cfg('trm', hidden=512, num_layers=2, inner_steps=6, cycles=3, dtype='bfloat16',
+  cfg = tiny_cfg('trm', width=512, num_layers=2, inner_steps=6, cycles=3, dtype='bfloat16',
                  prefix_len=16, pos_emb='none', norm_scale=False, mlp_multiple_of=256)
   model = get_model(cfg, vocab_size=11, num_classes=11, seq_len=81)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 81), jnp.int32))
@@ -313,8 +312,8 @@ def test_published_trm_size_is_about_5m_params():
 
 @pytest.mark.parametrize('name', NAMES)
 def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
-  cfg = tiny_cfg(name, hidden=64, mlp_state_dim=128)
-  est = flops.estimate(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN, task_keys=("depth",))
+  cfg = tiny_cfg(name, width=64, mlp_state_dim=128)
+  est = flops.estimate(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   assert est.step > 0 and est.readout > 0 and est.step_grad <= est.step
   per_step = est.step + est.readout
   assert est.forward(6) - est.forward(3) == 3 * per_step
@@ -328,13 +327,13 @@ def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
 
 
 def test_registry_and_config_errors():
-  with pytest.raises(ValueError, match='valid names: mlp, bert, trm'):
+  with pytest.raises(ValueError, match='valid names: bert, llama, looped, mlp, trm'):
     get_model(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='model.mixer'):
     get_model(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,
                      seq_len=SEQ_LEN)
-  with pytest.raises(ValueError, match='model.hidden'):
-    get_model(tiny_cfg('bert', hidden=30), vocab_size=VOCAB, num_classes=CLASSES,
+  with pytest.raises(ValueError, match='model.width'):
+    get_model(tiny_cfg('bert', width=30), vocab_size=VOCAB, num_classes=CLASSES,
                      seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='depth'):
     model, variables, tokens_BxL = build(tiny_cfg('mlp'))
@@ -345,7 +344,7 @@ def test_registry_and_config_errors():
 
 
 def test_grid_relations_mark_sudoku_peers():
-  from models.layers import grid_relations
+  from models.recurrent_blocks import grid_relations
   rel = grid_relations(81)
   row, col, box = rel
   assert row[0, 8] == 1 and col[0, 8] == 0 and box[0, 8] == 0
@@ -362,7 +361,7 @@ def test_grid_relations_mark_sudoku_peers():
 def test_grid_attention_bias_is_learned(name, bias):
   import ml_collections
   import models
-  cfg = ml_collections.ConfigDict(dict(name=name, hidden=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
+  cfg = ml_collections.ConfigDict(dict(name=name, width=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
                                        mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
                                        use_bias=True, inner_steps=1, cycles=1, dtype='float32',
                                        tie_embeddings=False, mlp_state_dim=16, attention_bias=bias))
@@ -403,17 +402,47 @@ def test_dropout_acts_only_with_a_dropout_rng():
 
 
 @pytest.mark.parametrize('cfg, match', [
-    ({'name': 'bert', 'hidden': 32, 'num_layrs': 2}, r"unknown model field model\.num_layrs \(did you mean 'num_layers'\?\)"),
-    ({'name': 'bert'}, r"model config lacks the required field 'hidden'"),
-    ({'name': 'bert', 'hidden': 32.0}, r'model\.hidden=32\.0 should be of type int'),
-    ({'name': 'bert', 'hidden': 32, 'post_norm': 1}, r'model\.post_norm=1 should be of type bool'),
+    ({'name': 'bert', 'width': 32, 'num_layrs': 2}, r"unknown model field model\.num_layrs \(did you mean 'num_layers'\?\)"),
+    ({'name': 'bert', 'hidden': 32}, r"unknown model field model\.hidden"),
+    ({'name': 'bert', 'width': 32.0}, r'model\.width=32\.0 should be of type int'),
+    ({'name': 'bert', 'width': 32, 'post_norm': 1}, r'model\.post_norm=1 should be of type bool'),
+    ({'name': 'llama', 'width': 32, 'looped': True}, r'unknown model field model\.looped'),
+    ({'name': 'gpt', 'width': 32}, r"unknown model.name='gpt'"),
 ])
-def test_arch_config_refuses_unknown_missing_and_mistyped_fields(cfg, match):
+def test_model_config_refuses_unknown_and_mistyped_fields(cfg, match):
   with pytest.raises(models.ModelConfigError, match=match):
-    models.ArchConfig.from_config(ml_collections.ConfigDict(cfg))
+    models.config_of(ml_collections.ConfigDict(cfg))
 
 
-def test_arch_config_takes_an_int_for_a_float_and_leaves_extra_keys_to_the_caller():
-  arch = models.ArchConfig.from_config({'name': 'trm', 'hidden': 32, 'mlp_ratio': 2, 'depth': 8},
-                                       allowed_extra=('depth',))
-  assert arch.mlp_ratio == 2.0 and isinstance(arch.mlp_ratio, float) and arch.hidden == 32
+def test_model_config_takes_an_int_for_a_float():
+  config = models.config_of({'name': 'trm', 'width': 32, 'mlp_ratio': 2, 'depth': 8})
+  assert isinstance(config, models.RecurrentConfig)
+  assert config.mlp_ratio == 2.0 and isinstance(config.mlp_ratio, float) and config.width == 32 and config.depth == 8
+
+
+def test_one_vocabulary_for_the_shared_fields():
+  """Every model config is a ModelConfig: the same names mean the same thing in both families."""
+  shared = {'width': 48, 'num_layers': 3, 'num_heads': 4, 'mlp_hidden': 40, 'norm_eps': 1e-4, 'dtype': 'bfloat16'}
+  for name in models.names():
+    config = models.config_of(dict(shared, name=name))
+    assert isinstance(config, models.ModelConfig)
+    assert {k: getattr(config, k) for k in shared} == shared, name
+    assert config.mlp_width('swiglu') == 40  # An explicit width wins over the ratio in every family.
+  # Derived from the ratio: SwiGLU keeps a GELU MLP's parameters (2/3), rounded up to mlp_multiple_of.
+  assert models.config_of({'name': 'llama', 'width': 64}).mlp_width('swiglu') == 176  # 8/3 x 64 -> 176 (x8).
+  assert models.config_of({'name': 'bert', 'width': 64}).mlp_width('gelu') == 256
+
+
+@pytest.mark.parametrize('name, extra', [('llama', {}), ('looped', {'loops': 3, 'injection': 'concat'})])
+def test_decoder_flops_per_token_match_xla(name, extra):
+  """The analytic count of every model (models/flops.py) against XLA's on the decoder, loops unrolled."""
+  cfg = dict(name=name, width=64, num_heads=4, num_kv_heads=2, num_layers=2, position='rope', **extra)
+  length, vocab = 32, 48
+  per_token = models.forward_flops_per_token(cfg, vocab_size=vocab, seq_len=length)
+  model = models.build(cfg, vocab_size=vocab)
+  tokens = jnp.zeros((1, length), jnp.int32)
+  params = jax.eval_shape(model.init, jax.random.key(0), tokens)
+  cost = fast_jit(lambda v, t: model.apply(v, t, scan_unroll=True)).lower(params, tokens).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  assert 1.0 < cost['flops'] / (per_token * length) < 1.35, (cost['flops'], per_token * length)
+  assert models.count_params(params) > 0

@@ -109,8 +109,8 @@ def test_values_that_cannot_work_are_refused_before_any_work(tmp_path, override,
 
 
 def test_wrong_config_key_or_type_exits_nonzero_naming_it(tmp_path):
-  proc = launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.model.hiden=3')
-  assert proc.returncode != 0 and 'hiden' in proc.stderr
+  proc = launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.model.widht=3')
+  assert proc.returncode != 0 and 'widht' in proc.stderr
   proc = launch(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.train.steps=many')
   assert proc.returncode != 0 and 'steps' in proc.stderr
 
@@ -118,7 +118,7 @@ def test_wrong_config_key_or_type_exits_nonzero_naming_it(tmp_path):
 def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
   """SIGKILL mid-run, rerun the same command: final params equal an uninterrupted run's."""
   args = [f'--config={SMOKE}', '--config.train.steps=40', '--config.train.checkpoint_every=5',
-          '--config.train.eval_every=0']
+          '--config.evals.val.every=0']
   straight = tmp_path / 'straight'
   ok(launch(*args, f'--workdir={straight}'))
 
@@ -144,7 +144,7 @@ def test_kill_9_then_rerun_gives_bit_identical_params(tmp_path):
 
 def test_eight_simulated_devices_match_one(tmp_path):
   """The same run on 8 CPU devices (batch sharded on 'data') gives the 1-device loss curve."""
-  args = [f'--config={SMOKE}', '--config.train.log_every=1', '--config.train.eval_every=0']
+  args = [f'--config={SMOKE}', '--config.train.log_every=1', '--config.evals.val.every=0']
   ok(launch(*args, f'--workdir={tmp_path / "one"}'))
   ok(launch(*args, f'--workdir={tmp_path / "eight"}',
               env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}))
@@ -160,7 +160,7 @@ def test_eight_simulated_devices_match_one(tmp_path):
 
 def test_compare_trains_three_models_into_one_plot(tmp_path):
   out = ok(launch('--config=configs/sudoku.py:smoke,compare', f'--workdir={tmp_path}',
-                    '--config.train.steps=6', '--config.train.eval_every=0'))
+                    '--config.train.steps=6', '--config.evals.val.every=0'))
   results = json.loads((tmp_path / 'results.json').read_text())
   assert sorted(results) == ['bert', 'mlp', 'trm']
   for name in ('mlp', 'bert', 'trm'):
@@ -175,7 +175,7 @@ def test_compare_trains_three_models_into_one_plot(tmp_path):
 def test_act_training_resumes_and_evaluates(tmp_path):
   """TRM-style training keeps puzzles in flight in the train state; a rerun resumes it, eval restores it."""
   args = ['--config=configs/sudoku.py:smoke', '--config.model.name=trm', '--config.train.act=True',
-          '--config.train.halt_loss_weight=0.5', '--config.train.steps=12', '--config.train.eval_every=0',
+          '--config.train.halt_loss_weight=0.5', '--config.train.steps=12', '--config.evals.val.every=0',
           '--config.train.checkpoint_every=6']
   out = ok(launch(*args, f'--workdir={tmp_path}'))
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
@@ -214,7 +214,7 @@ def test_sigint_mid_run_saves_the_last_step_and_a_rerun_matches_an_uninterrupted
   """Ctrl-C at a random moment of training: a checkpoint of the last finished step, exit != 0, and the
   rerun ends with the uninterrupted run's params, bit for bit."""
   args = [f'--config={SMOKE}', '--config.train.steps=400', '--config.train.checkpoint_every=10000',
-          '--config.train.eval_every=0', '--config.train.log_every=1']
+          '--config.evals.val.every=0', '--config.train.log_every=1']
   ok(launch(*args, f'--workdir={tmp_path / "full"}'))
   env = launch_env()
   workdir = tmp_path / 'cut'

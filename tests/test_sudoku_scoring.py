@@ -35,11 +35,11 @@ def test_warm_start_carry_is_the_unrolled_carry_after_a_random_number_of_steps()
   import jax
   import ml_collections
   import models
-  cfg = ml_collections.ConfigDict(dict(name='bert', hidden=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
+  cfg = ml_collections.ConfigDict(dict(name='bert', width=16, num_layers=1, num_heads=2, mlp_ratio=2.0,
                                        mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
                                        use_bias=True, inner_steps=1, cycles=1, dtype='float32',
                                        tie_embeddings=False, mlp_state_dim=16))
-  model = models.get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
+  model = models.build(cfg, vocab_size=5, num_classes=4, seq_len=16)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (32, 16)), jnp.int32)
   params = model.init(jax.random.PRNGKey(0), tokens)['params']
   carry = losses.warm_start(params, tokens, jax.random.PRNGKey(1), model=model, max_steps=3)

@@ -11,13 +11,13 @@ from configs import sudoku as sudoku_configs
 from tests.conftest import REPO_ROOT
 from tests.conftest import launch_env
 from tests.conftest import ok
-from train import registry
 from train import sweep
+from train import task as task_lib
 from train.errors import ConfigError
 
 
 def _names(config, task='sudoku'):
-  return [p.name for p in sweep.points(config, registry.get_task(task))]
+  return [p.name for p in sweep.points(config, task_lib.get_task(task))]
 
 
 def _with(config, **sweep_fields):
@@ -31,7 +31,7 @@ def test_grid_is_a_product_with_seeds_innermost_and_readable_names():
   config = _with(sudoku_configs.get_config('smoke'), grid='model.name=mlp,trm; train.lr=1e-3,3e-4; seed=0,1')
   assert _names(config) == ['mlp_lr=0.001_s0', 'mlp_lr=0.001_s1', 'mlp_lr=3e-4_s0', 'mlp_lr=3e-4_s1',
                             'trm_lr=0.001_s0', 'trm_lr=0.001_s1', 'trm_lr=3e-4_s0', 'trm_lr=3e-4_s1']
-  point = sweep.points(config, registry.get_task('sudoku'))[3]
+  point = sweep.points(config, task_lib.get_task('sudoku'))[3]
   cfg = sweep.point_config(config, point)
   assert (cfg.model.name, cfg.train.lr, cfg.seed) == ('mlp', 3e-4, 1)
   assert config.model.name == 'bert'  # The sweep's own config is left as it was.
@@ -40,7 +40,7 @@ def test_grid_is_a_product_with_seeds_innermost_and_readable_names():
 def test_vary_changes_one_axis_at_a_time_around_the_baseline():
   config = _with(sudoku_configs.get_config('smoke'), grid='seed=0,1',
                  vary='train.lr=1e-4,1e-3; train.grad_clip=0,0.5; model.dropout=0.1')
-  points = sweep.points(config, registry.get_task('sudoku'))
+  points = sweep.points(config, task_lib.get_task('sudoku'))
   # lr 1e-3 is the baseline's own value (smoke): no separate point for it.
   assert [p.name for p in points] == ['s0', 's1', 'lr=1e-4_s0', 'lr=1e-4_s1', 'grad_clip=0_s0', 'grad_clip=0_s1',
                                       'grad_clip=0.5_s0', 'grad_clip=0.5_s1', 'dropout=0.1_s0', 'dropout=0.1_s1']
@@ -49,25 +49,47 @@ def test_vary_changes_one_axis_at_a_time_around_the_baseline():
   assert (cfg.train.grad_clip, cfg.train.lr, cfg.model.dropout) == (0.0, 1e-3, 0.0)
 
 
-def test_section_axis_copies_the_chosen_section_and_vary_reads_it():
-  config = _with(mlm_configs.get_config('smoke'), grid='model=bert,trm', vary='model.lr=0.01')
-  points = sweep.points(config, registry.get_task('mlm'))
+def test_named_point_sets_fields_of_several_sections_and_vary_reads_them():
+  config = _with(mlm_configs.get_config('smoke'), grid='model=bert,trm', vary='train.lr=0.01')
+  points = sweep.points(config, task_lib.get_task('mlm'))
   assert [p.name for p in points] == ['bert', 'bert_lr=0.01', 'trm', 'trm_lr=0.01']
   cfg = sweep.point_config(config, points[3])
-  assert cfg.model.name == 'trm' and cfg.model.lr == 0.01 and 'models' not in cfg
-  # An axis on the choices applies before the section is copied, whatever the order it is given in.
-  config.sweep.grid, config.sweep.vary = 'models.bert.hidden=48; model=bert', ''
-  (point,) = sweep.points(config, registry.get_task('mlm'))
-  assert sweep.point_config(config, point).model.hidden == 48
+  assert cfg.model.name == 'trm' and cfg.train.lr == 0.01 and cfg.train.detach and 'models' not in cfg
+  cfg = sweep.point_config(config, points[0])
+  assert cfg.model.name == 'bert' and not cfg.train.detach and cfg.model.width == 32
+  # An axis on the named points applies before they are merged, whatever the order it is given in; an axis on a
+  # field after them.
+  config.sweep.grid, config.sweep.vary = 'model.depth=3; models.bert.model.width=48; model=bert', ''
+  (point,) = sweep.points(config, task_lib.get_task('mlm'))
+  cfg = sweep.point_config(config, point)
+  assert (cfg.model.width, cfg.model.depth) == (48, 3)
+  # A named point holding a field the config lacks is refused, naming it.
+  with config.unlocked():
+    config.models.bert.train.lrr = 0.1
+  with pytest.raises(ConfigError, match=r'models\.bert\.train\.lrr is not a field'):
+    sweep.point_config(config, point)
+
+
+def test_arith_study_points_set_the_data_format_and_the_looped_model():
+  """The study's `model=` axis names points that set fields of `data` and of `model`, not a model section."""
+  from configs import arith as arith_configs
+  config = arith_configs.get_config('study')
+  by_name = {p.name.split('_')[0]: sweep.point_config(config, p) for p in sweep.points(config, task_lib.get_task('arith'))
+             if p.name.endswith('1e11_s0')}
+  assert {k: (c.data.format, c.model.name) for k, c in by_name.items()} == {
+      'plain': ('plain', 'llama'), 'reversed': ('reversed', 'llama'), 'cot': ('cot', 'llama'),
+      'looped': ('reversed', 'looped')}
+  assert by_name['looped'].model.loops == 4 and 'format' not in by_name['looped'].model
 
 
 @pytest.mark.parametrize('grid, message', [
     ('model.name=mlp,mlp', 'twice'), ('train.lrr=1e-3', 'names no config field'), ('train.steps=1.5', 'not a int'),
-    ('model=gpt', 'is a section'), ('train.lr', 'path=value1'), ('train=1', 'is a section')])
+    ('model=gpt', 'is a section'), ('train.lr', 'path=value1'), ('train=1', 'is a section'),
+    ('model.hiden=8', 'names no config field')])
 def test_bad_axes_are_config_errors_naming_the_axis(grid, message):
   config = _with(sudoku_configs.get_config('smoke'), grid=grid)
   with pytest.raises(ConfigError, match=message):
-    sweep.points(config, registry.get_task('sudoku'))
+    sweep.points(config, task_lib.get_task('sudoku'))
 
 
 def test_shards_split_the_points_without_overlap():
@@ -77,7 +99,7 @@ def test_shards_split_the_points_without_overlap():
   for i in range(4):
     config.sweep.shard = f'{i}/4'
     j, n = sweep.shard_of(config)
-    shards.append([p.name for p in sweep.points(config, registry.get_task('sudoku'))[j::n]])
+    shards.append([p.name for p in sweep.points(config, task_lib.get_task('sudoku'))[j::n]])
   assert sorted(sum(shards, [])) == sorted(names) and all(shards)
   for bad in ('4/4', '1', 'a/b', '-1/2'):
     config.sweep.shard = bad
@@ -90,7 +112,7 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
   text = shared_data / 'text' / 'wiki.valid.tokens'
   workdir = tmp_path / 'w'
   args = [sys.executable, 'launch.py', '--config=configs/mlm.py:ablation,smoke', f'--workdir={workdir}',
-          f'--config.data.files={text}', '--config.sweep.vary=model.lr=5e-4,6e-3;model.dropout=0.1;train.grad_clip=0']
+          f'--config.data.files={text}', '--config.sweep.vary=train.lr=5e-4,6e-3;model.dropout=0.1;train.grad_clip=0']
   env = launch_env({'PATH': '/usr/bin:/bin'})
   procs = [subprocess.Popen(args + [f'--config.sweep.shard={i}/2'], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
@@ -102,7 +124,7 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
   ok(proc)
   assert 'report: 5 of 5 points finished' in proc.stdout
   table = (workdir / 'ablation.md').read_text()
-  settings = ['baseline', 'model.lr=5e-4', 'model.lr=0.006', 'model.dropout=0.1', 'train.grad_clip=0']
+  settings = ['baseline', 'train.lr=5e-4', 'train.lr=0.006', 'model.dropout=0.1', 'train.grad_clip=0']
   assert all(f'| {s} |' in table for s in settings), table
   ranks = [line.split('|')[1].strip() for line in table.splitlines() if line.startswith('| ') and 'rank' not in line]
   assert ranks == ['1', '2', '3', '4', '5']
@@ -151,9 +173,11 @@ def test_ablation_table_ranks_settings_and_keeps_diverged_ones_apart(tmp_path):
   assert [r['setting'] for r in rows] == ['model.lr=0.01 (1 of 3 diverged)', 'baseline', 'model.lr=1e-4',
                                           'train.grad_clip=0 (3 of 3 diverged)']
   assert rows[0]['delta'] == pytest.approx(5.5 - 6.01)
-  tables.write_ablation(tmp_path, records, (('mlm_loss', 'min'), ('masked_accuracy', 'max')))
-  text = (tmp_path / 'ablation.md').read_text()
+  text = tables.ablation_markdown(tables.ablation_rows(records, ('mlm_loss', 'min')),
+                                 (('mlm_loss', 'min'), ('masked_accuracy', 'max')))
   assert '| 1 | model.lr=0.01 (1 of 3 diverged) | 5.5000 ± 0.0000 | -0.5100 |' in text
+  from train import plots
+  plots.plot_ablation(tables.ablation_rows(records, ('mlm_loss', 'min')), 'mlm_loss', tmp_path / 'ablation.png')
   assert (tmp_path / 'ablation.png').stat().st_size > 5_000
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+import models
 from train import checkpoint as ckpt_lib
 from train import loop
 from train import workdir as workdir_lib
@@ -53,20 +54,20 @@ class _ToyTask:
     return loop.Objective(loss_fn=self.loss_fn, train_batch=self.train_batch, example_inputs=self.example_inputs(),
                           progress_metrics=('loss', 'acc'))
 
-  def evaluators(self, every: int = 4) -> list[loop.Evaluator]:
-    return [loop.Evaluator('val', self.validate, every, select='score')]
+  def evaluators(self, every: int = 4) -> list[loop.Scheduled]:
+    return [loop.Scheduled('val', self.validate, every, select='score')]
 
 
 def _train(config, workdir, task):
-  return loop.train(config, workdir, task.model, task.objective(), task.evaluators(int(config.train.eval_every)))
+  return loop.train(config, workdir, task.model, task.objective(), task.evaluators(int(config.eval_every)))
 
 
 def _config(steps: int = 12) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      seed=0, model=dict(name='toy'),
+      seed=0, model=dict(name='toy'), eval_every=4,
       train=dict(steps=steps, batch_size=8, lr=0.05, warmup_steps=2, schedule='cosine', final_lr_fraction=0.1,
                  weight_decay=0.0, b1=0.9, b2=0.99, grad_clip=1.0, ema_decay=0.9, log_every=2,
-                 eval_every=4, checkpoint_every=4, keep_checkpoints=2)))
+                 checkpoint_every=4, keep_checkpoints=2)))
 
 
 def _params(result):
@@ -247,3 +248,48 @@ def test_lock_stops_a_second_holder_and_takes_over_a_stale_lock(tmp_path: pathli
   with workdir_lib.Lock(tmp_path):  # Its holder is gone: taken over.
     assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())['pid'] == os.getpid()
   assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
+
+
+class _SowingLinear(nn.Module):
+  """A model with an auxiliary loss and a statistic (as an MoE router has), sown per layer."""
+
+  @nn.compact
+  def __call__(self, x):
+    dense = nn.Dense(1, name='dense')
+    y = dense(x)[..., 0]
+    kernel = dense.variables['params']['kernel']
+    for layer in range(2):
+      self.sow(models.aux.LOSSES, 'penalty', 0.05 * jnp.sum(kernel ** 2))
+      self.sow(models.aux.STATS, 'spread', jnp.std(y) + layer)
+    return y
+
+
+def test_auxiliary_losses_are_added_to_the_loss_and_logged(tmp_path: pathlib.Path):
+  """models.apply_with_aux: a sown loss (summed over layers) joins the objective's loss, a sown statistic
+  (averaged) is logged beside it; a model that sows nothing leaves the loss as it was."""
+  import json
+  task = _ToyTask(_SowingLinear())
+  params = task.model.init(jax.random.key(0), np.ones((2, 4), np.float32))['params']
+  batch = task.train_batch(0, 8, 0, 1)
+  out, aux = models.apply_with_aux(task.model, {'params': params}, batch['x'])
+  penalty = 2 * 0.05 * float(jnp.sum(params['dense']['kernel'] ** 2))
+  assert float(aux.losses['penalty']) == pytest.approx(penalty, rel=1e-6)
+  assert float(aux.stats['spread']) == pytest.approx(float(jnp.std(out)) + 0.5, rel=1e-6)
+  mse = float(jnp.mean((out - batch['y']) ** 2))
+  assert float(aux.add_to(jnp.float32(mse))) == pytest.approx(mse + penalty, rel=1e-6)
+  plain = _Linear()
+  _, none = models.apply_with_aux(plain, plain.init(jax.random.key(0), batch['x']), batch['x'])
+  loss = jnp.float32(mse)
+  assert none.losses == {} and none.add_to(loss) is loss
+
+  def loss_fn(p, b, rng):
+    del rng
+    pred, aux = models.apply_with_aux(task.model, {'params': p}, b['x'])
+    loss = jnp.mean((pred - b['y']) ** 2)
+    return aux.add_to(loss), dict(mse=loss, **aux.metrics())
+
+  objective = loop.Objective(loss_fn=loss_fn, train_batch=task.train_batch, example_inputs=task.example_inputs())
+  loop.train(_config(4), tmp_path, task.model, objective).checkpoints.close()
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
+  assert rows and all({'penalty', 'spread', 'mse'} <= set(r) for r in rows)
+  assert all(r['loss'] == pytest.approx(r['mse'] + r['penalty'], rel=1e-5) for r in rows)

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import models
 from train import loop
 from train import optim
 from train import sharding
@@ -28,12 +29,20 @@ def train_step_flops(config: ml_collections.ConfigDict, model: Any, objective: l
   global_batch = objective.train_batch(0, int(config.train.batch_size), 0, 1)
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in global_batch.items()}
   step_fn = loop.jit_train_step(objective, tx, schedule, config, one_device)
-  return loop.compiled_flops(step_fn, abstract_state, abstract_batch), loop.count_params(abstract_state.params)
+  return compiled_flops(step_fn, abstract_state, abstract_batch), models.count_params(abstract_state.params)
+
+
+def compiled_flops(jitted_fn: Any, *args: Any) -> float:
+  """FLOPs of one call of `jitted_fn(*args)` from XLA's cost analysis of the compiled program."""
+  analysis = jitted_fn.lower(*args).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', 0.0))
 
 
 def function_flops(fn: Any, *args: Any, **static: Any) -> float:
   """FLOPs of one call fn(*args, **static) (args may be ShapeDtypeStructs; `static` are compile-time)."""
-  return loop.compiled_flops(jax.jit(lambda *a: fn(*a, **static)), *args)
+  return compiled_flops(jax.jit(lambda *a: fn(*a, **static)), *args)
 
 
 def steps_for_budget(budget: float, flops_per_step: float) -> int:

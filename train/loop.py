@@ -1,8 +1,8 @@
-"""The task-agnostic training loop: pure jitted train_step, resume, progress, evaluators, checkpoints.
+"""The task-agnostic training loop: pure jitted train_step, resume, progress, scheduled evaluations, checkpoints.
 
-A task hands the loop an `Objective` (loss, batches, example inputs) and a list of `Evaluator`s,
-each with its own cadence; the loop prints and logs whatever figures they return. It names no
-task metric and no model field.
+The core (train/run.py) hands the loop a task's `Objective` (loss, batches, example inputs) and the
+evaluations to run during training (`Scheduled`, each with its own cadence); the loop prints and
+logs whatever figures they return. It names no task metric and no model field.
 """
 import dataclasses
 import math
@@ -19,6 +19,8 @@ import numpy as np
 import optax
 from absl import logging
 from flax import linen as nn
+
+import models
 
 from train import checkpoint as ckpt_lib
 from train import metrics as metrics_lib
@@ -50,7 +52,7 @@ class Objective:
 
 
 @dataclasses.dataclass
-class Evaluator:
+class Scheduled:
   """Figures of the eval params, every `every` steps (0: at the end only) and after the last step.
 
   fn(params, step) -> {name: figure}; scalars are printed and logged. With `select`, the
@@ -59,7 +61,7 @@ class Evaluator:
   name: str
   fn: Callable[[Any, int], dict[str, Any]]
   every: int = 0
-  select: str | None = None
+  select: str = ''
 
   def due(self, step: int, total: int) -> bool:
     return step == total or (self.every > 0 and step % self.every == 0)
@@ -72,7 +74,7 @@ class TrainResult:
   mesh: jax.sharding.Mesh
   restored_step: int | None  # Step restored from the run directory, None for a fresh run.
   train_seconds: float
-  evaluations: dict[str, tuple[int, dict[str, Any]]]  # Evaluator name -> (step, figures) of its last call.
+  evaluations: dict[str, tuple[int, dict[str, Any]]]  # Scheduled name -> (step, figures) of its last call.
 
 
 def make_train_step(loss_fn, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
@@ -110,14 +112,6 @@ def jit_train_step(objective: Objective, tx: optax.GradientTransformation, sched
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def compiled_flops(jitted_fn, *args) -> float:
-  """FLOPs of one call of `jitted_fn(*args)` from XLA's cost analysis of the compiled program."""
-  analysis = jitted_fn.lower(*args).compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get('flops', 0.0))
-
-
 def init_state(model: nn.Module, objective: Objective, config: ml_collections.ConfigDict,
                tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
   """Initialises params and optimizer state, replicated over the mesh."""
@@ -134,10 +128,6 @@ def init_state(model: nn.Module, objective: Objective, config: ml_collections.Co
                               task_state=task_state)
 
   return jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
-
-
-def count_params(params: Any) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
 class _StopSignals:
@@ -171,7 +161,7 @@ class _StopSignals:
 
 
 def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model: nn.Module,
-          objective: Objective, evaluators: list[Evaluator] = (), label: str = '') -> TrainResult:
+          objective: Objective, evaluations: list[Scheduled] = (), label: str = '') -> TrainResult:
   """Trains (or resumes) `model` on `objective` for config.train.steps; checkpoints in run_dir."""
   run_dir = pathlib.Path(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +170,8 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
   sharding.check_batch_size(int(tcfg.batch_size), mesh)
   tx, schedule = optim.make_optimizer(tcfg)
   state = init_state(model, objective, config, tx, mesh)
-  logging.info('%s: %s parameters, mesh %s', label or 'model', f'{count_params(state.params):,}', dict(mesh.shape))
+  logging.info('%s: %s parameters, mesh %s', label or 'model', f'{models.count_params(state.params):,}',
+               dict(mesh.shape))
 
   checkpoints = ckpt_lib.Checkpoints(run_dir, keep=int(tcfg.keep_checkpoints))
   restored = checkpoints.restore(state)
@@ -201,7 +192,7 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
   log = metrics_lib.MetricsWriter(run_dir, start)
   bar = progress_lib.Progress(total, start, prefix=f'{label} ' if label else '')
   ckpt_every, log_every = int(tcfg.checkpoint_every), max(int(tcfg.log_every), 1)
-  evaluations: dict[str, tuple[int, dict[str, Any]]] = {}
+  last_figures: dict[str, tuple[int, dict[str, Any]]] = {}
 
   def record_of(step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return dict(step=step, train_seconds=train_seconds, **(extra or {}))
@@ -234,20 +225,20 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
       log.write(done_step, 'train', dict(mean, steps_per_sec=bar.rate))
 
   def run_evaluators(done: int) -> None:
-    for evaluator in evaluators:
-      if not evaluator.due(done, total):
+    for evaluation in evaluations:
+      if not evaluation.due(done, total):
         continue
       bar.newline()
-      figures = evaluator.fn(eval_params(state), done)
-      evaluations[evaluator.name] = (done, figures)
+      figures = evaluation.fn(eval_params(state), done)
+      last_figures[evaluation.name] = (done, figures)
       scalars = {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-      print(f'  {evaluator.name} @ step {done}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scalars.items()),
+      print(f'  {evaluation.name} @ step {done}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scalars.items()),
             flush=True)
-      log.write(done, evaluator.name, scalars)
-      if evaluator.select is not None:
-        score = float(figures[evaluator.select])
+      log.write(done, evaluation.name, scalars)
+      if evaluation.select:
+        score = float(figures[evaluation.select])
         if checkpoints.save_if_best(state, score, record_of(done, scalars)):
-          logging.info('step %d: new best %s %s %.4f', done, evaluator.name, evaluator.select, score)
+          logging.info('step %d: new best %s %s %.4f', done, evaluation.name, evaluation.select, score)
 
   t0 = time.perf_counter()
   with _StopSignals() as signals:
@@ -261,7 +252,7 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
         pending = (step + 1, metrics)
         done = step + 1
         due_ckpt = (ckpt_every and done % ckpt_every == 0) or done == total
-        due_eval = any(e.due(done, total) for e in evaluators)
+        due_eval = any(e.due(done, total) for e in evaluations)
         if due_ckpt or due_eval:
           drain()
           train_seconds += time.perf_counter() - t0
@@ -295,4 +286,4 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
                         'rerun the same command to resume') from None
   checkpoints.wait()
   log.close()
-  return TrainResult(state, checkpoints, mesh, restored_step, train_seconds, evaluations)
+  return TrainResult(state, checkpoints, mesh, restored_step, train_seconds, last_figures)

@@ -1,6 +1,5 @@
 """Figures written into the workdir (PNG), saved atomically: shards of a sweep may write the same one."""
 import math
-import os
 import pathlib
 from typing import Any, Sequence
 
@@ -8,6 +7,8 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from train import files  # pylint: disable=g-import-not-at-top
 
 
 def plot_depth_curves(curves: dict[str, dict[str, Sequence[float]]], trained_depths: dict[str, int],
@@ -38,13 +39,11 @@ def plot_depth_curves(curves: dict[str, dict[str, Sequence[float]]], trained_dep
 
 
 def save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
-  """Saves and closes `fig` as PNG via a tmp file of this process, then rename."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.png')
-  fig.savefig(tmp, dpi=120, bbox_inches='tight')
-  plt.close(fig)
-  tmp.replace(path)
-  return path
+  """Saves `fig` as a PNG (atomically, train/files.py) and closes it."""
+  try:
+    return files.write_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=120, bbox_inches='tight'))
+  finally:
+    plt.close(fig)
 
 
 def plot_ablation(groups: dict[str, list[dict[str, Any]]], metric: str, path: str | pathlib.Path,

@@ -1,11 +1,8 @@
-"""Progress lines (step, loss, accuracy, steps/s, ETA) and the metrics.jsonl log."""
-import json
+"""Progress lines (step, loss, accuracy, steps/s, ETA) and quieter third-party logs."""
 import logging as py_logging
 import math
-import pathlib
 import sys
 import time
-from typing import Any
 
 import jax
 
@@ -17,20 +14,6 @@ def format_duration(seconds: float) -> str:
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
   return f'{h}h{m:02d}m{s:02d}s' if h else (f'{m}m{s:02d}s' if m else f'{s}s')
-
-
-class MetricsLog:
-  """Appends one JSON object per line to <workdir>/metrics.jsonl (process 0 only)."""
-
-  def __init__(self, path: str | pathlib.Path):
-    self.path = pathlib.Path(path)
-    self._enabled = jax.process_index() == 0
-
-  def write(self, record: dict[str, Any]) -> None:
-    if not self._enabled:
-      return
-    with self.path.open('a') as f:
-      f.write(json.dumps(record, sort_keys=True) + '\n')
 
 
 class Progress:

@@ -6,9 +6,10 @@ time around the config's own values (an ablation), each crossed with the grid:
   sweep.grid = 'model=bert,trm; flops_budget=1e12,4e12; seed=0,1,2'
   sweep.vary = 'model.lr=3e-4,3e-3; train.grad_clip=0,0.5'
 
-An axis is a config path and comma-separated values, cast to the field's type. An axis named
-like a section `X` whose plural section `Xs` holds the value picks that section:
-`model=bert` sets config.model to a copy of config.models.bert. Each point trains in
+An axis is a config path and comma-separated values, cast to the field's type. An axis `X` whose
+plural section `Xs` holds the value is a named point: `model=looped` sets every field that
+`config.models.looped` holds, a partial config such as {'model': {'name': 'looped', 'loops': 4},
+'train': {'random_loops': 4}}, so one name may set fields of several sections. Each point trains in
 `W/runs/<name>` (readable: `bert_1e12_s0`, `bert_grad_clip=0_s1`); finished points are skipped
 on rerun, a run directory made with other settings is refused (train/workdir.py), and the
 tables (`sweep.md`, the task's own, `ablation.md`/`.png` for `vary`) are rewritten after each
@@ -21,7 +22,6 @@ finished point into the tables and plots.
 import copy
 import dataclasses
 import itertools
-import json
 import pathlib
 import time
 from typing import Any
@@ -29,12 +29,15 @@ from typing import Any
 import jax
 import ml_collections
 
+from train import config_tree
+from train import plots
+from train import run as run_lib
 from train import tables
-from train.tables import format_value
-from train import validation
 from train import workdir as workdir_lib
 from train.errors import ConfigError, NonFiniteLossError
-from train.registry import Task
+from train.files import read_json, write_json, write_text
+from train.tables import format_value
+from train.task import Task
 
 RUNS_DIR = 'runs'
 RESULT_FILE = 'result.json'
@@ -59,23 +62,22 @@ class Point:
     return dict(self.values)
 
 
-def is_section_axis(config: ml_collections.ConfigDict, path: str) -> bool:
+def is_named_axis(config: ml_collections.ConfigDict, path: str) -> bool:
+  """An axis `X` whose values are the named points of the section `Xs`."""
   return '.' not in path and isinstance(config.get(path + 's'), ml_collections.ConfigDict)
 
 
 def get_path(config: ml_collections.ConfigDict, path: str, key: str) -> Any:
-  node = config
-  for part in path.split('.'):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      raise ConfigError(f'{key}: axis {path!r} names no config field')
-    node = node[part]
-  return node
+  try:
+    return config_tree.get(config, path)
+  except KeyError:
+    raise ConfigError(f'{key}: axis {path!r} names no config field') from None
 
 
 def _cast(config: ml_collections.ConfigDict, path: str, raw: str, key: str) -> Any:
-  if is_section_axis(config, path):
+  if is_named_axis(config, path):
     if raw not in config[path + 's']:
-      raise ConfigError(f'{key}: {path}={raw!r} names no section {path}s.{raw} (have {sorted(config[path + "s"])})')
+      raise ConfigError(f'{key}: {path}={raw!r} names no point {path}s.{raw} (have {sorted(config[path + "s"])})')
     return raw
   current = get_path(config, path, key)
   if isinstance(current, ml_collections.ConfigDict):
@@ -145,7 +147,7 @@ def points(config: ml_collections.ConfigDict, task: Task) -> list[Point]:
       raise ConfigError(f'sweep.grid and sweep.vary both set {sorted(overlap)}')
     variations: list[tuple[str | None, tuple[tuple[str, Any], ...]]] = [(None, ())]
     for axis in vary:
-      baseline = None if is_section_axis(reference, axis.path) else get_path(reference, axis.path, 'sweep.vary')
+      baseline = None if is_named_axis(reference, axis.path) else get_path(reference, axis.path, 'sweep.vary')
       variations += [(axis.path, ((axis.path, v),)) for v in axis.values if v != baseline]
     for varied, change in variations:
       for seed in (itertools.product(*[[(a.path, v) for v in a.values] for a in seeds]) if seeds else [()]):
@@ -175,27 +177,27 @@ def shard_of(config: ml_collections.ConfigDict) -> tuple[int, int]:
 def point_config(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
   """The config of one point: each axis value set.
 
-  A section axis (`model=bert`) copies its section after the axes on the choices
-  (`models.bert.lr=...`) and before the axes inside it (`model.lr=...`), whatever the order given.
+  Whatever the order given: axes on the named points themselves (`models.trm.train.lr=...`) first,
+  then the named points (`model=trm` sets the fields models.trm holds), then every other field
+  (`train.lr=...`), so that an axis on a field overrides what a named point set.
   """
   cfg = copy.deepcopy(config)
-  sections = [p for p, _ in point.values if is_section_axis(config, p)]
-  inside = lambda path: path.split('.')[0] in sections  # pylint: disable=unnecessary-lambda-assignment
-  ordered = ([(p, v) for p, v in point.values if p not in sections and not inside(p)]
-             + [(p, v) for p, v in point.values if p in sections]
-             + [(p, v) for p, v in point.values if inside(p)])
+  named = [p for p, _ in point.values if is_named_axis(config, p)]
+  on_points = lambda path: '.' in path and path.split('.')[0] in {n + 's' for n in named}  # pylint: disable=unnecessary-lambda-assignment
+  ordered = ([(p, v) for p, v in point.values if on_points(p)]
+             + [(p, v) for p, v in point.values if p in named]
+             + [(p, v) for p, v in point.values if p not in named and not on_points(p)])
   with cfg.unlocked():
     for path, value in ordered:
-      if path in sections:
-        cfg[path] = copy.deepcopy(cfg[path + 's'][value])
-        continue
-      *parents, leaf = path.split('.')
-      node = cfg
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
-    for path in sections:
-      del cfg[path + 's']  # A run holds the section it uses, not the choices.
+      if path in named:
+        try:
+          config_tree.merge(cfg, cfg[path + 's'][value], f'{path}s.{value}')
+        except KeyError as e:
+          raise ConfigError(f'{e.args[0]} is not a field of the config (a named point sets existing fields)') from None
+      else:
+        config_tree.set_value(cfg, path, value)
+    for path in named:
+      del cfg[path + 's']  # A run holds the fields it uses, not the choices.
   return cfg
 
 
@@ -218,17 +220,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   """Trains every point of this shard (skipping finished ones), rewriting the tables after each."""
   workdir = pathlib.Path(workdir)
   workdir_lib.check_writable(workdir)
+  flops_cache: dict[str, tuple[float, int]] = {}  # One XLA count per compiled program, over all points.
   if not _is_sweep(config):
-    validation.check_shared_fields(config)
-    settings = workdir_lib.settings_of(config, task.name, task.free_fields)
-    workdir_lib.check_settings(workdir, dict(settings, layout='single'), record=True)
+    run_lib.check(task, config)
+    workdir_lib.check_run(workdir, config, task, record=True)
     with workdir_lib.Lock(workdir):
-      return [task.train_run(config, workdir, task.prepare(config, workdir))]
+      return [run_lib.train_run(task, config, workdir, task.prepare(config, workdir), flops_cache)]
   all_points = points(config, task)
   i, n = shard_of(config)
   mine = all_points[i::n]
   for point in all_points:  # Every point's values, before any work.
-    validation.check_shared_fields(point_config(config, point), f' (sweep point {point.name})')
+    run_lib.check(task, point_config(config, point), f' (sweep point {point.name})')
   _layout(workdir, config, task, record=True)
   _use_compilation_cache(config, workdir)
   start = time.perf_counter()
@@ -239,23 +241,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   for k, point in enumerate(mine, 1):
     run_dir = workdir / RUNS_DIR / point.name
     cfg = point_config(config, point)
-    settings = workdir_lib.settings_of(cfg, task.name, task.free_fields)
-    workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=True)
+    workdir_lib.check_run(run_dir, cfg, task, record=True)
     finished = _read_record(run_dir)
     tag = f'[point {k}/{len(mine)}] {point.name}'
-    if finished is not None and finished.get('train_steps', cfg.train.steps) == cfg.train.steps:
+    if finished is not None and (DIVERGED in finished or _trained_steps(finished) == run_lib.planned_steps(cfg, run_dir)):
       print(f'{tag}: finished earlier' + (' (diverged)' if DIVERGED in finished else '') + ', skipped', flush=True)
       records.append(finished)
       continue
     print(f'{tag}: ' + ', '.join(f'{p}={format_value(v)}' for p, v in point.values), flush=True)
     try:
       with workdir_lib.Lock(run_dir):
-        record = task.train_run(cfg, run_dir, context)
+        record = run_lib.train_run(task, cfg, run_dir, context, flops_cache)
     except NonFiniteLossError as e:  # A setting that diverges is a result of the sweep, not its end.
       print(f'{tag}: diverged: {e}', flush=True)
       record = {DIVERGED: str(e)}
     record = dict(record, run=point.name, point=point.as_dict(), varied=point.varied)
-    workdir_lib.write_json(run_dir / RESULT_FILE, record)
+    write_json(run_dir / RESULT_FILE, record)
     records.append(record)
     write_reports(config, workdir, task, context, all_points)
   write_reports(config, workdir, task, context, all_points)
@@ -263,11 +264,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   return records
 
 
+def _trained_steps(record: dict[str, Any]) -> int | None:
+  """The steps a finished point trained (records of earlier releases may say `steps`)."""
+  return record.get('train_steps', record.get('steps'))
+
+
 def _read_record(run_dir: pathlib.Path) -> dict[str, Any] | None:
   path = run_dir / RESULT_FILE
-  if not path.is_file():
-    return None
-  return json.loads(path.read_text())
+  return read_json(path) if path.is_file() else None
 
 
 def finished_records(workdir: pathlib.Path, all_points: list[Point]) -> list[dict[str, Any]]:
@@ -284,15 +288,28 @@ def write_reports(config: ml_collections.ConfigDict, workdir: pathlib.Path, task
   if not records:
     return
   missing = [p.name for p in all_points if not (workdir / RUNS_DIR / p.name / RESULT_FILE).is_file()]
-  tables.write_atomically(workdir / 'sweep.md', tables.sweep_markdown(records, all_points, missing,
-                                                                      task.summary_metrics))
+  write_text(workdir / 'sweep.md', tables.sweep_markdown(records, all_points, missing, task.summary_metrics))
   if str(config.sweep.vary).strip():
     def baseline_value(group_values: dict[str, Any], path: str) -> Any:
       return get_path(point_config(config, Point('', tuple(group_values.items()))), path, 'sweep.vary')
-    tables.write_ablation(workdir, records, task.summary_metrics, baseline_value)
+    groups = tables.ablation_rows(records, task.summary_metrics[0])
+    write_text(workdir / 'ablation.md', tables.ablation_markdown(groups, task.summary_metrics))
+    plots.plot_ablation(groups, task.summary_metrics[0][0], workdir / 'ablation.png', baseline_value)
   trained = [r for r in records if DIVERGED not in r]
   if trained:
     task.report(config, workdir, trained, context)
+
+
+def _runs(config: ml_collections.ConfigDict, workdir: pathlib.Path, task: Task,
+          finished_only: bool) -> list[tuple[str, pathlib.Path, ml_collections.ConfigDict]]:
+  """(name, directory, config) of every run of W: its points (finished ones), or W itself without a sweep."""
+  if not _is_sweep(config):
+    return [('', workdir, config)]
+  _layout(workdir, config, task)
+  runs = [(p.name, workdir / RUNS_DIR / p.name, point_config(config, p)) for p in points(config, task)]
+  if finished_only:
+    runs = [r for r in runs if (record := _read_record(r[1])) is not None and DIVERGED not in record]
+  return runs
 
 
 def report(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> list[dict[str, Any]]:
@@ -301,12 +318,9 @@ def report(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task:
   if not _is_sweep(config):
     raise ConfigError('--mode=report collects a sweep; this config has no sweep.grid or sweep.vary axes')
   all_points = points(config, task)
-  _layout(workdir, config, task)
-  for point in all_points:  # A finished run made with other settings is refused, not mixed in.
-    run_dir = workdir / RUNS_DIR / point.name
-    if (run_dir / RESULT_FILE).is_file():
-      settings = workdir_lib.settings_of(point_config(config, point), task.name, task.free_fields)
-      workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=False)
+  for _, run_dir, cfg in _runs(config, workdir, task, finished_only=False):
+    if (run_dir / RESULT_FILE).is_file():  # A finished run made with other settings is refused, not mixed in.
+      workdir_lib.check_run(run_dir, cfg, task, record=False)
   records = finished_records(workdir, all_points)
   if not records:
     raise ConfigError(f'no finished point of this sweep in {workdir / RUNS_DIR}: train first')
@@ -317,40 +331,27 @@ def report(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> dict[str, Any]:
-  """--mode=eval: every trained run of W (checked against its settings) scored by the task."""
+  """--mode=eval: every trained run of W (checked against its settings) scored by its file evaluator."""
   workdir = pathlib.Path(workdir)
-  if _is_sweep(config):
-    _layout(workdir, config, task)
-    runs = [(p.name, workdir / RUNS_DIR / p.name, point_config(config, p)) for p in points(config, task)]
-    runs = [r for r in runs if (r[1] / RESULT_FILE).is_file() and DIVERGED not in _read_record(r[1])]
-    if not runs:
-      raise ConfigError(f'no finished run of this sweep in {workdir / RUNS_DIR}: train first with --mode=train')
-  else:
-    runs = [('', workdir, config)]
+  runs = _runs(config, workdir, task, finished_only=True)
+  if not runs:
+    raise ConfigError(f'no finished run of this sweep in {workdir / RUNS_DIR}: train first with --mode=train')
+  for _, run_dir, cfg in runs:  # Every run's settings before any work.
+    workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True)
   context = task.prepare(config, workdir)
-  results = {}
-  for name, run_dir, cfg in runs:
-    settings = workdir_lib.settings_of(cfg, task.name, task.free_fields + task.eval_free_fields)
-    workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=False,
-                               ignore=task.eval_free_fields)
-    results[name] = task.evaluate_run(cfg, run_dir, context)
+  results = {name: run_lib.evaluate_run(task, cfg, run_dir, context) for name, run_dir, cfg in runs}
   task.report_evaluation(config, workdir, results, context)
+  run_lib.print_final_lines(results)
   return results
 
 
 def interactive(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> None:
-  """--mode=interactive: the task's read-generate-print loop on the trained run in W (checked against its settings)."""
+  """--mode=interactive: the task's read-answer loop on the trained run in W (checked against its settings)."""
   workdir = pathlib.Path(workdir)
-  if not callable(getattr(task, 'interactive', None)):
-    raise ConfigError(f'task {task.name!r} has no --mode=interactive')
-  run_dir = workdir
-  if _is_sweep(config):  # One point of the sweep: its run in W/runs/<name>.
-    chosen = points(config, task)
-    if len(chosen) != 1:
-      raise ConfigError(f'--mode=interactive drives one trained run, but the sweep has {len(chosen)} points; '
-                        "narrow --config.sweep.grid to one, e.g. 'model=looped; flops_budget=1e12; seed=0'")
-    _layout(workdir, config, task)
-    run_dir, config = workdir / RUNS_DIR / chosen[0].name, point_config(config, chosen[0])
-  settings = workdir_lib.settings_of(config, task.name, task.free_fields + task.eval_free_fields)
-  workdir_lib.check_settings(run_dir, dict(settings, layout='single'), record=False, ignore=task.eval_free_fields)
-  task.interactive(config, run_dir, task.prepare(config, workdir))
+  runs = _runs(config, workdir, task, finished_only=False)
+  if len(runs) != 1:
+    raise ConfigError(f'--mode=interactive drives one trained run, but the sweep has {len(runs)} points; '
+                      "narrow --config.sweep.grid to one, e.g. 'model=looped; flops_budget=1e12; seed=0'")
+  _, run_dir, cfg = runs[0]
+  workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True)
+  run_lib.interactive(task, cfg, run_dir, task.prepare(config, workdir))

@@ -1,17 +1,6 @@
-"""Markdown tables written into the workdir: generic sweep summaries and the ablation table."""
+"""Markdown tables and the figures behind them: sweep summaries (mean ± std over seeds) and the ablation ranking."""
 import math
-import os
-import pathlib
 from typing import Any, Sequence
-
-from train import plots
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-  """Writes text via a tmp file of this process, then rename (shards may write the same table)."""
-  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  tmp.write_text(text)
-  tmp.replace(path)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -110,16 +99,10 @@ def ablation_rows(records: list[dict[str, Any]], metric: tuple[str, str]) -> dic
   return out
 
 
-def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], metrics: Sequence[tuple[str, str]],
-                   baseline_value: Any = None) -> None:
-  """ablation.md (settings ranked by the first metric, change against the baseline) and ablation.png.
-
-  baseline_value(group_values, axis) gives the baseline's own value of an axis, so that the plot
-  draws the baseline point on each axis's curve.
-  """
+def ablation_markdown(groups: dict[str, list[dict[str, Any]]], metrics: Sequence[tuple[str, str]]) -> str:
+  """ablation.md: per group (ablation_rows), the settings ranked by the first metric, change against the baseline."""
   key, better = metrics[0]
   others = [k for k, _ in metrics[1:]]
-  groups = ablation_rows(records, metrics[0])
   text = (f'# Ablation: one axis at a time around the baseline\n\nRanked by {key} '
           f'({"lower" if better == "min" else "higher"} is better); mean ± sample std over seeds; '
           'Δ = mean minus the baseline row\'s mean.\n')
@@ -127,5 +110,4 @@ def write_ablation(workdir: pathlib.Path, records: list[dict[str, Any]], metrics
     table = [[i, r['setting'], f'{r["mean"]:.4f} ± {r["std"]:.4f}', f'{r["delta"]:+.4f}',
               *[_pm_of(r['runs'], k) for k in others], r['seeds']] for i, r in enumerate(rows, 1)]
     text += f'\n## {label}\n\n' + markdown_table(('rank', 'setting', key, 'Δ vs baseline', *others, 'seeds'), table)
-  write_atomically(workdir / 'ablation.md', text)
-  plots.plot_ablation(groups, key, workdir / 'ablation.png', baseline_value)
+  return text

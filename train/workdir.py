@@ -9,30 +9,21 @@ import json
 import os
 import pathlib
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 
+from train.config_tree import flatten
 from train.errors import WorkdirError
+from train.files import write_json
 
 SETTINGS_FILE = 'settings.json'
 LOCK_FILE = '.lock'
-# Fields every task may change between a run and its resume or evaluation.
-ALWAYS_FREE = ('sweep', 'eval', 'distributed', 'train.log_every', 'train.eval_every', 'train.checkpoint_every',
-               'train.keep_checkpoints')
-
-
-def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  """{'a': {'b': 1}} -> {'a.b': 1} (ConfigDicts and dicts; an empty section stays as {})."""
-  if isinstance(tree, ml_collections.ConfigDict):
-    tree = tree.to_dict()
-  if isinstance(tree, dict) and tree:
-    out = {}
-    for k, v in tree.items():
-      out.update(flatten(v, f'{prefix}{k}.'))
-    return out
-  return {prefix[:-1]: tree}
+# Fields every task may change between a run and its resume or evaluation: cadences, evaluation, the sweep
+# spec, and train.steps (a longer run continues the same one; a FLOP budget's steps are fixed in config.json).
+ALWAYS_FREE = ('sweep', 'eval', 'evals', 'distributed', 'train.steps', 'train.log_every', 'train.eval_every',
+               'train.checkpoint_every', 'train.keep_checkpoints')
 
 
 def is_free(path: str, free: tuple[str, ...]) -> bool:
@@ -45,11 +36,36 @@ def settings_of(config: ml_collections.ConfigDict, task_name: str, free: tuple[s
   return json.loads(json.dumps(dict(fields, task=task_name), sort_keys=True, default=str))
 
 
+def rename_fields(settings: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
+  """Flat settings with each old path of `renamed` under its new one (Task.normalize_settings)."""
+  return {renamed.get(k, k): v for k, v in settings.items()}
+
+
+def check_run(run_dir: pathlib.Path, config: ml_collections.ConfigDict, task: Any, *, record: bool,
+              evaluating: bool = False) -> None:
+  """The settings check of one run directory in every mode: refuses other settings before any work.
+
+  Training records the settings in a new directory (`record`); evaluation and interactive use may change
+  the task's eval file field.
+  """
+  ignore = (task.eval_file_field,) if evaluating else ()
+  free = ALWAYS_FREE + tuple(task.free_fields) + ignore
+
+  def normalize(flat: dict[str, Any]) -> dict[str, Any]:  # Today's names and values; free fields are not compared.
+    return {k: v for k, v in task.normalize_settings(flat).items() if not is_free(k, free)}
+
+  settings = settings_of(config, task.name, tuple(task.free_fields) + ignore)
+  check_settings(run_dir, dict(settings, layout='single'), record=record, ignore=ignore, normalize=normalize)
+
+
 def check_settings(run_dir: pathlib.Path, settings: dict[str, Any], *, record: bool,
-                   ignore: tuple[str, ...] = ()) -> None:
+                   ignore: tuple[str, ...] = (),
+                   normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
   """Refuses a run_dir made with other settings; records them in a new one when `record`.
 
-  Fields under `ignore` are not compared (what --mode=eval may change).
+  Fields under `ignore` are not compared (what --mode=eval may change). `normalize` puts both sides
+  under today's field names and values before they are compared (the saved settings may be an
+  earlier release's); what is recorded is `settings` as given.
   """
   path = run_dir / SETTINGS_FILE
   if path.is_file():
@@ -57,6 +73,8 @@ def check_settings(run_dir: pathlib.Path, settings: dict[str, Any], *, record: b
       saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
       raise WorkdirError(f'{path} is unreadable ({e}); move the directory away or use a fresh --workdir') from e
+    if normalize is not None:
+      saved, settings = normalize(saved), normalize(settings)
     # A field that one side lacks was added to (or removed from) the project since the run was made:
     # said, not refused, so that an update of the code does not lock a user out of their runs.
     one_sided = sorted(k for k in set(saved) ^ set(settings) if not is_free(k, ignore) and k != 'layout')
@@ -84,16 +102,6 @@ def check_settings(run_dir: pathlib.Path, settings: dict[str, Any], *, record: b
   if jax.process_index() == 0:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, settings)
-
-
-def write_json(path: pathlib.Path, obj: Any) -> None:
-  """Writes JSON atomically (a tmp file of this process, then rename) on process 0."""
-  if jax.process_index() != 0:
-    return
-  path = pathlib.Path(path)
-  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-  tmp.replace(path)
 
 
 def check_writable(workdir: pathlib.Path) -> None:

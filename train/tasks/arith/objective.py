@@ -17,13 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import models
 from data import arith_batches
 from models.decoder import Decoder
+from train import evaluators
 from train import loop
 from train.errors import ConfigError
 
 Batch = dict[str, Any]
-MODEL_DATA_KEYS = ('format', 'abacus_equals_row')  # Data fields set by config.model: a checkpoint needs the same.
 
 
 def loops_arg(model: Decoder, loops: int | None = None) -> dict[str, Any]:
@@ -32,12 +33,14 @@ def loops_arg(model: Decoder, loops: int | None = None) -> dict[str, Any]:
 
 
 def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None = None,
-                 scan_unroll: int | bool = 1, active_loops: jax.Array | None = None) -> dict[str, jax.Array]:
-  """Summed next-token loss, correct tokens, target tokens, exact rows and rows of one batch."""
+                 scan_unroll: int | bool = 1, active_loops: jax.Array | None = None) -> dict[str, Any]:
+  """Summed next-token loss, correct tokens, target tokens, exact rows and rows of one batch; `aux`: what the
+  model sowed (models/aux.py)."""
   tokens_BxL = batch['tokens']
   extra = {} if active_loops is None else {'active_loops': active_loops}
-  logits_BxTxV = model.apply({'params': params}, tokens_BxL[:, :-1], digit_pos_BxL=batch['digit_pos'][:, :-1],
-                             scan_unroll=scan_unroll, **loops_arg(model, loops), **extra)
+  logits_BxTxV, aux = models.apply_with_aux(model, {'params': params}, tokens_BxL[:, :-1],
+                                            digit_pos_BxL=batch['digit_pos'][:, :-1], scan_unroll=scan_unroll,
+                                            **loops_arg(model, loops), **extra)
   targets_BxT = tokens_BxL[:, 1:]
   weights_BxT = batch['loss_mask'][:, 1:]
   logp_BxTxV = jax.nn.log_softmax(logits_BxTxV)
@@ -46,7 +49,7 @@ def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None
   scored_B = jnp.sum(weights_BxT, axis=1) > 0
   exact_B = jnp.all((correct_BxT > 0) | (weights_BxT == 0), axis=1) & scored_B
   return dict(nll=jnp.sum(nll_BxT * weights_BxT), correct=jnp.sum(correct_BxT * weights_BxT),
-              tokens=jnp.sum(weights_BxT), exact=jnp.sum(exact_B), rows=jnp.sum(scored_B))
+              tokens=jnp.sum(weights_BxT), exact=jnp.sum(exact_B), rows=jnp.sum(scored_B), aux=aux)
 
 
 def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder, random_loops: int = 0,
@@ -61,14 +64,14 @@ def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder
   s = token_scores(params, batch, model=model, scan_unroll=scan_unroll, active_loops=active,
                    loops=random_loops or None)
   loss = s['nll'] / jnp.maximum(s['tokens'], 1.0)
-  return loss, dict(loss=loss, token_acc=s['correct'] / jnp.maximum(s['tokens'], 1.0),
-                    exact=s['exact'] / jnp.maximum(s['rows'], 1.0))
+  metrics = dict(loss=loss, token_acc=s['correct'] / jnp.maximum(s['tokens'], 1.0),
+                 exact=s['exact'] / jnp.maximum(s['rows'], 1.0), **s['aux'].metrics())
+  return s['aux'].add_to(loss), metrics
 
 
 def data_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The data fields of arith_batches: config.data's, with the model's answer format and Abacus '=' row."""
-  spec = {k: config.data[k] for k in arith_batches.BATCH_FIELDS if k not in MODEL_DATA_KEYS}
-  spec.update({k: config.model[k] for k in MODEL_DATA_KEYS})
+  """The data fields of arith_batches (config.data), with the sequence length resolved."""
+  spec = {k: config.data[k] for k in arith_batches.BATCH_FIELDS}
   if int(spec['seq_len']) == 0:  # Auto: the longest problem of these settings, and no more.
     spec['seq_len'] = arith_batches.required_seq_len(dict(spec, seq_len=1))
   return spec
@@ -83,11 +86,11 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
     return arith_batches.train_batch(spec, seed, step, batch_size // process_count, process_index)
 
   example = train_batch(0, 2, 0, 1)
-  random_loops = int(config.model.random_loops)
+  random_loops = int(config.train.random_loops)
   if random_loops and not model.config.looped:
-    raise ConfigError(f'model.random_loops={random_loops} needs a looped model (model.looped=True)')
+    raise ConfigError(f"train.random_loops={random_loops} needs a looped model (model.name='looped')")
   if random_loops < 0:
-    raise ConfigError(f'model.random_loops={random_loops} must be >= 0 (0: always model.loops)')
+    raise ConfigError(f'train.random_loops={random_loops} must be >= 0 (0: always model.loops)')
   return loop.Objective(
       loss_fn=functools.partial(next_token_loss, model=model, random_loops=random_loops, scan_unroll=scan_unroll),
       train_batch=train_batch,
@@ -120,6 +123,7 @@ class TeacherForced:
     totals = None
     for batch in self.batches:
       s = self._score(params, batch, loops=loops)
+      s.pop('aux')
       totals = s if totals is None else jax.tree.map(jnp.add, totals, s)
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}
     return dict(token_acc=totals['correct'] / max(totals['tokens'], 1.0),
@@ -127,3 +131,20 @@ class TeacherForced:
                 exact_tf=totals['exact'] / max(totals['rows'], 1.0))
 
 
+
+
+class TeacherForcedEval(evaluators.Evaluator):
+  """The `teacher_forced` evaluator: TeacherForced on eval.num_val validation problems of each length pair;
+  its `score` (exact match, ties broken by the lower loss) picks the best checkpoint."""
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    spec = data_spec(self.config)
+    self.scorer = TeacherForced(self.model, arith_batches.eval_set(spec, 'val', int(self.config.eval.num_val)),
+                                str(spec['format']), int(spec['seq_len']), int(self.config.eval.batch_size),
+                                equals_row=bool(spec['abacus_equals_row']))
+
+  def __call__(self, params: Any) -> dict[str, Any]:
+    scores = self.scorer(params)
+    # Exact match ranks; among equal ones (a small set saturates) the lower loss wins.
+    return dict(scores, score=scores['exact_tf'] - 1e-3 * min(scores['loss'], 1.0))

@@ -7,7 +7,7 @@ from data import arith_problems
 from data.arith_problems import Problem
 from train import plots
 from train import tables
-from train.workdir import write_json
+from train.files import write_json, write_text
 
 
 def final_line(res: dict[str, Any]) -> str:
@@ -53,7 +53,7 @@ def write_run(run_dir: pathlib.Path, record: dict[str, Any]) -> None:
                      'loops at test time (dashed: trained)', 'exact accuracy', marks={record['model']: record['trained_loops']})
   if record.get('exact_by_length_by_loops'):
     body += '\n\n' + _length_by_loops(run_dir, {record['model']: [record]}, record['max_train_digits'])
-  tables.write_atomically(run_dir / 'results.md', header + body + '\n')
+  write_text(run_dir / 'results.md', header + body + '\n')
   _plot_lengths({record['model']: [record]}, run_dir / 'accuracy_vs_length.png', record['max_train_digits'])
 
 
@@ -126,6 +126,6 @@ def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
   looped = {label: runs for label, runs in largest.items() if all(r.get('exact_by_length_by_loops') for r in runs)}
   if looped:
     body += '\n' + _length_by_loops(workdir, looped, max(r['max_train_digits'] for r in records))
-  tables.write_atomically(workdir / 'results.md', '# Arithmetic sweep (held-out test problems; mean ± std over '
+  write_text(workdir / 'results.md', '# Arithmetic sweep (held-out test problems; mean ± std over '
                           'seeds)\n\n' + body + '\n')
   write_json(workdir / 'results.json', {r['run']: r for r in records})

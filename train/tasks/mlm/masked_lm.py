@@ -24,17 +24,15 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+import models
 from data import mlm_batches
-from models import flops as flops_lib
-from models.layers import ArchConfig
 from models.unroll import unroll
+from train import evaluators
 from train import loop
 from train import sharding
 from train.errors import ConfigError, InputError
 
 Batch = dict[str, np.ndarray]
-# Model-section fields this task reads itself (not architecture).
-MODEL_TASK_KEYS = ('depth', 'lr', 'deep_supervision', 'detach')
 
 
 def auto_max_predictions(seq_len: int, mask_prob: float, group: int = 1) -> int:
@@ -98,7 +96,7 @@ def mlm_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, model:
   """
   _, out = unroll(model, {'params': params}, batch['tokens'], depth, detach=detach,
                   positions_GxM=batch['positions'], every_step=deep_supervision,
-                  scan_unroll=scan_unroll, dropout_rng=rng if model.arch.dropout > 0 else None)
+                  scan_unroll=scan_unroll, dropout_rng=rng if model.config.dropout > 0 else None)
   logits_DxGxMxC = out['logits']
   targets_GxM, weights_GxM = batch['targets'], batch['weights']
   total = jnp.maximum(jnp.sum(weights_GxM), 1.0)
@@ -147,7 +145,7 @@ def unigram_baseline(batches: list[Batch]) -> dict[str, float]:
   return dict(accuracy=float(freq.max()), mlm_loss=float(-(freq * np.log(freq)).sum()))
 
 
-class Evaluator:
+class MaskedLMScorer:
   """Masked accuracy, MLM loss and perplexity of params on a fixed eval set at the trained depth, and the
   loss and accuracy after every step up to `eval_depth` (>= depth: depth at test time)."""
 
@@ -184,8 +182,8 @@ def make_objective(config: ml_collections.ConfigDict, model: nn.Module, data: ml
   group = readout_group(config, int(config.train.batch_size))
   slots = max_predictions(config, group)
   loss_fn = functools.partial(mlm_loss, model=model, depth=int(config.model.depth),
-                              deep_supervision=bool(config.model.deep_supervision),
-                              detach=bool(config.model.detach), scan_unroll=scan_unroll)
+                              deep_supervision=bool(config.train.deep_supervision),
+                              detach=bool(config.train.detach), scan_unroll=scan_unroll)
 
   def train_batch(step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
     batch = mlm_batches.train_batch(data.train_tokens_NxL, config.data, step, batch_size, data.vocab_size,
@@ -219,8 +217,27 @@ def max_predictions(config: ml_collections.ConfigDict, group: int) -> int:
 def analytic_train_flops(config: ml_collections.ConfigDict, vocab_size: int) -> float:
   """The analytic estimate (models/flops.py) of one train step's FLOPs at config.train.batch_size."""
   group = readout_group(config, int(config.train.batch_size))
-  estimate = flops_lib.estimate(ArchConfig.from_config(config.model, allowed_extra=MODEL_TASK_KEYS), vocab_size=vocab_size, num_classes=vocab_size,
-                                seq_len=int(config.data.seq_len),
-                                readout_positions=max_predictions(config, group) / group)
-  per_example = estimate.train(int(config.model.depth), bool(config.model.deep_supervision))
+  estimate = models.estimate(config.model, vocab_size=vocab_size, num_classes=vocab_size,
+                             seq_len=int(config.data.seq_len), readout_positions=max_predictions(config, group) / group)
+  per_example = estimate.train(int(config.model.depth), bool(config.train.deep_supervision))
   return float(per_example) * int(config.train.batch_size)
+
+
+class MaskedLMEval(evaluators.Evaluator):
+  """The `masked_lm` evaluator: MaskedLMScorer on the run's fixed eval masks, or (--mode=eval) on the text of
+  `data.eval_files`, packed with the study's tokenizer as its own eval text was."""
+  headline = 'masked_accuracy'
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    tokens = None if self.file is None else self.context.eval_tokens_from_files(self.file, self.config.data)
+    self.eval_sequences = len(tokens) if tokens is not None else len(self.context.data(self.config.data).eval_tokens_NxL)
+    self.batches = self.context.eval_batches(self.config, tokens, self.file or '')
+    self.scorer = self.context.scorer(self.config, self.model, self.batches)
+
+  def __call__(self, params: Any) -> dict[str, Any]:
+    return self.scorer(params)
+
+  def final_line(self, figures: dict[str, Any]) -> str:
+    return (f'masked_accuracy={figures["masked_accuracy"]:.4f} mlm_loss={figures["mlm_loss"]:.4f} '
+            f'perplexity={figures["perplexity"]:.2f}')

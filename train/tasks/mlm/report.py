@@ -11,7 +11,7 @@ from data import mlm_batches
 from train import plots
 from train import tables
 from train.tables import format_value
-from train.workdir import write_json
+from train.files import write_json, write_text
 
 PLOT_FILE = 'accuracy_vs_compute.png'
 DEPTH_PLOT_FILE = 'depth_vs_loss.png'
@@ -238,11 +238,11 @@ def write_outputs(workdir: pathlib.Path, records: list[dict[str, Any]], descript
   records = [dict(r, model=r.get('point', {}).get('model', r['model'])) for r in records]
   write_json(workdir / f'results{suffix}.json', records)
   depth_rows = depth_summary(records)
-  tables.write_atomically(workdir / f'results{suffix}.md',
+  write_text(workdir / f'results{suffix}.md',
                           results_markdown(records, description, baseline) + depth_markdown(depth_rows))
   plot_depth(depth_rows, workdir / f'{pathlib.Path(DEPTH_PLOT_FILE).stem}{suffix}.png')
   diagnostics = diagnostics_markdown(records)
   if diagnostics:
-    tables.write_atomically(workdir / f'diagnostics{suffix}.md', diagnostics)
+    write_text(workdir / f'diagnostics{suffix}.md', diagnostics)
   plot_accuracy_vs_compute(records, workdir / f'{pathlib.Path(PLOT_FILE).stem}{suffix}.png',
                            'MLM: accuracy and loss vs training compute (mean ± std over seeds)', baseline)

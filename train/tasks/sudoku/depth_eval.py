@@ -1,18 +1,25 @@
-"""Sudoku scoring: exact-solve and blank-cell accuracy at every depth, halting, tables, eval files."""
+"""Sudoku scoring: exact-solve and blank-cell accuracy at every depth, halting; the task's two evaluators.
+
+  validation  exact accuracy on the validation puzzles at the trained depths (its best depth), and a
+              score that picks the best checkpoint
+  depth       every held-out set (or --mode=eval's puzzle file) at every depth 1 .. eval.depth_multipliers x
+              the trained depth, beyond the trained one
+"""
 import functools
-import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import linen as nn
 
 from data import sudoku_grids
-from data import sudoku_pipeline
 from models.unroll import unroll
+from train import evaluators
 from train import sharding
-from train.errors import InputError
+from train import tables
+from train.errors import ConfigError, InputError
 
 
 def _depth_counts(params: Any, puzzle_BxL: jax.Array, solution_BxL: jax.Array, valid_B: jax.Array, *,
@@ -53,7 +60,7 @@ def _valid_grids(grids_DxBxL: jax.Array, size: int) -> jax.Array:
   return jnp.all(counts_DxBxUxC == 1.0, axis=(-2, -1))
 
 
-class DepthEvaluator:
+class DepthScorer:
   """Accuracy at every depth 1..max_depth of a puzzle set, batched and sharded over the mesh."""
 
   def __init__(self, model: nn.Module, mesh: jax.sharding.Mesh, batch_size: int):
@@ -108,6 +115,59 @@ def final_line(res: dict[str, Any]) -> str:
   return f'exact_accuracy={res["best_exact"]:.3f} depth={res["best_depth"]}'
 
 
-def eval_file_puzzles(path: str | pathlib.Path) -> sudoku_grids.PuzzleSet:
-  """Reads and validates an eval file (puzzles without solutions are solved first); errors name file and line."""
-  return sudoku_pipeline.load_eval_file(str(path))
+def max_depth(config: Any) -> int:
+  """The deepest evaluation: eval.depth_multipliers x the trained depth."""
+  return int(config.model.depth) * max(int(config.eval.depth_multipliers), 1)
+
+
+class ValidationEval(evaluators.Evaluator):
+  """Exact accuracy on validation at the trained depths (best depth); `score` picks the best checkpoint."""
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    self.scorer = DepthScorer(self.model, sharding.make_mesh(), int(self.config.eval.batch_size))
+    self.puzzles = self.context.splits(self.config.data).val
+
+  def __call__(self, params: Any) -> dict[str, Any]:
+    res = self.scorer(params, self.puzzles, int(self.config.model.depth), int(self.config.eval.max_puzzles))
+    return dict(exact=res['best_exact'], depth=res['best_depth'], cell=res['cell'][-1],
+                score=res['best_exact'] + 1e-3 * res['cell'][-1])
+
+
+class DepthEval(evaluators.Evaluator):
+  """Every held-out set (validation, test, the extra test sets of data.eval_givens) at every depth up to
+  max_depth; on a file (--mode=eval), that file's puzzles."""
+  headline = 'best_exact'
+  file_help = 'one puzzle per line, or CSV puzzle,solution'
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    self.scorer = DepthScorer(self.model, sharding.make_mesh(), int(self.config.eval.batch_size))
+    if self.file is not None:
+      self.puzzles = self.context.eval_puzzles(self.file)
+      size = int(self.config.data.size)
+      if self.puzzles.size != size:
+        raise ConfigError(f'{self.file} holds {self.puzzles.size}x{self.puzzles.size} puzzles but the model was '
+                          f'trained on {size}x{size}')
+
+  def __call__(self, params: Any) -> dict[str, Any]:
+    depth, deepest, cap = int(self.config.model.depth), max_depth(self.config), int(self.config.eval.max_puzzles)
+    if self.file is not None:
+      return dict(self.scorer(params, self.puzzles, deepest, cap), trained_depth=depth)
+    splits = self.context.splits(self.config.data)
+    per_set = {}
+    for name, puzzles in {'val': splits.val, 'test': splits.test, **splits.extra_tests}.items():
+      if len(puzzles.puzzles):
+        per_set[name] = self.scorer(params, puzzles, deepest, cap)
+        logging.info('%s: %s', name, final_line(per_set[name]))
+    test = per_set.get('test') or per_set['val']
+    return dict(sets=per_set, test_exact=test['best_exact'], test_cell=test['cell'][depth - 1],
+                max_eval_depth=deepest)
+
+  def table(self, figures: dict[str, Any]) -> str:
+    rows = [[d, figures['exact'][d - 1], figures['cell'][d - 1]] for d in range(1, len(figures['exact']) + 1)]
+    return (f'{self.file}: {figures["n"]} puzzles, model {self.config.model.name}, trained depth '
+            f'{figures["trained_depth"]}\n' + tables.markdown_table(('depth', 'exact', 'blank-cell acc'), rows))
+
+  def final_line(self, figures: dict[str, Any]) -> str:
+    return final_line(figures)

@@ -55,7 +55,7 @@ def sudoku_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, *, mod
 
 def _dropout_rng(model: nn.Module, rng: jax.Array) -> jax.Array | None:
   """The dropout key of a training step (None when model.dropout is 0: no dropout op at all)."""
-  return jax.random.fold_in(rng, 2) if model.arch.dropout > 0 else None
+  return jax.random.fold_in(rng, 2) if model.config.dropout > 0 else None
 
 
 def warm_start(params: Any, puzzle_BxL: jax.Array, rng: jax.Array, *, model: nn.Module,

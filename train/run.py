@@ -1,0 +1,244 @@
+"""One run from start to finish, the same for every task: what a task leaves to the core.
+
+  train_run      steps (train.steps, or flops_budget / the XLA-counted FLOPs of one train step), config.json,
+                 the training loop with the evaluators of config.evals at their cadence, the best checkpoint,
+                 the final evaluators on it, results.json, the task's tables and plots
+  evaluate_run   --mode=eval: the evaluator config.eval.file_evaluator on the file the task names, with the
+                 run's best checkpoint (config.eval.checkpoint); eval_<file>.json
+  interactive    --mode=interactive: the task's read-answer loop on the run's checkpoint
+
+Warmup: train.warmup_steps, at most train.warmup_fraction of the steps. A run whose steps come from a
+FLOP budget keeps the steps it started with (config.json) when it resumes.
+"""
+import copy
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import ml_collections
+
+import models
+from train import checkpoint as ckpt_lib
+from train import config_tree
+from train import evaluators as evaluators_lib
+from train import flops as flops_lib
+from train import loop
+from train import sharding
+from train import validation
+from data.errors import DataConfigError
+from train.errors import ConfigError
+from train.files import read_json, write_json
+from train.state import eval_params
+from train.task import Task
+
+CONFIG_FILE = 'config.json'  # The run's config as trained: its steps and warmup resolved.
+RESULTS_FILE = 'results.json'  # The run's record: the core's figures, the final evaluators' and the task's.
+# Fields that do not change the compiled train step (its FLOPs): one count serves runs differing only in these.
+_NOT_IN_PROGRAM = ('seed', 'flops_budget', 'sweep', 'eval', 'evals', 'distributed', 'train.steps',
+                   'train.warmup_steps', 'train.warmup_fraction', 'train.lr', 'train.schedule',
+                   'train.final_lr_fraction', 'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints')
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What Task.record sees of a finished run."""
+  config: ml_collections.ConfigDict  # The run's config, steps resolved.
+  model: nn.Module
+  objective: loop.Objective
+  params: Any  # The scored params: the best checkpoint's, else the last step's.
+  final_params: Any  # The last step's eval params.
+  budget: 'Budget'  # Its steps, warmup and FLOPs per step.
+  context: Any
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """One run's --mode=eval result."""
+  run_dir: pathlib.Path
+  config: ml_collections.ConfigDict
+  figures: dict[str, Any]
+  evaluator: evaluators_lib.Evaluator
+  file: str | None
+
+
+@dataclasses.dataclass
+class Budget:
+  """A run's training length: steps and warmup, and what the step costs."""
+  steps: int
+  warmup_steps: int
+  flops_per_step: float | None  # XLA's count (None: not counted).
+  params: int | None
+
+
+def _program_key(config: ml_collections.ConfigDict, task: Task) -> str:
+  fields = {k: v for k, v in config_tree.flatten(config).items()
+            if not any(k == f or k.startswith(f + '.') for f in _NOT_IN_PROGRAM + tuple(task.free_fields))}
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+def saved_config(run_dir: pathlib.Path) -> dict[str, Any] | None:
+  path = run_dir / CONFIG_FILE
+  return read_json(path) if path.is_file() else None
+
+
+def planned_steps(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> int | None:
+  """The steps a run trains: train.steps, or with a FLOP budget those it started with (None before it has)."""
+  if float(config.flops_budget) <= 0:
+    return int(config.train.steps)
+  saved = saved_config(run_dir)
+  return None if saved is None else int(saved['train']['steps'])
+
+
+def budget(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, model: nn.Module, context: Any,
+           flops_cache: dict[str, tuple[float, int]]) -> Budget:
+  """Steps and warmup of a run (from train.steps or flops_budget; one rule for every task) and its FLOPs per step."""
+  budget_flops = float(config.flops_budget)
+  if budget_flops < 0:
+    raise ConfigError(f'flops_budget={config.flops_budget} must be >= 0 (0: train.steps as given)')
+  flops_per_step = n_params = None
+  if budget_flops > 0 or task.count_flops:
+    key = _program_key(config, task)
+    if key not in flops_cache:
+      flops_cache[key] = flops_lib.train_step_flops(config, model, task.objective(config, model, context,
+                                                                                   scan_unroll=True))
+    flops_per_step, n_params = flops_cache[key]
+  saved = saved_config(run_dir) if budget_flops > 0 else None
+  if saved is not None:  # Resumed: the steps the run was started with.
+    return Budget(int(saved['train']['steps']), int(saved['train']['warmup_steps']), flops_per_step, n_params)
+  if budget_flops > 0:
+    if not flops_per_step:
+      raise ConfigError('XLA reports no FLOPs for the train step on this backend, so flops_budget cannot set the '
+                        'steps; set flops_budget=0 and train.steps')
+    steps = flops_lib.steps_for_budget(budget_flops, flops_per_step)
+  else:
+    steps = int(config.train.steps)
+    if steps < 1:
+      raise ConfigError(f'train.steps={steps} must be >= 1 (or set flops_budget > 0)')
+  warmup = min(int(config.train.warmup_steps), int(float(config.train.warmup_fraction) * steps))
+  return Budget(steps, warmup, flops_per_step, n_params)
+
+
+def with_budget(config: ml_collections.ConfigDict, plan: Budget) -> ml_collections.ConfigDict:
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    cfg.train.steps, cfg.train.warmup_steps = plan.steps, plan.warmup_steps
+  return cfg
+
+
+def check(task: Task, config: ml_collections.ConfigDict, where: str = '') -> None:
+  """Every check of a run's config that needs no data, before any work: shared ranges, the model section, the
+  evaluators, the task's own (one line naming the key; `where` names the sweep point)."""
+  try:
+    validation.check_shared_fields(config)
+    if 'model' in config:
+      models.config_of(config.model)
+    evaluators_lib.specs(config, task)
+    task.check(config)
+  except (ConfigError, models.ModelConfigError, DataConfigError) as e:
+    if not where:
+      raise
+    raise type(e)(f'{e}{where}') from None
+
+
+def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, context: Any,
+              flops_cache: dict[str, tuple[float, int]]) -> dict[str, Any]:
+  """Trains (resuming) and scores one run; returns its record (also in run_dir/results.json)."""
+  check(task, config)
+  all_specs = evaluators_lib.specs(config, task)
+  model = task.build_model(config, context)
+  plan = budget(task, config, run_dir, model, context, flops_cache)
+  cfg = with_budget(config, plan)
+  label = task.label(cfg)
+  cost = (f'{plan.params:,} params, {plan.flops_per_step:.4g} FLOPs per step (XLA), ' if plan.flops_per_step
+          else '')
+  print(f'{label}: {cost}{plan.steps} steps' + (f' (budget {float(cfg.flops_budget):.3g})'
+                                                if float(cfg.flops_budget) > 0 else '')
+        + f', warmup {plan.warmup_steps}, lr {float(cfg.train.lr):g}', flush=True)
+  write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+  built = {s.name: s.build(task, cfg, model, context) for s in all_specs}
+  scheduled = [loop.Scheduled(s.name, (lambda params, step, e=built[s.name]: e(params)), s.every, s.select)
+               for s in evaluators_lib.in_training(all_specs)]
+  objective = task.objective(cfg, model, context)
+  result = loop.train(cfg, run_dir, model, objective, scheduled, label=label)
+  result.checkpoints.close()
+  final_params = eval_params(result.state)
+  if any(s.select for s in all_specs):  # Scored with the best checkpoint on the selecting evaluator.
+    params, used_step, _ = ckpt_lib.restore_eval_params(run_dir, 'best', sharding.make_mesh())
+  else:
+    params, used_step = final_params, plan.steps
+  record = dict(model=label, params=plan.params or models.count_params(params), seed=int(cfg.seed),
+                train_steps=plan.steps, warmup_steps=plan.warmup_steps, batch_size=int(cfg.train.batch_size),
+                train_seconds=result.train_seconds, checkpoint_step=used_step)
+  if plan.flops_per_step:
+    record.update(flops_per_step=plan.flops_per_step, train_flops=plan.steps * plan.flops_per_step)
+  for spec in all_specs:
+    if not spec.final:
+      continue
+    last = result.evaluations.get(spec.name)
+    figures = last[1] if last is not None and last[0] == plan.steps and params is final_params else built[spec.name](
+        params)
+    clash = sorted(set(figures) & set(record))
+    if clash:
+      raise ConfigError(f'evals.{spec.name} gives figures the record already has: {", ".join(clash)}')
+    record.update(figures)
+  record.update(task.record(cfg, RunResult(cfg, model, objective, params, final_params, plan, context)))
+  write_json(run_dir / RESULTS_FILE, record)
+  task.report_run(cfg, run_dir, record)
+  return record
+
+
+def _eval_file(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> str | None:
+  """The file to score: the task's eval file field, when it differs from what the run was trained with."""
+  file = str(config_tree.get(config, task.eval_file_field, '') or '')
+  saved = saved_config(run_dir)
+  trained = str(config_tree.get(saved, task.eval_file_field, '') or '') if saved else ''
+  return file if file and file != trained else None
+
+
+def evaluate_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, context: Any) -> EvalResult:
+  """--mode=eval for one run: its file evaluator on the file (or what the evaluator scores without one)."""
+  spec = evaluators_lib.file_spec(config, task)
+  kind = task.evaluators[spec.type]
+  file = _eval_file(task, config, run_dir)
+  if file is None and kind.file_help:
+    raise ConfigError(f'--mode=eval needs --config.{task.eval_file_field}=FILE ({kind.file_help})')
+  saved = saved_config(run_dir)
+  cfg = config
+  if saved is not None:  # The steps it trained (settings are checked equal; the rest is free).
+    cfg = copy.deepcopy(config)
+    with cfg.unlocked():
+      cfg.train.steps, cfg.train.warmup_steps = int(saved['train']['steps']), int(saved['train']['warmup_steps'])
+  model = task.build_model(cfg, context)
+  evaluator = spec.build(task, cfg, model, context, file=file)  # Reads and checks the file before the restore.
+  params, step, which = ckpt_lib.restore_eval_params(run_dir, str(cfg.eval.checkpoint), sharding.make_mesh())
+  print(f'restored {which} checkpoint (step {step}) from {run_dir}', flush=True)
+  figures = evaluator(params)
+  table = evaluator.table(figures)
+  if table:
+    print(table, flush=True)
+  figures = dict(figures, checkpoint=which, checkpoint_step=step)
+  if file is not None:
+    write_json(run_dir / f'eval_{pathlib.Path(file).name}.json', dict(figures, file=file, model=task.label(cfg)))
+  return EvalResult(run_dir, cfg, figures, evaluator, file)
+
+
+def print_final_lines(results: dict[str, EvalResult]) -> None:
+  """Each run's final line (when there are several), then the best run's, last (scripts read it)."""
+  if len(results) > 1:
+    for name, res in results.items():
+      print(f'{name}: {res.evaluator.final_line(res.figures)}', flush=True)
+  best = max(results.values(), key=lambda res: res.figures.get(res.evaluator.headline, 0.0))
+  line = best.evaluator.final_line(best.figures)
+  if line:
+    print(line, flush=True)
+
+
+def interactive(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, context: Any) -> None:
+  """--mode=interactive on one run: restores its checkpoint and hands the model to the task's loop."""
+  if not callable(getattr(task, 'interactive', None)):
+    raise ConfigError(f'task {task.name!r} has no --mode=interactive')
+  model = task.build_model(config, context)
+  params, step, which = ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
+  task.interactive(config, model, params, f'{which} checkpoint (step {step})')
