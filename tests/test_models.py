@@ -26,12 +26,8 @@ def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(cfg)
 
 
-def get_model(cfg, **kwargs):
-  return models.build(cfg, **kwargs)
-
-
 def build(cfg, batch=3, seed=0):
-  model = get_model(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  model = models.build(cfg, vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   tokens_BxL = np.random.default_rng(seed).integers(0, VOCAB, (batch, SEQ_LEN), np.int32)
   variables = fast_jit(model.init)(jax.random.key(seed), tokens_BxL)
   return model, variables, tokens_BxL
@@ -99,9 +95,9 @@ def test_trm_only_last_cycle_is_differentiated():
   cfg = tiny_cfg('trm', cycles=3, inner_steps=1)
   model, variables, tokens_BxL = build(cfg)
   cls = type(model)
-  one_cycle = get_model(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB,
+  one_cycle = models.build(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB,
                                num_classes=CLASSES, seq_len=SEQ_LEN)
-  two_cycles = get_model(tiny_cfg('trm', cycles=2, inner_steps=1), vocab_size=VOCAB,
+  two_cycles = models.build(tiny_cfg('trm', cycles=2, inner_steps=1), vocab_size=VOCAB,
                                 num_classes=CLASSES, seq_len=SEQ_LEN)
 
   def loss_of(params, steps):
@@ -137,9 +133,9 @@ def test_trm_grad_cycles_backpropagates_through_the_last_k_cycles():
   gets gradients), k = 2 of 3 equals one constant cycle followed by two differentiated ones."""
   model, variables, tokens_BxL = build(tiny_cfg('trm', cycles=3, inner_steps=1, grad_cycles=3))
   cls = type(model)
-  one_cycle = get_model(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB, num_classes=CLASSES,
+  one_cycle = models.build(tiny_cfg('trm', cycles=1, inner_steps=1), vocab_size=VOCAB, num_classes=CLASSES,
                         seq_len=SEQ_LEN)
-  last_two = get_model(tiny_cfg('trm', cycles=3, inner_steps=1, grad_cycles=2), vocab_size=VOCAB,
+  last_two = models.build(tiny_cfg('trm', cycles=3, inner_steps=1, grad_cycles=2), vocab_size=VOCAB,
                        num_classes=CLASSES, seq_len=SEQ_LEN)
   params = variables['params']
   inputs = model.apply(variables, tokens_BxL, method=cls.encode)
@@ -172,12 +168,12 @@ def test_trm_recursion_options_change_what_they_name():
   base, variables, tokens_BxL = build(tiny_cfg('trm', inner_steps=2, cycles=2))
   cls = type(base)
   inputs = base.apply(variables, tokens_BxL, method=cls.encode)
-  from_input = get_model(tiny_cfg('trm', inner_steps=2, cycles=2, init_state='input'), vocab_size=VOCAB,
+  from_input = models.build(tiny_cfg('trm', inner_steps=2, cycles=2, init_state='input'), vocab_size=VOCAB,
                          num_classes=CLASSES, seq_len=SEQ_LEN)
   carry = from_input.apply(variables, inputs, method=cls.init_carry)
   np.testing.assert_array_equal(carry['y'], inputs['x'])
   assert not np.any(carry['z'])
-  unscaled = get_model(tiny_cfg('trm', embed_scale=False), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+  unscaled = models.build(tiny_cfg('trm', embed_scale=False), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   x_unscaled = unscaled.apply(variables, tokens_BxL, method=cls.encode)['x']
   np.testing.assert_allclose(inputs['x'], x_unscaled * np.sqrt(32), rtol=1e-5)
   carry = base.apply(variables, inputs, method=cls.init_carry)
@@ -186,7 +182,7 @@ def test_trm_recursion_options_change_what_they_name():
   assert len(sown['z']) == 4 and len(sown['y']) == 2  # n x T latent updates, T answer updates.
   np.testing.assert_array_equal(sown['y'][-1], out['y'])
   np.testing.assert_array_equal(sown['z'][-1], out['z'])
-  inject_zy = get_model(tiny_cfg('trm', inner_steps=2, cycles=2, inject='zy'), vocab_size=VOCAB,
+  inject_zy = models.build(tiny_cfg('trm', inner_steps=2, cycles=2, inject='zy'), vocab_size=VOCAB,
                         num_classes=CLASSES, seq_len=SEQ_LEN)
   out_zy = inject_zy.apply(variables, carry, inputs, method=cls.step)
   assert relative_diff(out_zy['y'], out['y']) > 1e-3
@@ -263,7 +259,7 @@ def test_bert_padding_mask_hides_padded_tokens():
 @pytest.mark.parametrize('name', ['bert', 'trm'])
 def test_readout_positions_and_tied_head(name):
   cfg = tiny_cfg(name, tie_embeddings=name == 'bert', prefix_len=2 if name == 'trm' else 0)
-  model = get_model(cfg, vocab_size=VOCAB, num_classes=VOCAB, seq_len=SEQ_LEN)
+  model = models.build(cfg, vocab_size=VOCAB, num_classes=VOCAB, seq_len=SEQ_LEN)
   tokens_BxL = np.random.default_rng(1).integers(0, VOCAB, (3, SEQ_LEN), np.int32)
   variables = fast_jit(model.init)(jax.random.key(0), tokens_BxL)
   if name == 'bert':
@@ -283,7 +279,7 @@ def test_readout_positions_and_tied_head(name):
 
 
 def test_tied_head_needs_matching_classes():
-  model = get_model(tiny_cfg('bert', tie_embeddings=True), vocab_size=VOCAB,
+  model = models.build(tiny_cfg('bert', tie_embeddings=True), vocab_size=VOCAB,
                            num_classes=CLASSES, seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='tie_embeddings'):
     model.init(jax.random.key(0), jnp.zeros((1, SEQ_LEN), jnp.int32))
@@ -304,7 +300,7 @@ def test_reset_carry_picks_fresh_rows():
 def test_published_trm_size_is_about_5m_params():
   cfg = tiny_cfg('trm', width=512, num_layers=2, inner_steps=6, cycles=3, dtype='bfloat16',
                  prefix_len=16, pos_emb='none', norm_scale=False, mlp_multiple_of=256)
-  model = get_model(cfg, vocab_size=11, num_classes=11, seq_len=81)
+  model = models.build(cfg, vocab_size=11, num_classes=11, seq_len=81)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 81), jnp.int32))
   count = sum(x.size for x in jax.tree.leaves(shapes))
   assert 4.9e6 < count < 5.1e6, count  # Paper: 5M; this config gives 5,036,545.
@@ -328,12 +324,12 @@ def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
 
 def test_registry_and_config_errors():
   with pytest.raises(ValueError, match='valid names: bert, llama, looped, mlp, trm'):
-    get_model(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
+    models.build(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='model.mixer'):
-    get_model(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,
+    models.build(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,
                      seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='model.width'):
-    get_model(tiny_cfg('bert', width=30), vocab_size=VOCAB, num_classes=CLASSES,
+    models.build(tiny_cfg('bert', width=30), vocab_size=VOCAB, num_classes=CLASSES,
                      seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='depth'):
     model, variables, tokens_BxL = build(tiny_cfg('mlp'))
@@ -365,7 +361,7 @@ def test_grid_attention_bias_is_learned(name, bias):
                                        mlp_act='gelu', mixer='attention', norm='layernorm', post_norm=False,
                                        use_bias=True, inner_steps=1, cycles=1, dtype='float32',
                                        tie_embeddings=False, mlp_state_dim=16, attention_bias=bias))
-  model = get_model(cfg, vocab_size=5, num_classes=4, seq_len=16)
+  model = models.build(cfg, vocab_size=5, num_classes=4, seq_len=16)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 5, (2, 16)), jnp.int32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
   weight = np.asarray(variables['params']['grid_bias']['weight'])

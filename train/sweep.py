@@ -4,7 +4,7 @@
 time around the config's own values (an ablation), each crossed with the grid:
 
   sweep.grid = 'model=bert,trm; flops_budget=1e12,4e12; seed=0,1,2'
-  sweep.vary = 'model.lr=3e-4,3e-3; train.grad_clip=0,0.5'
+  sweep.vary = 'train.lr=3e-4,3e-3; train.grad_clip=0,0.5'
 
 An axis is a config path and comma-separated values, cast to the field's type. An axis `X` whose
 plural section `Xs` holds the value is a named point: `model=looped` sets every field that
@@ -132,8 +132,8 @@ def default_name_part(path: str, value: Any) -> str:
 def points(config: ml_collections.ConfigDict, task: Task) -> list[Point]:
   """Every point of the sweep, in a stable order (seeds innermost).
 
-  `vary` axes are read against each grid combination's config (so `model.lr` means the lr of
-  the section the `model` axis picked); a value equal to the baseline's is its baseline point.
+  `vary` axes are read against each grid combination's config (so `train.lr` means the lr the
+  point the `model` axis picked set); a value equal to the baseline's is its baseline point.
   """
   grid = parse_axes(config, 'grid')
   seeds = [a for a in grid if a.path == SEED]

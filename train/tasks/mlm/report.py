@@ -18,7 +18,7 @@ DEPTH_PLOT_FILE = 'depth_vs_loss.png'
 
 
 def model_label(record: dict[str, Any]) -> str:
-  """What a curve stands for: the point's values but budget and seed ('bert'; 'bert, model.lr=0.003')."""
+  """What a curve stands for: the point's values but budget and seed ('bert'; 'bert, train.lr=0.003')."""
   values = {k: v for k, v in record.get('point', {}).items() if k not in ('flops_budget', 'seed')}
   if not values:
     return record['model']
