@@ -25,15 +25,16 @@ from train import sharding
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, plots and tables.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report', 'interactive'],
-                          'train (each run ends with an eval), eval only, report (collect a sweep), or interactive '
-                          '(type problems to a trained run; tasks that have it).')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report', 'interactive', 'generate'],
+                          'train (each run ends with an eval), eval only, report (collect a sweep), interactive '
+                          '(type problems or prompts to a trained run) or generate (write from config.generate); '
+                          'the last two for tasks that have them.')
 _REUSE_SCRATCH = flags.DEFINE_bool(
     'reuse_cpu_scratch', True, 'Run CPU steps inline and let glibc keep their scratch memory for the next '
     'step (train/host_memory.py): about a third faster on CPU; the process keeps its peak host memory.')
 flags.mark_flags_as_required(['config', 'workdir'])
 _RUN = {'train': train.train_and_evaluate, 'eval': train.evaluate, 'report': train.report,
-        'interactive': train.interactive}
+        'interactive': train.interactive, 'generate': train.generate}
 
 
 def _fail(message: str) -> None:

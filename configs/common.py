@@ -37,9 +37,10 @@ def train(**values: Any) -> ConfigDict:
   section.lr = 1e-3  # Peak learning rate.
   section.warmup_steps = 100  # Linear warmup steps ...
   section.warmup_fraction = 1.0  # ... at most this fraction of the run's steps.
-  section.schedule = 'cosine'  # After warmup: 'cosine' (to lr * final_lr_fraction) or 'constant'.
-  section.final_lr_fraction = 0.1  # Cosine: final lr / peak lr.
-  section.weight_decay = 0.01  # AdamW decoupled weight decay.
+  section.schedule = 'cosine'  # After warmup: 'cosine' or 'linear' (to lr * final_lr_fraction), or 'constant'.
+  section.final_lr_fraction = 0.1  # Cosine and linear: the last step's lr / peak lr.
+  section.weight_decay = 0.01  # AdamW decoupled weight decay ...
+  section.decay_on = 'all'  # ... on 'all' parameters, or on the weight 'matrices' only (not norms and biases).
   section.b1 = 0.9  # AdamW beta1.
   section.b2 = 0.99  # AdamW beta2.
   section.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
@@ -110,6 +111,7 @@ def decoder_model(**values: Any) -> ConfigDict:
   model.rope_base = 10000.0  # RoPE base frequency.
   model.norm_eps = 1e-6  # RMSNorm epsilon.
   model.attention_grad = 'autodiff'  # How attention's softmax is differentiated: 'autodiff' or 'flash' (models/attention.py).
+  model.init = 'lecun'  # Weight matrices: 'lecun' (1/fan_in) or 'gpt' (0.02; residual projections 0.02/sqrt(2 x blocks)).
   model.tie_embeddings = False  # LM head shares the token embedding.
   model.dtype = 'float32'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
   _override(model, values, 'model')

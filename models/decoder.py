@@ -52,6 +52,7 @@ _CHOICES = {
     'init_state': ('zeros', 'prelude'),
     'position': POSITIONS,
     'attention_grad': attention.GRADS,
+    'init': ('lecun', 'gpt'),
 }
 _EMBED_STD = 0.02
 
@@ -83,6 +84,9 @@ class DecoderConfig(ModelConfig):
   max_digit_pos: int = 128  # Abacus rows, for digit positions 1..max_digit_pos (larger: clipped).
   rope_base: float = 10000.0  # RoPE: frequency of pair i is rope_base ** (-2i / K).
   attention_grad: str = 'autodiff'  # How attention's softmax is differentiated (models/attention.py).
+  # Weight matrices: 'lecun' (LeCun normal, 1/fan_in) or 'gpt' (GPT-2's: normal 0.02, the projections into the
+  # residual stream 0.02 / sqrt(2 x blocks run)); embeddings are normal 0.02 either way.
+  init: str = 'lecun'
 
   def __post_init__(self):
     super().__post_init__()
@@ -110,6 +114,19 @@ class DecoderConfig(ModelConfig):
   @property
   def looped(self) -> bool:
     return self.name == 'looped'
+
+  @property
+  def blocks_run(self) -> int:
+    """Blocks a token passes through (a looped model's core counted once per loop)."""
+    if self.looped:
+      return self.prelude_layers + self.loops * self.recurrent_layers + self.coda_layers
+    return self.num_layers
+
+  def kernel_inits(self) -> tuple[Any, Any]:
+    """(init of the weight matrices, init of the projections into the residual stream)."""
+    if self.init == 'gpt':
+      return nn.initializers.normal(0.02), nn.initializers.normal(0.02 / np.sqrt(2 * self.blocks_run))
+    return layers.default_kernel_init, layers.default_kernel_init
 
   @property
   def kv_heads(self) -> int:
@@ -182,8 +199,9 @@ class CausalSelfAttention(nn.Module):
                ) -> tuple[jax.Array, Pytree | None]:
     cfg = self.config
     dtype = cfg.compute_dtype
+    kernel_init, out_init = cfg.kernel_inits()
     project = lambda heads, name: nn.DenseGeneral(  # pylint: disable=unnecessary-lambda-assignment
-        (heads, cfg.head_width), use_bias=False, dtype=dtype, name=name)(x_BxLxD)
+        (heads, cfg.head_width), use_bias=False, dtype=dtype, kernel_init=kernel_init, name=name)(x_BxLxD)
     q_BxLxNxK = project(cfg.num_heads, 'query')
     k_BxLxGxK, v_BxLxGxK = project(cfg.kv_heads, 'key'), project(cfg.kv_heads, 'value')
     if rope is not None:
@@ -196,7 +214,7 @@ class CausalSelfAttention(nn.Module):
       kv = {'k': k_BxLxGxK, 'v': v_BxLxGxK}
     out_BxLxNxK = attention.attention(q_BxLxNxK, k_BxLxGxK, v_BxLxGxK, mask_BxLxS=mask_BxLxS,
                                       grad=cfg.attention_grad)
-    out_BxLxD = nn.DenseGeneral(cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype,
+    out_BxLxD = nn.DenseGeneral(cfg.width, axis=(-2, -1), use_bias=False, dtype=dtype, kernel_init=out_init,
                                 name='out')(out_BxLxNxK)
     return out_BxLxD, kv
 
@@ -216,7 +234,9 @@ class DecoderBlock(nn.Module):
     h_BxLxD, kv = CausalSelfAttention(cfg, name='attention')(
         norm_attention(x_BxLxD), rope, mask_BxLxS, kv, index)
     x_BxLxD = x_BxLxD + h_BxLxD
-    mlp = layers.Mlp(cfg.mlp_width('swiglu'), 'swiglu', use_bias=False, dtype=dtype, name='mlp')
+    kernel_init, out_init = cfg.kernel_inits()
+    mlp = layers.Mlp(cfg.mlp_width('swiglu'), 'swiglu', use_bias=False, dtype=dtype, kernel_init=kernel_init,
+                     out_init=out_init, name='mlp')
     return (x_BxLxD + mlp(norm_mlp(x_BxLxD))).astype(dtype), kv
 
 
@@ -235,7 +255,7 @@ class LoopedCore(nn.Module):
     if cfg.injection == 'add':
       x_BxLxD = state_BxLxD + inject_BxLxD
     else:  # Linear of [state, prelude]: its prelude half (inject) is computed once, outside.
-      x_BxLxD = nn.Dense(cfg.width, use_bias=False, dtype=cfg.compute_dtype,
+      x_BxLxD = nn.Dense(cfg.width, use_bias=False, dtype=cfg.compute_dtype, kernel_init=cfg.kernel_inits()[0],
                          name='state_proj')(state_BxLxD) + inject_BxLxD
     new_kv = {}
     for i in range(cfg.recurrent_layers):
@@ -391,7 +411,8 @@ class Decoder(nn.Module):
       x_BxLxD = blocks('block', cfg.num_layers, x_BxLxD)
     else:
       prelude_BxLxD = blocks('prelude', cfg.prelude_layers, x_BxLxD)
-      inject_BxLxD = nn.Dense(cfg.width, use_bias=False, dtype=dtype, name='inject')(prelude_BxLxD)
+      inject_BxLxD = nn.Dense(cfg.width, use_bias=False, dtype=dtype, kernel_init=cfg.kernel_inits()[0],
+                              name='inject')(prelude_BxLxD)
       state_BxLxD = (prelude_BxLxD if cfg.init_state == 'prelude'
                      else jnp.zeros_like(prelude_BxLxD)).astype(dtype)
       core = nn.scan(LoopedCore, variable_broadcast='params', split_rngs={'params': False},
@@ -407,7 +428,8 @@ class Decoder(nn.Module):
     if cfg.tie_embeddings:
       logits_BxLxV = embed.attend(x_BxLxD)
     else:
-      logits_BxLxV = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, name='head')(x_BxLxD)
+      logits_BxLxV = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype, kernel_init=cfg.kernel_inits()[0],
+                              name='head')(x_BxLxD)
     return logits_BxLxV.astype(jnp.float32), (None if kv is None else new_kv)
 
 

@@ -108,12 +108,13 @@ class Mlp(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  out_init: Initializer | None = None  # The output projection's ('down'); None: kernel_init.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     out_dim = self.out_dim or x.shape[-1]
-    dense = lambda n, name: nn.Dense(n, use_bias=self.use_bias, dtype=self.dtype,
-                                     kernel_init=self.kernel_init, name=name)
+    dense = lambda n, name, init=self.kernel_init: nn.Dense(n, use_bias=self.use_bias, dtype=self.dtype,  # pylint: disable=unnecessary-lambda-assignment
+                                                            kernel_init=init, name=name)
     if self.act == 'swiglu':
       gate, up = jnp.split(dense(2 * self.hidden_dim, 'gate_up')(x), 2, axis=-1)
       h = nn.silu(gate) * up
@@ -121,4 +122,4 @@ class Mlp(nn.Module):
       h = gelu(dense(self.hidden_dim, 'up')(x))
     else:
       raise ValueError(f'unknown MLP activation {self.act!r}; use gelu or swiglu')
-    return dense(out_dim, 'down')(h)
+    return dense(out_dim, 'down', self.out_init or self.kernel_init)(h)

@@ -204,6 +204,7 @@ KV_CASES = {
     'looped_rope': tiny(looped=True),
     'looped_rope_abacus_concat': tiny(looped=True, position='rope_abacus', injection='concat',
                                       init_state='prelude', prelude_layers=0, tie_embeddings=True),
+    'lm': tiny(tie_embeddings=True, init='gpt', attention_grad='flash'),  # configs/lm.py's decoder.
 }
 
 

@@ -442,3 +442,21 @@ def test_decoder_flops_per_token_match_xla(name, extra):
   cost = cost[0] if isinstance(cost, list) else cost
   assert 1.0 < cost['flops'] / (per_token * length) < 1.35, (cost['flops'], per_token * length)
   assert models.count_params(params) > 0
+
+
+def test_decoder_gpt_init_scales_the_residual_projections():
+  """init='gpt': matrices ~ N(0, 0.02), the projections into the residual stream 0.02 / sqrt(2 x blocks run);
+  'lecun' (the default, the arithmetic study's) keeps 1 / fan_in."""
+  for name, blocks in (('llama', 4), ('looped', 1 + 3 + 1)):
+    cfg = dict(name=name, width=256, num_heads=4, num_layers=4, loops=3, init='gpt', position='rope')
+    model = models.build(cfg, vocab_size=64)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))['params']
+    flat = {'/'.join(str(k.key) for k in path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    outs = [v for k, v in flat.items() if k.endswith('attention/out/kernel') or k.endswith('mlp/down/kernel')]
+    mats = [v for k, v in flat.items() if k.endswith('query/kernel') or k.endswith('gate_up/kernel')]
+    assert outs and mats
+    np.testing.assert_allclose(np.std(np.concatenate([o.ravel() for o in outs])), 0.02 / np.sqrt(2 * blocks), rtol=0.05)
+    np.testing.assert_allclose(np.std(np.concatenate([m.ravel() for m in mats])), 0.02, rtol=0.05)
+  lecun = models.build(dict(name='llama', width=256, num_heads=4, num_layers=1), vocab_size=64)
+  params = jax.jit(lecun.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))['params']
+  np.testing.assert_allclose(np.std(params['block_0']['mlp']['gate_up']['kernel']), 1 / np.sqrt(256), rtol=0.05)

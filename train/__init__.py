@@ -27,5 +27,11 @@ def report(config: ml_collections.ConfigDict, workdir: str):
 
 
 def interactive(config: ml_collections.ConfigDict, workdir: str):
-  """Reads problems from standard input and answers each with the trained run in workdir (--mode=interactive)."""
-  return sweep.interactive(config, workdir, get_task(config.task))
+  """Reads problems or prompts from standard input and answers each with the trained run in workdir
+  (--mode=interactive)."""
+  return sweep.on_checkpoint('interactive', config, workdir, get_task(config.task))
+
+
+def generate(config: ml_collections.ConfigDict, workdir: str):
+  """Writes what the trained run in workdir makes of config.generate (--mode=generate)."""
+  return sweep.on_checkpoint('generate', config, workdir, get_task(config.task))

@@ -32,7 +32,8 @@ class Evaluator:
   (defaults filled in), `file` the file --mode=eval scores (None during training).
   """
   options: dict[str, Any] = {}  # Option name -> default.
-  headline: str = ''  # The figure that ranks runs in --mode=eval (the best run's final line is printed last).
+  headline: str = ''  # The figure that ranks runs in --mode=eval (the best run's final line is printed last) ...
+  lower_is_better: bool = False  # ... and which way.
   file_help: str = ''  # What a file for --mode=eval holds ('' : this type scores no file).
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any, context: Any, options: dict[str, Any],

@@ -1,4 +1,5 @@
-"""Optimizer: AdamW with linear warmup, then cosine or constant, and global-norm clipping."""
+"""Optimizer: AdamW with linear warmup, then cosine, linear or constant, and global-norm clipping."""
+import jax
 import ml_collections
 import optax
 
@@ -6,7 +7,8 @@ from train.errors import ConfigError
 
 
 def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
-  """Learning-rate schedule: linear warmup to `lr`, then 'cosine' decay or 'constant'."""
+  """Learning-rate schedule: linear warmup to `lr`, then 'cosine' or 'linear' decay to lr * final_lr_fraction
+  at the last step, or 'constant'."""
   warmup = max(int(train_cfg.warmup_steps), 0)
   peak = float(train_cfg.lr)
   if train_cfg.schedule == 'constant':
@@ -15,18 +17,30 @@ def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
     after = optax.cosine_decay_schedule(
         peak, decay_steps=max(int(train_cfg.steps) - warmup, 1),
         alpha=float(train_cfg.final_lr_fraction))
+  elif train_cfg.schedule == 'linear':
+    after = optax.linear_schedule(peak, peak * float(train_cfg.final_lr_fraction),
+                                  max(int(train_cfg.steps) - warmup, 1))
   else:
-    raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got {train_cfg.schedule!r}")
+    raise ConfigError(f"train.schedule must be 'cosine', 'linear' or 'constant', got {train_cfg.schedule!r}")
   if warmup == 0:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
+def _matrices(params):
+  """True at the weight matrices (and embedding tables), False at norm scales and biases."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW (decoupled weight decay) behind optional global-norm clipping."""
+  """AdamW (decoupled weight decay, on every parameter or on the matrices only) behind optional global-norm
+  clipping."""
   schedule = make_schedule(train_cfg)
+  decay_on = str(train_cfg.get('decay_on', 'all'))
+  if decay_on not in ('all', 'matrices'):
+    raise ConfigError(f"train.decay_on must be 'all' or 'matrices', got {decay_on!r}")
   adamw = optax.adamw(schedule, b1=float(train_cfg.b1), b2=float(train_cfg.b2),
-                      weight_decay=float(train_cfg.weight_decay))
+                      weight_decay=float(train_cfg.weight_decay), mask=_matrices if decay_on == 'matrices' else None)
   if float(train_cfg.grad_clip) > 0:
     return optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip)), adamw), schedule
   return adamw, schedule

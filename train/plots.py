@@ -88,8 +88,10 @@ def _order(value: Any) -> Any:
 
 def plot_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | pathlib.Path, title: str,
                xlabel: str, ylabel: str, *, log_x: bool = False, marks: dict[str, float] | None = None,
-               errors: dict[str, Sequence[float]] | None = None) -> pathlib.Path:
-  """One line per label (x values, y values), optional ± error bars and a dashed vertical mark per label."""
+               errors: dict[str, Sequence[float]] | None = None, ylim: tuple[float, float] | None = (-0.02, 1.02),
+               references: dict[str, float] | None = None) -> pathlib.Path:
+  """One line per label (x values, y values), optional ± error bars, a dashed vertical mark per label, and
+  dotted horizontal reference levels (e.g. a baseline's score); `ylim` None fits the data."""
   fig, ax = plt.subplots(figsize=(7.5, 4.2))
   for i, (label, (xs, ys)) in enumerate(series.items()):
     color = f'C{i}'
@@ -98,11 +100,14 @@ def plot_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path:
                 label=label)
     if marks and label in marks:
       ax.axvline(marks[label], color=color, linestyle='--', linewidth=1, alpha=0.6)
+  for i, (label, level) in enumerate((references or {}).items()):
+    ax.axhline(level, color=f'{0.3 + 0.2 * i:.1f}', linestyle=':', linewidth=1.2, label=f'{label} ({level:.3g})')
   if log_x:
     ax.set_xscale('log')
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_ylim(-0.02, 1.02)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   ax.set_title(title, fontsize=10)

@@ -229,16 +229,20 @@ def print_final_lines(results: dict[str, EvalResult]) -> None:
   if len(results) > 1:
     for name, res in results.items():
       print(f'{name}: {res.evaluator.final_line(res.figures)}', flush=True)
-  best = max(results.values(), key=lambda res: res.figures.get(res.evaluator.headline, 0.0))
+  sign = lambda res: -1.0 if res.evaluator.lower_is_better else 1.0  # pylint: disable=unnecessary-lambda-assignment
+  best = max(results.values(), key=lambda res: sign(res) * res.figures.get(res.evaluator.headline, 0.0))
   line = best.evaluator.final_line(best.figures)
   if line:
     print(line, flush=True)
 
 
-def interactive(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, context: Any) -> None:
-  """--mode=interactive on one run: restores its checkpoint and hands the model to the task's loop."""
-  if not callable(getattr(task, 'interactive', None)):
-    raise ConfigError(f'task {task.name!r} has no --mode=interactive')
+def on_checkpoint(task: Task, mode: str, config: ml_collections.ConfigDict, run_dir: pathlib.Path,
+                  context: Any) -> None:
+  """--mode=interactive or --mode=generate on one run: restores its checkpoint (eval.checkpoint) and hands the
+  model and params to the task's method of that name."""
+  hook = getattr(task, mode, None)
+  if not callable(hook):
+    raise ConfigError(f'task {task.name!r} has no --mode={mode}')
   model = task.build_model(config, context)
   params, step, which = ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
-  task.interactive(config, model, params, f'{which} checkpoint (step {step})')
+  hook(config, model, params, f'{which} checkpoint (step {step})', context)

@@ -345,13 +345,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, tas
   return results
 
 
-def interactive(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> None:
-  """--mode=interactive: the task's read-answer loop on the trained run in W (checked against its settings)."""
+def on_checkpoint(mode: str, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task) -> None:
+  """--mode=interactive and --mode=generate: the task's method on the trained run in W (checked against its
+  settings); in a sweep, the one point the grid names."""
   workdir = pathlib.Path(workdir)
   runs = _runs(config, workdir, task, finished_only=False)
   if len(runs) != 1:
-    raise ConfigError(f'--mode=interactive drives one trained run, but the sweep has {len(runs)} points; '
+    raise ConfigError(f'--mode={mode} drives one trained run, but the sweep has {len(runs)} points; '
                       "narrow --config.sweep.grid to one, e.g. 'model=looped; flops_budget=1e12; seed=0'")
   _, run_dir, cfg = runs[0]
   workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True)
-  run_lib.interactive(task, cfg, run_dir, task.prepare(config, workdir))
+  run_lib.on_checkpoint(task, mode, cfg, run_dir, task.prepare(config, workdir))

@@ -8,7 +8,8 @@ and never the reverse. A task says what only it knows:
   objective(config, model, context, ...)  its loss and its batches (a pure function of seed and step)
   evaluators                              evaluator types by name, which config.evals.<name>.type picks
   report_run / report                     tables and plots of one run and of a sweep (optional)
-  interactive                             --mode=interactive (optional)
+  interactive, generate                   --mode=interactive, --mode=generate (optional methods:
+                                          (config, model, params, checkpoint, context))
 
 and the core does the rest: steps from train.steps or a FLOP budget, settings, checkpoints, the
 training loop, evaluators at their cadence, the best checkpoint, final scores, results.json,

@@ -58,9 +58,10 @@ class ArithTask(task_lib.Task):
              context: Any) -> None:
     report.write_sweep(workdir, records)
 
-  def interactive(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
+  def interactive(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str, context: Any,
                   stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     """Reads expressions (`12+34=` or `12+34`) and prints each completion, laid out, and its answer."""
+    del context
     fmt = str(config.data.format)
     print(f'{settings.run_label(config)}, {checkpoint}. Type a problem like 12+34= (quit, exit or '
           'Ctrl-D to end).', file=stdout, flush=True)

@@ -1,0 +1,168 @@
+r"""Causal language models on real text: the decoder stacked ('llama') and looped ('looped') at matched FLOPs.
+
+  python launch.py --config=configs/lm.py:quick --workdir=runs/lm_quick     # 2 CPU cores, <= 30 minutes
+  python launch.py --config=configs/lm.py:quick --workdir=runs/lm_quick --mode=eval --config.data.eval_file=FILE
+  python launch.py --config=configs/lm.py:quick --workdir=runs/lm_quick --mode=generate \
+      "--config.sweep.grid=model=llama; flops_budget=1e13; seed=0" --config.generate.prompt='The history of'
+  python launch.py --config=configs/lm.py:quick --workdir=runs/lm_quick --mode=interactive \
+      "--config.sweep.grid=model=llama; flops_budget=1e13; seed=0"
+
+Variants (`:name`, several joined by commas):
+  default  `tiny` on WikiText-103 (one GPU).
+  smoke    seconds on a CPU; the test suite runs it.
+  quick    the study on 2 CPU cores: llama and looped at 3 FLOP budgets x 3 seeds on a Wikipedia sample and
+           WikiText-2 test (raw), validation bits per byte against training FLOPs.
+  micro, tiny, small   TinyLlama-style sizes for one GPU (6 x 384, 8 x 512, 12 x 768; GQA, RoPE, SwiGLU,
+           RMSNorm), on WikiText-103 from HF (`tinystories`: on TinyStories instead).
+
+The `model` axis names points of `config.models`; `config.model` is the run's model without the axis.
+"""
+import ml_collections
+
+from configs import common
+from configs import variants
+
+VARIANTS = ('default', 'smoke', 'quick', 'micro', 'tiny', 'small', 'tinystories')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config for the comma-separated variants in `arg`."""
+  return variants.apply_variants(_base(), arg, _VARIANT_FNS, 'configs/lm.py')
+
+
+def _base() -> ml_collections.ConfigDict:
+  """The decoder's fields and the study's axes; the data and sizes come from the variants."""
+  config = ml_collections.ConfigDict()
+  common.run_fields(config, 'lm')
+
+  config.data = data = ml_collections.ConfigDict()
+  data.files = ''  # Comma-separated text files (`{shared}/...`: the shared data folder); '' = data.hf_name.
+  data.eval_files = ''  # Validation text (then all of `files` trains); '' = a split of `files` by document.
+  data.documents = 'lines'  # .txt documents: 'lines' (one a line), 'paragraphs' (blank-line separated), 'wikitext'.
+  data.val_fraction = 0.05  # Without eval_files: the share of documents (by a hash of their text) that validates.
+  data.split_salt = 'lm-v1'  # Mixed into that hash: another salt, another split.
+  data.hf_name = 'wikitext-103'  # HF dataset when files is '': 'wikitext-103' or 'tinystories' (its own splits).
+  data.tokenizer = ''  # A tokenizer.json to use; '' = a byte-level BPE trained on the training text.
+  data.vocab_size = 8192  # The trained BPE's vocabulary (special tokens and the 256 bytes included).
+  data.seq_len = 256  # Tokens a sequence reads (rows of seq_len + 1 packed tokens).
+  data.seed = 0  # Seed of the training batches (batch t is a function of seed and t).
+  data.eval_file = ''  # Text file scored by --mode=eval (documents as data.documents says, or .jsonl).
+
+  config.model = common.decoder_model(name='llama', width=512, num_layers=8, num_heads=8, num_kv_heads=4,
+                                      position='rope', init='gpt', attention_grad='flash', tie_embeddings=True)
+  config.models = ml_collections.ConfigDict()  # Named points of the sweep's `model=` axis.
+  config.models.llama = common.point(model=dict(name='llama'))
+  # One block applied 4 times between a prelude and a coda block: the stacked model's compute per token with a
+  # quarter of its blocks' weights (at the quick sizes: 6 blocks run against 6).
+  config.models.looped = common.point(model=dict(name='looped', loops=4, prelude_layers=1, recurrent_layers=1,
+                                                 coda_layers=1))
+
+  config.train = train = common.train(steps=0, batch_size=32, lr=1e-3, warmup_steps=200, warmup_fraction=0.1,
+                                      weight_decay=0.1, decay_on='matrices', b2=0.95, log_every=50,
+                                      checkpoint_every=1000, keep_checkpoints=1)
+  train.z_loss = 0.0  # Weight of the z-loss, mean(logsumexp(logits)^2) (PaLM; 1e-4 there); 0 = off.
+  train.random_loops = 0  # Looped: > 0 draws each batch's loops in 1..this (a step computes this many).
+
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.batch_size = 32  # Sequences per eval batch.
+  ev.max_rows = 512  # Validation sequences scored (a seeded sample; 0 = all).
+  ev.seed = 0  # Seed of that sample.
+  ev.loop_multiplier = 4  # Looped models: also scored at test-time loops up to this x model.loops.
+  ev.checkpoint = 'latest'  # What --mode=eval/generate/interactive restore.
+  ev.file_evaluator = 'val'  # The evaluator of `evals` that --mode=eval runs on data.eval_file.
+
+  config.evals = ml_collections.ConfigDict()  # Evaluators (train/evaluators.py), each with its cadence.
+  # Validation loss, perplexity and bits per byte (and, looped, at each test-time depth), after the last step.
+  config.evals.val = dict(type='lm', every=0, final=True, loops_curve=True)
+
+  config.generate = gen = ml_collections.ConfigDict()  # --mode=generate and --mode=interactive.
+  gen.prompt = 'The'  # --mode=generate: the text to continue.
+  gen.num_samples = 1  # Continuations written at once (a batch; sampled ones differ).
+  gen.max_new_tokens = 64  # Tokens written at most.
+  gen.temperature = 0.8  # 0 = greedy; else sampled from the logits / temperature ...
+  gen.top_k = 40  # ... among the k most likely tokens (0 = all) ...
+  gen.top_p = 0.95  # ... and the smallest set holding this much of the probability.
+  gen.seed = 0  # Seed of the samples.
+  gen.stop = ''  # Stop strings, separated by '|' (escapes such as \n allowed); the end token always stops.
+  gen.chat = False  # --mode=interactive as a ChatML conversation (needs a model trained on conversations).
+
+  config.sweep = common.sweep()
+  return config
+
+
+def _shared_text(name: str) -> str:
+  return '{shared}/text/' + name
+
+
+def _cpu_data(config: ml_collections.ConfigDict) -> None:
+  """A Wikipedia sample (106 articles) and WikiText-2 test (raw paragraphs), split by document."""
+  config.data.files = ','.join([_shared_text('enwiki_sample.txt'), _shared_text('wiki.test.raw')])
+  config.data.vocab_size = 2048
+
+
+def _smoke(config: ml_collections.ConfigDict) -> None:
+  """Seconds on a CPU: tiny models on WikiText-2 validation text, 2 budgets."""
+  config.data.files = _shared_text('wiki.valid.tokens')
+  config.data.vocab_size = 512
+  config.data.seq_len = 32
+  config.model.update(width=32, num_layers=2, num_heads=2, num_kv_heads=1)
+  config.models.looped.model.update(loops=2, prelude_layers=0, coda_layers=1)
+  config.train.batch_size = 8
+  config.train.warmup_steps = 5
+  config.train.log_every = 5
+  config.train.checkpoint_every = 10
+  config.eval.max_rows = 32
+  config.eval.batch_size = 16
+  config.eval.loop_multiplier = 2
+  config.generate.max_new_tokens = 8
+  config.sweep.grid = 'model=llama,looped; flops_budget=2e9,6e9; seed=0'
+
+
+def _quick(config: ml_collections.ConfigDict) -> None:
+  """The study on 2 CPU cores: 6 blocks of width 128 stacked, or 1 + 4 x 1 + 1 looped, 3 budgets x 3 seeds."""
+  _cpu_data(config)
+  config.data.seq_len = 128
+  config.model.update(width=128, num_layers=6, num_heads=4, num_kv_heads=2)
+  config.train.batch_size = 16
+  config.train.lr = 3e-3
+  config.train.warmup_steps = 100
+  config.eval.max_rows = 256
+  config.sweep.grid = 'model=llama,looped; flops_budget=3e12,1e13,3e13; seed=0,1,2'
+
+
+def _size(config: ml_collections.ConfigDict, width: int, layers: int, heads: int, kv_heads: int) -> None:
+  """A TinyLlama-style size for one GPU, on WikiText-103 (HF) with a 32K BPE, 512-token sequences."""
+  config.model.update(width=width, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads, dtype='bfloat16')
+  config.models.looped.model.update(loops=max(layers - 2, 1))
+  config.data.vocab_size = 32_768
+  config.data.seq_len = 512
+  config.train.batch_size = 64
+  config.train.lr = 6e-4
+  config.train.warmup_steps = 1000
+  config.eval.max_rows = 2048
+  config.sweep.grid = 'model=llama,looped; flops_budget=1e17,3e17,1e18; seed=0'
+
+
+def _micro(config: ml_collections.ConfigDict) -> None:
+  """~25M parameters: 6 layers x 384."""
+  _size(config, 384, 6, 6, 2)
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+  """~50M parameters: 8 layers x 512."""
+  _size(config, 512, 8, 8, 4)
+
+
+def _small(config: ml_collections.ConfigDict) -> None:
+  """~125M parameters: 12 layers x 768."""
+  _size(config, 768, 12, 12, 4)
+
+
+def _tinystories(config: ml_collections.ConfigDict) -> None:
+  """After a size: TinyStories (HF) instead of WikiText-103."""
+  config.data.files = ''
+  config.data.hf_name = 'tinystories'
+
+
+_VARIANT_FNS = {'default': _tiny, 'smoke': _smoke, 'quick': _quick, 'micro': _micro, 'tiny': _tiny,
+                'small': _small, 'tinystories': _tinystories}

@@ -1,0 +1,101 @@
+"""The language-model task: next-token pretraining on text, scored in bits per byte (comparable across tokenizers).
+
+A run trains one causal decoder (model.name 'llama' or 'looped') on packed documents (data/lm_text.py,
+data/lm_batches.py: local files or HF WikiText-103 / TinyStories, a byte-level BPE trained on the training
+text or a tokenizer.json by path), with the loss on every token (objective.py); the `lm` evaluator scores the
+validation text (or, with --mode=eval, any text file) in loss per token, perplexity and bits per byte, beside
+a token-unigram and a byte-frequency baseline. --mode=generate writes a continuation of generate.prompt,
+--mode=interactive answers prompts (or chats) from standard input (generation.py). A sweep writes
+results.md and bpb_vs_compute.png (report.py).
+"""
+import dataclasses
+import pathlib
+import sys
+from typing import Any, Callable, TextIO
+
+import ml_collections
+
+import models
+from data import lm_batches
+from train import task as task_lib
+from train.tasks.lm import generation
+from train.tasks.lm import objective
+from train.tasks.lm import report
+
+
+@dataclasses.dataclass
+class LMContext:
+  """What the runs of a workdir share, each built once: the data (tokenizer, packed rows) and compiled scorers."""
+  workdir: pathlib.Path
+  _memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+  def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+    if key not in self._memo:
+      self._memo[key] = build()
+    return self._memo[key]
+
+  def data(self, data_cfg: ml_collections.ConfigDict) -> lm_batches.LMData:
+    fields = {k: v for k, v in data_cfg.to_dict().items() if k != 'eval_file'}  # The file --mode=eval scores.
+    return self.memo(('data', repr(sorted(fields.items()))), lambda: lm_batches.prepare(data_cfg, self.workdir))
+
+
+def _loops(config: ml_collections.ConfigDict) -> int | None:
+  return int(config.model.loops) if config.model.name == 'looped' else None
+
+
+@task_lib.register('lm')
+class LMTask(task_lib.Task):
+  """Registered as config.task='lm'."""
+  summary_metrics = (('bits_per_byte', 'min'), ('perplexity', 'min'), ('train_seconds', 'min'))
+  evaluators = {'lm': objective.LMEval}
+  free_fields = ('data.eval_file', 'generate')
+
+  def prepare(self, config: ml_collections.ConfigDict, workdir: pathlib.Path) -> LMContext:
+    del config
+    return LMContext(pathlib.Path(workdir))
+
+  def build_model(self, config: ml_collections.ConfigDict, context: LMContext):
+    return models.build(config.model, vocab_size=context.data(config.data).vocab_size)
+
+  def objective(self, config, model, context: LMContext, scan_unroll: int | bool = 1):
+    return objective.make_objective(config, model, context.data(config.data), scan_unroll)
+
+  def label(self, config: ml_collections.ConfigDict) -> str:
+    loops = _loops(config)
+    return f'looped x{loops}' if loops else str(config.model.name)
+
+  def record(self, config: ml_collections.ConfigDict, run: Any) -> dict[str, Any]:
+    return dict(architecture=str(config.model.name), loops=_loops(config), seq_len=int(config.data.seq_len),
+                vocab_size=run.model.vocab_size,
+                tokens_seen=int(config.train.steps) * int(config.train.batch_size) * int(config.data.seq_len))
+
+  def report_run(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path, record: dict[str, Any]) -> None:
+    report.write_run(run_dir, record)
+    print(report.summary_line(record), flush=True)
+
+  def report(self, config: ml_collections.ConfigDict, workdir: pathlib.Path, records: list[dict[str, Any]],
+             context: LMContext) -> None:
+    report.write_sweep(workdir, records)
+
+  def generate(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
+               context: LMContext, stdout: TextIO = sys.stdout) -> None:
+    """--mode=generate: generate.num_samples continuations of generate.prompt (a batch), written out."""
+    data = context.data(config.data)
+    settings = generation.Settings.from_config(config.generate)
+    limit = int(config.data.seq_len) - settings.max_new_tokens
+    ids, cut = generation.fit(data.tokenizer.encode(str(config.generate.prompt), add_special_tokens=False).ids
+                              or [data.specials.end_of_text], limit)
+    print(f'{self.label(config)}, {checkpoint}' + (f'; the prompt keeps its last {limit} tokens' if cut else ''),
+          file=stdout, flush=True)
+    texts = generation.complete(model, params, data.tokenizer, [ids] * int(config.generate.num_samples), settings,
+                                end_id=data.specials.end_of_text, pad_id=data.specials.pad, loops=_loops(config))
+    for i, text in enumerate(texts):
+      print(('' if len(texts) == 1 else f'--- sample {i + 1}\n') + str(config.generate.prompt) + text, file=stdout,
+            flush=True)
+
+  def interactive(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
+                  context: LMContext, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    data = context.data(config.data)
+    generation.interactive(model, params, data.tokenizer, generation.Settings.from_config(config.generate),
+                           int(config.data.seq_len), bool(config.generate.chat),
+                           f'{self.label(config)}, {checkpoint}', _loops(config), stdin, stdout)
