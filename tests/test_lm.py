@@ -24,6 +24,7 @@ from tests.conftest import launch_env
 from tests.conftest import ok
 from train.errors import USER_ERRORS
 from train.tasks import lm as lm_task
+from train.tasks.lm import generation
 from train.tasks.lm import objective
 
 WORDS = ('the cat sat on a mat while the dog ran to the park and a bird sang in the tall green tree near the old '
@@ -179,17 +180,31 @@ def test_eval_on_a_text_file_ends_with_the_line_scripts_read(smoke_run, tmp_path
   assert proc.returncode != 0 and 'bad.txt:2' in proc.stderr.strip().splitlines()[-1]
 
 
-def test_generate_is_seeded_and_interactive_reads_piped_prompts(smoke_run):
-  args = [*SMOKE_POINT, f'--workdir={smoke_run}', '--mode=generate', '--config.generate.prompt=the cat',
-          '--config.generate.num_samples=3']
-  first, again = ok(launch(*args)), ok(launch(*args))
-  assert first.split('sample 1', 1)[1] == again.split('sample 1', 1)[1]  # The same seed writes the same text.
-  other = ok(launch(*args, '--config.generate.seed=1'))
-  assert other.split('sample 1', 1)[1] != first.split('sample 1', 1)[1]
-  assert first.count('the cat') >= 3
-  greedy = ok(launch(*args, '--config.generate.temperature=0'))
-  samples = greedy.split('--- sample ')[1:]
-  assert len(samples) == 3 and len({s.split('\n', 1)[1] for s in samples}) == 1  # Greedy: every row the same.
+def _generate(workdir: pathlib.Path, capsys, **fields) -> list[str]:
+  """--mode=generate in this process: the samples it writes."""
+  config = lm_configs.get_config('smoke')
+  with config.unlocked():
+    config.sweep.grid = 'model=llama; flops_budget=6e9; seed=0'
+    config.generate.update(prompt='the cat', num_samples=3, **fields)
+  capsys.readouterr()
+  train.generate(config, str(workdir))
+  return capsys.readouterr().out.split('--- sample ')[1:]
+
+
+def test_generate_is_seeded_and_batched(smoke_run, capsys):
+  first = _generate(smoke_run, capsys)
+  assert len(first) == 3 and all(s.split('\n', 1)[1].startswith('the cat') for s in first)
+  assert _generate(smoke_run, capsys) == first  # The same seed writes the same text.
+  assert _generate(smoke_run, capsys, seed=1) != first
+  greedy = _generate(smoke_run, capsys, temperature=0.0)
+  assert len({s.split('\n', 1)[1] for s in greedy}) == 1  # Greedy: every row of the batch the same.
+  cut = _generate(smoke_run, capsys, temperature=0.0, stop='the|a')
+  assert all('the' not in s.split('\n', 1)[1][len('the cat'):] for s in cut)  # Cut at the first stop string.
+
+
+def test_generate_and_interactive_through_launch(smoke_run):
+  out = ok(launch(*SMOKE_POINT, f'--workdir={smoke_run}', '--mode=generate', '--config.generate.prompt=the dog'))
+  assert 'latest checkpoint (step' in out and out.strip().splitlines()[-1].startswith('the dog')
   long_line = 'the dog ran ' * 40
   proc = subprocess.run([sys.executable, 'launch.py', *SMOKE_POINT, f'--workdir={smoke_run}', '--mode=interactive'],
                         input=f'the cat\n\n{long_line}\n\xe9t\xe9\nquit\nnever read\n', cwd=REPO_ROOT, text=True,
@@ -205,14 +220,43 @@ def test_resume_continues_bit_for_bit(tmp_path):
     config.sweep.grid = ''
     config.flops_budget = 0.0
     config.train.steps, config.train.checkpoint_every = 12, 6
+  config.train.steps, config.train.checkpoint_every = 8, 4
   full = tmp_path / 'full'
   train.train_and_evaluate(config, str(full))
-  part = tmp_path / 'part'
-  train.train_and_evaluate(config, str(part))
   import shutil  # pylint: disable=g-import-not-at-top
-  shutil.rmtree(part / 'checkpoints' / '12')
+  part = tmp_path / 'part'  # The same run, stopped after its step-4 checkpoint.
+  shutil.copytree(full, part)
+  shutil.rmtree(part / 'checkpoints' / '8')
   (record,) = train.train_and_evaluate(config, str(part))
+  assert record['train_steps'] == 8
   first = json.loads((full / 'results.json').read_text())
   assert record['bits_per_byte'] == first['bits_per_byte'] and record['loss'] == first['loss']
   rows = lambda d: [json.loads(l) for l in (d / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]  # pylint: disable=unnecessary-lambda-assignment
   assert [r['loss'] for r in rows(part)] == [r['loss'] for r in rows(full)]
+
+
+def test_chat_keeps_the_conversation_and_drops_its_oldest_turns_to_fit(tmp_path):
+  config = lm_configs.get_config('smoke')
+  config.data.files = str(_corpus(tmp_path / 'c.txt'))
+  config.data.vocab_size = 300
+  tokenizer = lm_task.LMContext(tmp_path).data(config.data).tokenizer
+  turns = [('user', 'the cat sat'), ('assistant', 'on a mat'), ('user', 'the dog ran')]
+  ids, dropped = generation.chat_prompt(tokenizer, turns, 1000)
+  assert dropped == 0
+  text = tokenizer.decode(ids, skip_special_tokens=False)
+  assert text == ('<|im_start|>user\nthe cat sat<|im_end|>\n<|im_start|>assistant\non a mat<|im_end|>\n'
+                  '<|im_start|>user\nthe dog ran<|im_end|>\n<|im_start|>assistant\n')
+  last_only, _ = generation.chat_prompt(tokenizer, turns[-1:], 1000)
+  short, dropped = generation.chat_prompt(tokenizer, turns, len(last_only))
+  assert dropped == 2 and tokenizer.decode(short, skip_special_tokens=False).startswith('<|im_start|>user\nthe dog')
+
+
+def test_chat_mode_with_piped_input(smoke_run):
+  proc = subprocess.run([sys.executable, 'launch.py', *SMOKE_POINT, f'--workdir={smoke_run}', '--mode=interactive',
+                         '--config.generate.chat=True', '--config.generate.max_new_tokens=4'],
+                        input='hello\nthe cat\n' + 'and the dog ran ' * 10 + '\n', cwd=REPO_ROOT, text=True,
+                        capture_output=True, timeout=300, env=launch_env())
+  out = ok(proc)
+  assert 'Chat: the conversation so far is the context' in out
+  assert "is longer than the model's 32 tokens: its first" in out  # The third turn pushes the first ones out.
+  assert proc.stdout.count('> ') == 4  # Three lines and the end of input.

@@ -213,7 +213,7 @@ def test_rerun_with_other_settings_or_task_is_refused_before_any_work(smoke_run,
 def test_sigint_mid_run_saves_the_last_step_and_a_rerun_matches_an_uninterrupted_run(tmp_path):
   """Ctrl-C at a random moment of training: a checkpoint of the last finished step, exit != 0, and the
   rerun ends with the uninterrupted run's params, bit for bit."""
-  args = [f'--config={SMOKE}', '--config.train.steps=400', '--config.train.checkpoint_every=10000',
+  args = [f'--config={SMOKE}', '--config.train.steps=200', '--config.train.checkpoint_every=10000',
           '--config.evals.val.every=0', '--config.train.log_every=1']
   ok(launch(*args, f'--workdir={tmp_path / "full"}'))
   env = launch_env()
@@ -239,4 +239,4 @@ def test_sigint_mid_run_saves_the_last_step_and_a_rerun_matches_an_uninterrupted
   for a, b in zip(_final_params(tmp_path / 'full'), _final_params(workdir)):
     np.testing.assert_array_equal(a, b)
   steps = [json.loads(l)['step'] for l in (workdir / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
-  assert steps == list(range(1, 401))  # Each step once, after two interruptions.
+  assert steps == list(range(1, 201))  # Each step once, after two interruptions.

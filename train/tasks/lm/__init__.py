@@ -78,8 +78,9 @@ class LMTask(task_lib.Task):
     report.write_sweep(workdir, records)
 
   def generate(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
-               context: LMContext, stdout: TextIO = sys.stdout) -> None:
+               context: LMContext, stdout: TextIO | None = None) -> None:
     """--mode=generate: generate.num_samples continuations of generate.prompt (a batch), written out."""
+    stdout = stdout or sys.stdout
     data = context.data(config.data)
     settings = generation.Settings.from_config(config.generate)
     limit = int(config.data.seq_len) - settings.max_new_tokens
@@ -94,8 +95,9 @@ class LMTask(task_lib.Task):
             flush=True)
 
   def interactive(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
-                  context: LMContext, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+                  context: LMContext, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
     data = context.data(config.data)
     generation.interactive(model, params, data.tokenizer, generation.Settings.from_config(config.generate),
                            int(config.data.seq_len), bool(config.generate.chat),
-                           f'{self.label(config)}, {checkpoint}', _loops(config), stdin, stdout)
+                           f'{self.label(config)}, {checkpoint}', _loops(config), stdin or sys.stdin,
+                           stdout or sys.stdout)

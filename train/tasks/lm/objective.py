@@ -60,7 +60,8 @@ def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Any, z_
 def make_objective(config: ml_collections.ConfigDict, model: Any, data: lm_batches.LMData,
                    scan_unroll: int | bool = 1) -> loop.Objective:
   """Packed training rows drawn per step (a pure function of data.seed and the step) and the loss."""
-  lm_text.check_rows(data.train_rows_NxW, int(config.train.batch_size), 'the training text')
+  source = config.data.files or f'HF {config.data.hf_name}'
+  lm_text.check_rows(data.train_rows_NxW, int(config.train.batch_size), f'the training text of {source}')
   random_loops = int(config.train.random_loops)
   if random_loops and not getattr(model.config, 'looped', False):
     raise ConfigError(f"train.random_loops={random_loops} needs a looped model (model.name='looped')")
