@@ -43,7 +43,7 @@ def main(argv):
     cfg = sweep.point_config(config, sweep.Point('', (('model', 'llama'),)))
     vocab, seq = int(cfg.data.vocab_size), int(cfg.data.seq_len)
     model = models.build(cfg.model, vocab_size=vocab)
-    rows = np.random.default_rng(0).integers(0, vocab, (max(_BATCH.value, 2), seq + 1)).astype(np.int32)
+    rows = np.random.default_rng(0).integers(0, vocab, (max(_BATCH.value, int(cfg.train.batch_size)), seq + 1)).astype(np.int32)
     data = lm_batches.LMData(None, None, vocab, rows, rows, None, None, None, None)
     with cfg.unlocked():
       cfg.train.steps = 1000

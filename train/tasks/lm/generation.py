@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from data import bpe
 from models import generate as generate_lib
+from train.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +28,15 @@ class Settings:
 
   @classmethod
   def from_config(cls, gen: Any) -> 'Settings':
-    if int(gen.max_new_tokens) < 1:
-      raise ValueError(f'generate.max_new_tokens={gen.max_new_tokens} must be >= 1')
-    stop = tuple(s for s in str(gen.stop).split('|') if s) if str(gen.stop) else ()
-    sampling = generate_lib.Sampling(float(gen.temperature), int(gen.top_k), float(gen.top_p))
-    return cls(int(gen.max_new_tokens), sampling, int(gen.seed), tuple(s.encode().decode('unicode_escape')
-                                                                       for s in stop))
+    if int(gen.max_new_tokens) < 1 or int(gen.num_samples) < 1:
+      raise ConfigError(f'generate.max_new_tokens={gen.max_new_tokens} and generate.num_samples={gen.num_samples} '
+                        'must be >= 1')
+    stop = tuple(s.replace('\\n', '\n').replace('\\t', '\t') for s in str(gen.stop).split('|') if s)
+    try:
+      sampling = generate_lib.Sampling(float(gen.temperature), int(gen.top_k), float(gen.top_p))
+    except ValueError as e:
+      raise ConfigError(f'generate.temperature / top_k / top_p: {e}') from None
+    return cls(int(gen.max_new_tokens), sampling, int(gen.seed), stop)
 
 
 def complete(model: Any, params: Any, tokenizer: Tokenizer, prompts: list[list[int]], settings: Settings, *,
@@ -83,7 +87,7 @@ def interactive(model: Any, params: Any, tokenizer: Tokenizer, settings: Setting
   if hasattr(stdin, 'reconfigure'):  # Bytes that are not UTF-8 become U+FFFD instead of ending the session.
     stdin.reconfigure(errors='replace')
   if chat and not special.chat:
-    raise ValueError(f'generate.chat=True needs a tokenizer with {bpe.IM_START} and {bpe.IM_END}')
+    raise ConfigError(f'generate.chat=True needs a tokenizer with {bpe.IM_START} and {bpe.IM_END}')
   limit = context - settings.max_new_tokens
   say = lambda *a: print(*a, file=stdout, flush=True)  # pylint: disable=unnecessary-lambda-assignment
   say(f'{header}. ' + ('Chat: the conversation so far is the context. ' if chat else 'Each line is a prompt. ')
