@@ -129,6 +129,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.train.lr = 3e-3
   config.train.warmup_steps = 100
   config.eval.max_rows = 256
+  config.generate.max_new_tokens = 48  # The models read 64 tokens: 16 of the prompt and the answer.
   config.sweep.grid = 'model=llama,looped; flops_budget=5e11,1.5e12,5e12; seed=0,1,2'
 
 

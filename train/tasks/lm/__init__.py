@@ -83,7 +83,7 @@ class LMTask(task_lib.Task):
     stdout = stdout or sys.stdout
     data = context.data(config.data)
     settings = generation.Settings.from_config(config.generate)
-    limit = int(config.data.seq_len) - settings.max_new_tokens
+    limit = generation.prompt_limit(int(config.data.seq_len), settings.max_new_tokens)
     ids, cut = generation.fit(data.tokenizer.encode(str(config.generate.prompt), add_special_tokens=False).ids
                               or [data.specials.end_of_text], limit)
     print(f'{self.label(config)}, {checkpoint}' + (f'; the prompt keeps its last {limit} tokens' if cut else ''),

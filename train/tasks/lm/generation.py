@@ -62,6 +62,12 @@ def complete(model: Any, params: Any, tokenizer: Tokenizer, prompts: list[list[i
   return texts
 
 
+def prompt_limit(context: int, max_new_tokens: int) -> int:
+  """Prompt tokens kept: what leaves room for the answer in the context the model was trained on, but at least
+  half of that context (the answer then runs past it)."""
+  return max(context - max_new_tokens, context // 2, 1)
+
+
 def fit(ids: list[int], limit: int) -> tuple[list[int], bool]:
   """The last `limit` tokens of `ids`, and whether any were dropped."""
   return (ids[-limit:], True) if len(ids) > limit else (ids, False)
@@ -88,7 +94,7 @@ def interactive(model: Any, params: Any, tokenizer: Tokenizer, settings: Setting
     stdin.reconfigure(errors='replace')
   if chat and not special.chat:
     raise ConfigError(f'generate.chat=True needs a tokenizer with {bpe.IM_START} and {bpe.IM_END}')
-  limit = context - settings.max_new_tokens
+  limit = prompt_limit(context, settings.max_new_tokens)
   say = lambda *a: print(*a, file=stdout, flush=True)  # pylint: disable=unnecessary-lambda-assignment
   say(f'{header}. ' + ('Chat: the conversation so far is the context. ' if chat else 'Each line is a prompt. ')
       + 'quit, exit or Ctrl-D ends.')
