@@ -1,5 +1,6 @@
-"""Byte-level BPE for language models: trained on the training text with HF `tokenizers`, or a `tokenizer.json`
-given by path; kept in the workdir (`lm_tokenizer.json`) and reused on resume.
+"""Byte-level BPE for language models: trained on the training text with HF `tokenizers`, or a pretrained one by
+path (a `tokenizer.json`, an HF directory, or rebuilt from a GGUF file); kept in the workdir (`lm_tokenizer.json`)
+and reused on resume.
 
 A trained tokenizer splits text into bytes (GPT-2's byte-to-character map: every string has a tokenization),
 pre-tokenizes on words, digits and punctuation like GPT-2, and merges the most frequent pairs up to
@@ -11,7 +12,6 @@ from collections.abc import Sequence
 import dataclasses
 import json
 import pathlib
-import shutil
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -62,6 +62,52 @@ def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
   return tokenizer
 
 
+def from_gguf(path: str | pathlib.Path) -> Tokenizer:
+  """The byte-level BPE a llama.cpp GGUF file carries (`tokenizer.ggml.*`: tokens, merges, token types), rebuilt
+  with HF `tokenizers`: GPT-2's byte map, digits split one by one first where the file says so (`pre` 'smollm',
+  'llama-bpe'), its control tokens as special tokens."""
+  import gguf  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  reader = gguf.GGUFReader(str(path))
+  fields = reader.fields
+
+  def strings(key: str) -> list[str]:
+    if key not in fields:
+      raise InputError(f'{path} carries no {key} (no byte-level BPE tokenizer)')
+    field = fields[key]
+    return [bytes(field.parts[i]).decode('utf-8') for i in field.data]
+
+  kind = strings('tokenizer.ggml.model')[0]
+  if kind != 'gpt2':
+    raise InputError(f'{path}: tokenizer.ggml.model={kind!r}; only byte-level BPE ("gpt2") tokenizers are rebuilt')
+  tokens = strings('tokenizer.ggml.tokens')
+  merges = [tuple(m.split(' ', 1)) for m in strings('tokenizer.ggml.merges')]
+  types = [int(fields['tokenizer.ggml.token_type'].parts[i][0]) for i in fields['tokenizer.ggml.token_type'].data]
+  pre = strings('tokenizer.ggml.pre')[0] if 'tokenizer.ggml.pre' in fields else 'default'
+  tokenizer = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False))
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+  tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                             if pre in ('smollm', 'llama-bpe', 'llama3') else byte_level)
+  tokenizer.decoder = decoders.ByteLevel()
+  control = [t for t, kind in zip(tokens, types) if kind == 3]  # llama.cpp's CONTROL tokens.
+  tokenizer.add_special_tokens(control)
+  return tokenizer
+
+
+def load_file(path: str | pathlib.Path) -> Tokenizer:
+  """A tokenizer from a `tokenizer.json`, an HF checkpoint directory holding one, or a GGUF file."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    path = path / 'tokenizer.json'
+  if path.suffix == '.gguf':
+    return from_gguf(path)
+  if not path.is_file():
+    raise MissingInputError(f'{path} is not a file (a tokenizer.json, an HF directory with one, or a .gguf)')
+  try:
+    return Tokenizer.from_file(str(path))
+  except Exception as e:  # pylint: disable=broad-except  # tokenizers raises plain Exceptions for bad files.
+    raise InputError(f'{path} is not a tokenizers JSON file ({e})') from None
+
+
 def _wanted(data_cfg) -> dict:
   path = str(data_cfg.tokenizer or '')
   return {'tokenizer': str(pathlib.Path(paths.expand(path)).expanduser().resolve()) if path else 'trained',
@@ -87,20 +133,26 @@ def load_or_make(data_cfg, workdir: pathlib.Path, train_texts) -> Tokenizer:
     return Tokenizer.from_file(str(path))
   workdir.mkdir(parents=True, exist_ok=True)
   if wanted['tokenizer'] != 'trained':
-    source = pathlib.Path(wanted['tokenizer'])
-    if not source.is_file():
-      raise MissingInputError(f'data.tokenizer={data_cfg.tokenizer!r}: {source} is not a file')
     try:
-      tokenizer = Tokenizer.from_file(str(source))
-    except Exception as e:  # pylint: disable=broad-except  # tokenizers raises plain Exceptions for bad files.
-      raise InputError(f'data.tokenizer={data_cfg.tokenizer!r}: {source} is not a tokenizers JSON file ({e})') from None
-    paths.write_atomically(path, lambda tmp: shutil.copyfile(source, tmp))
+      tokenizer = load_file(wanted['tokenizer'])
+      specials(tokenizer, wanted['tokenizer'])
+      check_byte_level(tokenizer, wanted['tokenizer'])
+    except (InputError, MissingInputError) as e:
+      raise type(e)(f'data.tokenizer={data_cfg.tokenizer!r}: {e}') from None
   else:
     tokenizer = train(train_texts(), int(data_cfg.vocab_size))
-    paths.write_atomically(path, lambda tmp: tmp.write_text(tokenizer.to_str(), encoding='utf-8'))
-  specials(tokenizer, str(path))
+  paths.write_atomically(path, lambda tmp: tmp.write_text(tokenizer.to_str(), encoding='utf-8'))
   paths.write_atomically(meta_path, lambda tmp: tmp.write_text(json.dumps(wanted), encoding='utf-8'))
   return tokenizer
+
+
+def check_byte_level(tokenizer: Tokenizer, where: str) -> None:
+  """Bits per byte counts a token's bytes from its characters (GPT-2's byte map): only byte-level BPE qualifies."""
+  decoder = json.loads(tokenizer.to_str()).get('decoder') or {}
+  kinds = {decoder.get('type')} | {d.get('type') for d in decoder.get('decoders') or []}
+  if 'ByteLevel' not in kinds:
+    raise InputError(f'{where} is not a byte-level BPE (its decoder is {decoder.get("type")!r}); the language-model '
+                     'task counts bits per byte from byte-level tokens')
 
 
 def token_bytes(tokenizer: Tokenizer) -> np.ndarray:

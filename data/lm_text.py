@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from data import paths
+from data import text as text_lib
 from data.errors import DataConfigError, InputError
 
 DOCUMENTS = ('lines', 'paragraphs', 'wikitext')
@@ -35,11 +36,6 @@ HF_DATASETS = {  # Our name -> (HF name, HF config, how its rows make documents)
 }
 HFLoader = Callable[[str, str | None], Any]  # (name, config) -> {'train': rows, 'validation': rows}, rows of {'text'}.
 _WIKITEXT_TITLE = re.compile(r'^ ?= [^=].* = ?$')
-
-
-def split_files(files: str) -> list[str]:
-  """'a.txt, b.jsonl' -> ['a.txt', 'b.jsonl'] ('{shared}/...' expanded)."""
-  return [paths.expand(f.strip()) for f in (files or '').split(',') if f.strip()]
 
 
 def _group(lines: Sequence[str], how: str) -> list[str]:
@@ -91,11 +87,6 @@ def is_validation(doc: str, salt: str, fraction: float) -> bool:
   return int.from_bytes(digest[:8], 'big') / 2.0 ** 64 < fraction
 
 
-def default_hf_loader(name: str, config: str | None) -> Any:
-  import datasets  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  return datasets.load_dataset(name, config)
-
-
 def _hf_documents(rows: Any, how: str, where: str) -> list[str]:
   lines = []
   for i, row in enumerate(rows):
@@ -108,11 +99,11 @@ def _hf_documents(rows: Any, how: str, where: str) -> list[str]:
 
 def load_documents(data_cfg: Any, hf_loader: HFLoader | None = None) -> dict[str, list[str]]:
   """{'train': documents, 'validation': documents} of the config's source (module docstring)."""
-  files = split_files(data_cfg.files)
+  files = text_lib.split_files(data_cfg.files)
   if files:
     how = str(data_cfg.documents)
     docs = [d for f in files for d in read_documents(f, how)]
-    eval_files = split_files(data_cfg.eval_files)
+    eval_files = text_lib.split_files(data_cfg.eval_files)
     if eval_files:
       return {'train': docs, 'validation': [d for f in eval_files for d in read_documents(f, how)]}
     fraction, salt = float(data_cfg.val_fraction), str(data_cfg.split_salt)
@@ -130,7 +121,7 @@ def load_documents(data_cfg: Any, hf_loader: HFLoader | None = None) -> dict[str
   if name not in HF_DATASETS:
     raise DataConfigError(f'data.hf_name={name!r} must be one of {", ".join(HF_DATASETS)} (or set data.files)')
   hf_name, hf_config, how = HF_DATASETS[name]
-  dataset = (hf_loader or default_hf_loader)(hf_name, hf_config)
+  dataset = (hf_loader or text_lib.default_hf_loader)(hf_name, hf_config)
   out = {}
   for split in ('train', 'validation'):
     if split not in dataset:
@@ -177,10 +168,10 @@ def bytes_of_targets(rows_NxW: np.ndarray, token_bytes_V: np.ndarray) -> np.ndar
 
 def source_key(data_cfg: Any) -> str:
   """A short hash naming the text source (files with size and mtime, or the HF dataset) and its split."""
-  files = split_files(data_cfg.files)
+  files = text_lib.split_files(data_cfg.files)
   if files:
     parts = ['files', str(data_cfg.documents)]
-    for group in (files, split_files(data_cfg.eval_files)):
+    for group in (files, text_lib.split_files(data_cfg.eval_files)):
       for f in group:
         path = pathlib.Path(f).expanduser().resolve()
         stat = path.stat() if path.is_file() else None

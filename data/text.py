@@ -66,7 +66,7 @@ def _hf_lines(rows: Any, where: str) -> list[str]:
   return lines
 
 
-def default_hf_loader(name: str, config: str) -> Any:
+def default_hf_loader(name: str, config: str | None) -> Any:
   """Downloads (or reads HF's cache of) `name`/`config` with `datasets`."""
   import datasets  # pylint: disable=g-import-not-at-top  # heavy; only on the HF path.
   return datasets.load_dataset(name, config)

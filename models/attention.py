@@ -47,8 +47,10 @@ def _logits(q, k_BxSxGxK, bias_NxLxS, mask_BxLxS, ix) -> jax.Array:
   scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
   logits = jnp.einsum(f'{ix["q"]},{ix["k"]}->{ix["s"]}', q, k_BxSxGxK, preferred_element_type=jnp.float32) * scale
   head_axes = logits.ndim - 3
-  if bias_NxLxS is not None:
-    logits = logits + bias_NxLxS.reshape(logits.shape[1:1 + head_axes] + bias_NxLxS.shape[1:]).astype(jnp.float32)
+  if bias_NxLxS is not None:  # [N or 1, ...]: over the query heads, in the layout of `logits`.
+    heads = int(np.prod(logits.shape[1:1 + head_axes]))
+    bias = jnp.broadcast_to(bias_NxLxS, (heads,) + bias_NxLxS.shape[1:])
+    logits = logits + bias.reshape(logits.shape[1:1 + head_axes] + bias_NxLxS.shape[1:]).astype(jnp.float32)
   if mask_BxLxS is not None:
     mask = mask_BxLxS.reshape(mask_BxLxS.shape[:1] + (1,) * head_axes + mask_BxLxS.shape[1:])
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)

@@ -145,6 +145,11 @@ class DecoderConfig(ModelConfig):
     return self.position in ('abacus', 'rope_abacus')
 
 
+def loops_arg(config: Any, loops: int | None = None) -> dict[str, int]:
+  """The `loops=` keyword of a call (`loops` or the trained number): only a looped decoder takes one."""
+  return {'loops': loops or config.loops} if getattr(config, 'looped', False) else {}
+
+
 def check_loops(config: DecoderConfig, loops: int | None) -> int:
   """The number of core applications to run: `loops` or config.loops (0 for a stacked decoder)."""
   if not config.looped:

@@ -69,12 +69,13 @@ def config_of(cfg: Any) -> ModelConfig:
 def build(cfg: Any, *, vocab_size: int, num_classes: int | None = None, seq_len: int | None = None) -> nn.Module:
   """The model named by `cfg.name`, built from its section with the task's dimensions."""
   entry = _entry(cfg)
+  config = entry.config_cls.from_config(cfg)
   dims = Dims(vocab_size, num_classes, seq_len)
   for key in ('vocab_size',) + entry.needs:
     value = getattr(dims, key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ValueError(f'models.build: {key}={value!r} must be a positive int for model.name={cfg["name"]!r}')
-  return entry.build(entry.config_cls.from_config(cfg), dims)
+      raise ModelConfigError(f'models.build: {key}={value!r} must be a positive int for model.name={config.name!r}')
+  return entry.build(config, dims)
 
 
 def _import_models() -> None:

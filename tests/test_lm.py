@@ -119,6 +119,14 @@ def test_packing_bytes_and_batches(tmp_path):
   other.tokenizer = str(workdir / bpe.TOKENIZER_FILE)  # A tokenizer.json by path works in a fresh workdir.
   by_path = lm_batches.prepare(other, tmp_path / 'w2')
   assert by_path.tokenizer.to_str() == data.tokenizer.to_str()
+  from tokenizers import Tokenizer, models as tok_models  # pylint: disable=g-import-not-at-top
+  word_level = Tokenizer(tok_models.WordLevel({bpe.END_OF_TEXT: 0, 'the': 1, '[UNK]': 2}, unk_token='[UNK]'))
+  word_level.add_special_tokens([bpe.END_OF_TEXT])
+  word_level.save(str(tmp_path / 'words.json'))
+  other.tokenizer = str(tmp_path / 'words.json')  # Bits per byte needs byte-level tokens: refused, by name.
+  with pytest.raises(InputError, match=r'words.json is not a byte-level BPE'):
+    lm_batches.prepare(other, tmp_path / 'w3')
+  assert not (tmp_path / 'w3' / bpe.TOKENIZER_FILE).exists()
 
 
 def test_bits_per_byte_of_a_uniform_model_by_hand(tmp_path):

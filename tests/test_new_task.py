@@ -102,6 +102,10 @@ def test_a_misnamed_evaluator_or_option_is_refused_before_any_work(tmp_path):
   with pytest.raises(ConfigError, match=r"evals.val.type='acuracy' is not an evaluator of task 'reverse'"):
     train.train_and_evaluate(config, str(tmp_path))
   config = _config()
+  config.evals.val.select = 'acuracy'  # Known only once the evaluator has run: at the first evaluation.
+  with pytest.raises(ConfigError, match=r"evals.val.select='acuracy' is not a figure it gives \(accuracy\)"):
+    train.train_and_evaluate(config, str(tmp_path / 'select'))
+  config = _config()
   config.evals.val.cunt = 3
   with pytest.raises(ConfigError, match=r"evals.val: unknown key cunt; 'accuracy' takes type, every, select, final, count"):
     train.train_and_evaluate(config, str(tmp_path))

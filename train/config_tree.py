@@ -39,18 +39,6 @@ def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-  """{'a.b': 1} -> {'a': {'b': 1}}."""
-  out: dict[str, Any] = {}
-  for path, value in flat.items():
-    *parents, leaf = path.split('.')
-    node = out
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return out
-
-
 def merge(config: ml_collections.ConfigDict, partial: Any, where: str) -> None:
   """Sets every field `partial` holds (a nested dict or ConfigDict) in `config`, which must have each one.
 

@@ -236,6 +236,9 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
             flush=True)
       log.write(done, evaluation.name, scalars)
       if evaluation.select:
+        if evaluation.select not in figures:
+          raise ConfigError(f'evals.{evaluation.name}.select={evaluation.select!r} is not a figure it gives '
+                            f'({", ".join(sorted(figures))})')
         score = float(figures[evaluation.select])
         if checkpoints.save_if_best(state, score, record_of(done, scalars)):
           logging.info('step %d: new best %s %s %.4f', done, evaluation.name, evaluation.select, score)

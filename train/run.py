@@ -5,7 +5,7 @@
                  the final evaluators on it, results.json, the task's tables and plots
   evaluate_run   --mode=eval: the evaluator config.eval.file_evaluator on the file the task names, with the
                  run's best checkpoint (config.eval.checkpoint); eval_<file>.json
-  interactive    --mode=interactive: the task's read-answer loop on the run's checkpoint
+  on_checkpoint  --mode=interactive and --mode=generate: the task's method of that name, on the run's checkpoint
 
 Warmup: train.warmup_steps, at most train.warmup_fraction of the steps. A run whose steps come from a
 FLOP budget keeps the steps it started with (config.json) when it resumes.
@@ -17,6 +17,7 @@ import pathlib
 from typing import Any
 
 import flax.linen as nn
+import jax
 import ml_collections
 
 import models
@@ -27,6 +28,7 @@ from train import flops as flops_lib
 from train import loop
 from train import sharding
 from train import validation
+from data import paths
 from data.errors import DataConfigError
 from train.errors import ConfigError
 from train.files import read_json, write_json
@@ -94,9 +96,7 @@ def planned_steps(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> i
 def budget(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, model: nn.Module, context: Any,
            flops_cache: dict[str, tuple[float, int]]) -> Budget:
   """Steps and warmup of a run (from train.steps or flops_budget; one rule for every task) and its FLOPs per step."""
-  budget_flops = float(config.flops_budget)
-  if budget_flops < 0:
-    raise ConfigError(f'flops_budget={config.flops_budget} must be >= 0 (0: train.steps as given)')
+  budget_flops = float(config.flops_budget)  # >= 0: validation.check_shared_fields.
   flops_per_step = n_params = None
   if budget_flops > 0 or task.count_flops:
     key = _program_key(config, task)
@@ -185,23 +185,33 @@ def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Pa
     record.update(figures)
   record.update(task.record(cfg, RunResult(cfg, model, objective, params, final_params, plan, context)))
   write_json(run_dir / RESULTS_FILE, record)
-  task.report_run(cfg, run_dir, record)
+  if jax.process_index() == 0:
+    task.report_run(cfg, run_dir, record)
   return record
 
 
-def _eval_file(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> str | None:
-  """The file to score: the task's eval file field, when it differs from what the run was trained with."""
+def _files(value: Any) -> list[pathlib.Path]:
+  """The files a comma-separated field names, as resolved paths ('{shared}/...' expanded)."""
+  return [pathlib.Path(paths.expand(f.strip())).expanduser().resolve() for f in str(value or '').split(',')
+          if f.strip()]
+
+
+def _eval_file(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, needs_file: bool) -> str | None:
+  """The file(s) to score: the task's eval file field, unless it names what the run was trained with and the
+  evaluator scores that without a file (MLM's own eval text: its fixed masks)."""
   file = str(config_tree.get(config, task.eval_file_field, '') or '')
   saved = saved_config(run_dir)
-  trained = str(config_tree.get(saved, task.eval_file_field, '') or '') if saved else ''
-  return file if file and file != trained else None
+  trained = config_tree.get(saved, task.eval_file_field, '') if saved else ''
+  if not file or (not needs_file and _files(file) == _files(trained)):
+    return None
+  return file
 
 
 def evaluate_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, context: Any) -> EvalResult:
   """--mode=eval for one run: its file evaluator on the file (or what the evaluator scores without one)."""
   spec = evaluators_lib.file_spec(config, task)
   kind = task.evaluators[spec.type]
-  file = _eval_file(task, config, run_dir)
+  file = _eval_file(task, config, run_dir, bool(kind.file_help))
   if file is None and kind.file_help:
     raise ConfigError(f'--mode=eval needs --config.{task.eval_file_field}=FILE ({kind.file_help})')
   saved = saved_config(run_dir)
@@ -219,8 +229,9 @@ def evaluate_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib
   if table:
     print(table, flush=True)
   figures = dict(figures, checkpoint=which, checkpoint_step=step)
-  if file is not None:
-    write_json(run_dir / f'eval_{pathlib.Path(file).name}.json', dict(figures, file=file, model=task.label(cfg)))
+  if file is not None:  # eval_<file>.json (eval_<a>_<b>.json for several files).
+    name = '_'.join(pathlib.Path(f.strip()).name for f in file.split(',') if f.strip())
+    write_json(run_dir / f'eval_{name}.json', dict(figures, file=file, model=task.label(cfg)))
   return EvalResult(run_dir, cfg, figures, evaluator, file)
 
 

@@ -222,7 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   workdir_lib.check_writable(workdir)
   flops_cache: dict[str, tuple[float, int]] = {}  # One XLA count per compiled program, over all points.
   if not _is_sweep(config):
-    run_lib.check(task, config)
+    run_lib.check(task, config)  # Before the settings are recorded.
     workdir_lib.check_run(workdir, config, task, record=True)
     with workdir_lib.Lock(workdir):
       return [run_lib.train_run(task, config, workdir, task.prepare(config, workdir), flops_cache)]
@@ -340,7 +340,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, tas
     workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True)
   context = task.prepare(config, workdir)
   results = {name: run_lib.evaluate_run(task, cfg, run_dir, context) for name, run_dir, cfg in runs}
-  task.report_evaluation(config, workdir, results, context)
+  if jax.process_index() == 0:
+    task.report_evaluation(config, workdir, results, context)
   run_lib.print_final_lines(results)
   return results
 

@@ -22,8 +22,8 @@ SETTINGS_FILE = 'settings.json'
 LOCK_FILE = '.lock'
 # Fields every task may change between a run and its resume or evaluation: cadences, evaluation, the sweep
 # spec, and train.steps (a longer run continues the same one; a FLOP budget's steps are fixed in config.json).
-ALWAYS_FREE = ('sweep', 'eval', 'evals', 'distributed', 'train.steps', 'train.log_every', 'train.eval_every',
-               'train.checkpoint_every', 'train.keep_checkpoints')
+ALWAYS_FREE = ('sweep', 'eval', 'evals', 'distributed', 'train.steps', 'train.log_every', 'train.checkpoint_every',
+               'train.keep_checkpoints')
 
 
 def is_free(path: str, free: tuple[str, ...]) -> bool:

@@ -65,7 +65,7 @@ def generate(model: Decoder, params: Any, problems: Sequence[Problem], fmt: str,
 
   `abacus_offset` is added to every digit position, of the prompt and of what is written (training
   draws such offsets with data.abacus_max_offset; 0 is the usual evaluation). `equals_row` (no default,
-  so no caller forgets it): the model was trained with model.abacus_equals_row (the '=' has a row and every
+  so no caller forgets it): the model was trained with data.abacus_equals_row (the '=' has a row and every
   digit one more).
   """
   problems = list(problems)

@@ -19,6 +19,7 @@ import numpy as np
 
 import models
 from data import arith_batches
+from models import decoder as decoder_lib
 from models.decoder import Decoder
 from train import evaluators
 from train import loop
@@ -28,8 +29,7 @@ Batch = dict[str, Any]
 
 
 def loops_arg(model: Decoder, loops: int | None = None) -> dict[str, Any]:
-  """The `loops=` keyword of a call: only a looped decoder takes one."""
-  return {'loops': loops or model.config.loops} if model.config.looped else {}
+  return decoder_lib.loops_arg(model.config, loops)
 
 
 def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None = None,
@@ -101,7 +101,7 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
 class TeacherForced:
   """Token accuracy, loss and exact match under teacher forcing on a fixed set of problems.
 
-  `equals_row` (model.abacus_equals_row) has no default: every scorer must say which Abacus rows the model
+  `equals_row` (data.abacus_equals_row) has no default: every scorer must say which Abacus rows the model
   was trained with.
   """
 

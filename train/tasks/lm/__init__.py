@@ -18,6 +18,7 @@ import ml_collections
 import models
 from data import lm_batches
 from train import task as task_lib
+from train.errors import ConfigError
 from train.tasks.lm import generation
 from train.tasks.lm import objective
 from train.tasks.lm import report
@@ -40,6 +41,7 @@ class LMContext:
 
 
 def _loops(config: ml_collections.ConfigDict) -> int | None:
+  """The core applications a looped model trained with (None for a stacked one)."""
   return int(config.model.loops) if config.model.name == 'looped' else None
 
 
@@ -53,6 +55,15 @@ class LMTask(task_lib.Task):
   def prepare(self, config: ml_collections.ConfigDict, workdir: pathlib.Path) -> LMContext:
     del config
     return LMContext(pathlib.Path(workdir))
+
+  def check(self, config: ml_collections.ConfigDict) -> None:
+    for key, low in (('train.random_loops', 0), ('train.z_loss', 0), ('eval.max_rows', 0), ('eval.loop_multiplier', 1),
+                     ('data.seq_len', 1)):
+      section, field = key.split('.')
+      if float(config[section][field]) < low:
+        raise ConfigError(f'{key}={config[section][field]!r} must be >= {low}')
+    if int(config.train.random_loops) and config.model.name != 'looped':
+      raise ConfigError(f"train.random_loops={config.train.random_loops} needs a looped model (model.name='looped')")
 
   def build_model(self, config: ml_collections.ConfigDict, context: LMContext):
     return models.build(config.model, vocab_size=context.data(config.data).vocab_size)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 import models
+from models import decoder as decoder_lib
 from data import lm_batches
 from data import lm_text
 from train import evaluators
@@ -26,16 +27,11 @@ from train.errors import ConfigError
 Batch = dict[str, Any]
 
 
-def loops_arg(model: Any, loops: int | None = None) -> dict[str, Any]:
-  """The `loops=` keyword of a call: only a looped decoder takes one."""
-  return {'loops': loops or model.config.loops} if getattr(model.config, 'looped', False) else {}
-
-
 def _logits(params: Any, tokens_BxL: jax.Array, *, model: Any, loops: int | None = None,
             scan_unroll: int | bool = 1, active_loops: jax.Array | None = None) -> tuple[jax.Array, models.Aux]:
   extra = {} if active_loops is None else {'active_loops': active_loops}
   return models.apply_with_aux(model, {'params': params}, tokens_BxL, scan_unroll=scan_unroll,
-                               **loops_arg(model, loops), **extra)
+                               **decoder_lib.loops_arg(model.config, loops), **extra)
 
 
 def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Any, z_loss: float = 0.0,
@@ -110,7 +106,7 @@ class LMEval(evaluators.Evaluator):
     self.mesh = sharding.make_mesh()
     self.batch_size = int(self.config.eval.batch_size)
     sharding.check_batch_size(self.batch_size, self.mesh, 'eval.batch_size')
-    self.sums = self.context.memo(('lm_sums', id(self.model)), lambda: jax.jit(
+    self.sums = self.context.memo(('lm_sums', self.model), lambda: jax.jit(
         functools.partial(_sums, model=self.model), static_argnames=('loops',),
         out_shardings=sharding.replicated(self.mesh)))
 
