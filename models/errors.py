@@ -3,3 +3,7 @@
 
 class ModelConfigError(ValueError):
   """A model config value that cannot work: names the key (`model.<field>`) and what is allowed."""
+
+
+class PretrainedError(ValueError):
+  """A pretrained checkpoint that cannot be loaded as asked (models/pretrained.py): names the file and the problem."""

@@ -65,12 +65,13 @@ class DigitPositions:
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'end_id', 'sampling', 'digit_positions',
-                                             'prefill_kwargs', 'return_logits'))
+                                             'prefill_kwargs', 'return_logits', 'stop_sequences'))
 def generate(model: Any, params: Pytree, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, *,
              max_new_tokens: int, end_id: int, sampling: Sampling = GREEDY, rng: jax.Array | None = None,
              digit_positions: DigitPositions | None = None, prompt_digit_pos_BxP: jax.Array | None = None,
              digit_offset: jax.Array | int = 0, prefill_kwargs: tuple[tuple[str, Any], ...] = (),
-             return_logits: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+             return_logits: bool = False, stop_sequences: tuple[tuple[int, ...], ...] = ()
+             ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """int32[B, max_new_tokens]: the continuation of each LEFT-padded prompt.
 
   Each row holds the generated tokens up to and including its first `end_id`; every position after
@@ -92,6 +93,8 @@ def generate(model: Any, params: Pytree, prompt_BxP: jax.Array, prompt_mask_BxP:
     prefill_kwargs: static keywords of `prefill` as (name, value) pairs, e.g. (('loops', 8),).
     return_logits: also return float32[B, max_new_tokens, V], the logits each token was chosen from
       (static); rows that had ended keep being computed until all have, steps after the stop are 0.
+    stop_sequences: token sequences that also end a row once it has generated one of them (static); the
+      row keeps them, and `end_id` follows (callers cut the decoded text at their stop strings).
   """
   if not (callable(getattr(model, 'prefill', None)) and callable(getattr(model, 'decode', None))):
     raise TypeError(f'generate needs a model with prefill and decode (a KV or state cache); '
@@ -135,7 +138,11 @@ def generate(model: Any, params: Pytree, prompt_BxP: jax.Array, prompt_mask_BxP:
       steps_BxNxV = jax.lax.dynamic_update_slice_in_dim(steps_BxNxV, logits_BxV[:, None], step, axis=1)
     if digit_positions is not None:
       digit_pos_B = digit_positions.next(token_B, digit_pos_B, digit_offset)
-    return (step + 1, token_B, digit_pos_B, done_B | (token_B == end_id), out_BxN, steps_BxNxV, cache)
+    done_B = done_B | (token_B == end_id)
+    for seq in stop_sequences:  # The row's last len(seq) tokens are seq.
+      window_BxS = jax.lax.dynamic_slice_in_dim(out_BxN, jnp.maximum(step + 1 - len(seq), 0), len(seq), axis=1)
+      done_B = done_B | (jnp.all(window_BxS == jnp.asarray(seq, jnp.int32), axis=1) & (step + 1 >= len(seq)))
+    return (step + 1, token_B, digit_pos_B, done_B, out_BxN, steps_BxNxV, cache)
 
   final = jax.lax.while_loop(cond, body, init)
   return (final[4], final[5]) if return_logits else final[4]

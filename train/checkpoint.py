@@ -151,6 +151,17 @@ class Checkpoints:
     self._best.close()
 
 
+def has_checkpoint(run_dir: pathlib.Path) -> bool:
+  """Whether the run has saved a step (latest or best)."""
+  if not any((pathlib.Path(run_dir) / d).is_dir() for d in ('checkpoints', 'best')):
+    return False
+  checkpoints = Checkpoints(run_dir, read_only=True)
+  try:
+    return checkpoints.latest_step('latest') is not None or checkpoints.latest_step('best') is not None
+  finally:
+    checkpoints.close()
+
+
 def restore_eval_params(run_dir: pathlib.Path, which: str, mesh: jax.sharding.Mesh) -> tuple[Any, int, str]:
   """(eval params replicated over `mesh`, step, which checkpoint) of a trained run.
 

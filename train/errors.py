@@ -8,6 +8,7 @@ from data.errors import DataConfigError
 from data.errors import InputError
 from data.errors import MissingInputError
 from models.errors import ModelConfigError
+from models.errors import PretrainedError
 
 
 class ConfigError(ValueError):
@@ -32,5 +33,5 @@ class Interrupted(RuntimeError):
 
 # What launch.py prints as one line: bad input (files, config values, checkpoints, workdirs) and
 # runs that diverged or were interrupted.
-USER_ERRORS = (ConfigError, DataConfigError, ModelConfigError, InputError, MissingInputError,
+USER_ERRORS = (ConfigError, DataConfigError, ModelConfigError, PretrainedError, InputError, MissingInputError,
                WorkdirError, CheckpointError, NonFiniteLossError, Interrupted)

@@ -160,9 +160,32 @@ class _StopSignals:
     self.restore()
 
 
+def start_from(state: TrainState, params: Any, objective: Objective, config: ml_collections.ConfigDict,
+               tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
+  """A fresh state holding `params` (pretrained weights) instead of the random init; their tree must be the
+  model's, shape for shape (ConfigError naming the first parameter that differs)."""
+  want = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(jnp.shape, state.params))[0])
+  have = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(np.shape, params))[0])
+  name = lambda path: '/'.join(str(getattr(k, 'key', k)) for k in path)  # pylint: disable=unnecessary-lambda-assignment
+  for path in sorted(set(want) | set(have), key=name):
+    if want.get(path) != have.get(path):
+      raise ConfigError(f'train.init_from: parameter {name(path)} is {have.get(path, "missing")} in the checkpoint, '
+                        f'the model needs {want.get(path, "none")}')
+
+  def build(params_):
+    task_state = (objective.init_task_state(params_, int(config.train.batch_size))
+                  if objective.init_task_state is not None else None)
+    return create_train_state(params_, tx, config.seed, use_ema=float(config.train.ema_decay) > 0,
+                              task_state=task_state)
+
+  return jax.jit(build, out_shardings=sharding.replicated(mesh))(jax.tree.map(jnp.asarray, params))
+
+
 def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model: nn.Module,
-          objective: Objective, evaluations: list[Scheduled] = (), label: str = '') -> TrainResult:
-  """Trains (or resumes) `model` on `objective` for config.train.steps; checkpoints in run_dir."""
+          objective: Objective, evaluations: list[Scheduled] = (), label: str = '',
+          initial_params: Callable[[], Any] | None = None) -> TrainResult:
+  """Trains (or resumes) `model` on `objective` for config.train.steps; checkpoints in run_dir. A run that
+  starts (no checkpoint yet) from `initial_params()` where given (pretrained weights), else from the init."""
   run_dir = pathlib.Path(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
   tcfg = config.train
@@ -181,8 +204,11 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
     restored_step = int(jax.device_get(state.step))
     print(f'restored step {restored_step} from {checkpoints.latest_dir}; resuming', flush=True)
     train_seconds = float(record.get('train_seconds', 0.0))
-  elif checkpoints.latest_step('best') is not None:
-    checkpoints.discard_best('no latest checkpoint is left, so the run starts from step 0')
+  else:
+    if checkpoints.latest_step('best') is not None:
+      checkpoints.discard_best('no latest checkpoint is left, so the run starts from step 0')
+    if initial_params is not None:
+      state = start_from(state, initial_params(), objective, config, tx, mesh)
 
   total = int(tcfg.steps)
   if total < 1:

@@ -7,6 +7,9 @@
                  run's best checkpoint (config.eval.checkpoint); eval_<file>.json
   on_checkpoint  --mode=interactive and --mode=generate: the task's method of that name, on the run's checkpoint
 
+A run with train.init_from starts from those pretrained weights (models/pretrained.py: a GGUF file or an HF
+directory) instead of the init; before it has a checkpoint, the eval modes use them as they are.
+
 Warmup: train.warmup_steps, at most train.warmup_fraction of the steps. A run whose steps come from a
 FLOP budget keeps the steps it started with (config.json) when it resumes.
 """
@@ -21,6 +24,7 @@ import jax
 import ml_collections
 
 import models
+from models import pretrained as pretrained_lib
 from train import checkpoint as ckpt_lib
 from train import config_tree
 from train import evaluators as evaluators_lib
@@ -127,6 +131,39 @@ def with_budget(config: ml_collections.ConfigDict, plan: Budget) -> ml_collectio
   return cfg
 
 
+_PRETRAINED: dict[str, Any] = {}  # Loaded checkpoints by path (a sweep's runs share one load).
+
+
+def init_from(config: ml_collections.ConfigDict) -> str:
+  """The pretrained checkpoint that train.init_from names, as a resolved path ('' = none)."""
+  value = str(config.train.get('init_from', '') or '')
+  return str(pathlib.Path(paths.expand(value)).expanduser().resolve()) if value else ''
+
+
+def pretrained_params(config: ml_collections.ConfigDict) -> Any:
+  """The weights of train.init_from (a GGUF file or an HF directory, models/pretrained.py), checked against
+  config.model: the run's architecture must be the checkpoint's."""
+  path = init_from(config)
+  if path not in _PRETRAINED:
+    if not pathlib.Path(path).exists():
+      raise ConfigError(f'train.init_from={config.train.init_from!r}: {path} does not exist'
+                        + (' (python -m data.fetch smollm2 puts SmolLM2 there)' if 'SmolLM2' in path else ''))
+    _PRETRAINED.clear()  # One checkpoint in memory at a time.
+    _PRETRAINED[path] = pretrained_lib.load(path)
+  checkpoint = _PRETRAINED[path]
+  pretrained_lib.check_model(checkpoint, config.model)
+  return checkpoint.params
+
+
+def scored_params(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> tuple[Any, int, str]:
+  """(params, step, which) that --mode=eval/interactive/generate use: the run's checkpoint (eval.checkpoint);
+  before the run has one, the pretrained weights of train.init_from where it names them."""
+  if init_from(config) and not ckpt_lib.has_checkpoint(run_dir):
+    print(f'{run_dir} has no checkpoint yet: using the pretrained weights of {init_from(config)}', flush=True)
+    return jax.device_put(pretrained_params(config), sharding.replicated(sharding.make_mesh())), 0, 'pretrained'
+  return ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
+
+
 def check(task: Task, config: ml_collections.ConfigDict, where: str = '') -> None:
   """Every check of a run's config that needs no data, before any work: shared ranges, the model section, the
   evaluators, the task's own (one line naming the key; `where` names the sweep point)."""
@@ -157,11 +194,13 @@ def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Pa
                                                 if float(cfg.flops_budget) > 0 else '')
         + f', warmup {plan.warmup_steps}, lr {float(cfg.train.lr):g}', flush=True)
   write_json(run_dir / CONFIG_FILE, cfg.to_dict())
-  built = {s.name: s.build(task, cfg, model, context) for s in all_specs}
+  used = evaluators_lib.in_training(all_specs)
+  built = {s.name: s.build(task, cfg, model, context) for s in all_specs if s.final or s in used}
   scheduled = [loop.Scheduled(s.name, (lambda params, step, e=built[s.name]: e(params)), s.every, s.select)
-               for s in evaluators_lib.in_training(all_specs)]
+               for s in used]
   objective = task.objective(cfg, model, context)
-  result = loop.train(cfg, run_dir, model, objective, scheduled, label=label)
+  result = loop.train(cfg, run_dir, model, objective, scheduled, label=label,
+                      initial_params=(lambda: pretrained_params(cfg)) if init_from(cfg) else None)
   result.checkpoints.close()
   final_params = eval_params(result.state)
   if any(s.select for s in all_specs):  # Scored with the best checkpoint on the selecting evaluator.
@@ -222,8 +261,9 @@ def evaluate_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib
       cfg.train.steps, cfg.train.warmup_steps = int(saved['train']['steps']), int(saved['train']['warmup_steps'])
   model = task.build_model(cfg, context)
   evaluator = spec.build(task, cfg, model, context, file=file)  # Reads and checks the file before the restore.
-  params, step, which = ckpt_lib.restore_eval_params(run_dir, str(cfg.eval.checkpoint), sharding.make_mesh())
-  print(f'restored {which} checkpoint (step {step}) from {run_dir}', flush=True)
+  params, step, which = scored_params(cfg, run_dir)
+  if which != 'pretrained':
+    print(f'restored {which} checkpoint (step {step}) from {run_dir}', flush=True)
   figures = evaluator(params)
   table = evaluator.table(figures)
   if table:
@@ -255,5 +295,6 @@ def on_checkpoint(task: Task, mode: str, config: ml_collections.ConfigDict, run_
   if not callable(hook):
     raise ConfigError(f'task {task.name!r} has no --mode={mode}')
   model = task.build_model(config, context)
-  params, step, which = ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
-  hook(config, model, params, f'{which} checkpoint (step {step})', context)
+  params, step, which = scored_params(config, run_dir)
+  hook(config, model, params, 'pretrained weights' if which == 'pretrained' else f'{which} checkpoint (step {step})',
+       context)

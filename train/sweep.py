@@ -336,8 +336,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, tas
   runs = _runs(config, workdir, task, finished_only=True)
   if not runs:
     raise ConfigError(f'no finished run of this sweep in {workdir / RUNS_DIR}: train first with --mode=train')
-  for _, run_dir, cfg in runs:  # Every run's settings before any work.
-    workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True)
+  for _, run_dir, cfg in runs:  # Every run's settings before any work (pretrained weights: a run of its own).
+    workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True,
+                          untrained_ok=bool(run_lib.init_from(cfg)))
   context = task.prepare(config, workdir)
   results = {name: run_lib.evaluate_run(task, cfg, run_dir, context) for name, run_dir, cfg in runs}
   if jax.process_index() == 0:
@@ -355,5 +356,6 @@ def on_checkpoint(mode: str, config: ml_collections.ConfigDict, workdir: str | p
     raise ConfigError(f'--mode={mode} drives one trained run, but the sweep has {len(runs)} points; '
                       "narrow --config.sweep.grid to one, e.g. 'model=looped; flops_budget=1e12; seed=0'")
   _, run_dir, cfg = runs[0]
-  workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True)
+  workdir_lib.check_run(run_dir, cfg, task, record=False, evaluating=True,
+                          untrained_ok=bool(run_lib.init_from(cfg)))
   run_lib.on_checkpoint(task, mode, cfg, run_dir, task.prepare(config, workdir))

@@ -42,11 +42,11 @@ def rename_fields(settings: dict[str, Any], renamed: dict[str, str]) -> dict[str
 
 
 def check_run(run_dir: pathlib.Path, config: ml_collections.ConfigDict, task: Any, *, record: bool,
-              evaluating: bool = False) -> None:
+              evaluating: bool = False, untrained_ok: bool = False) -> None:
   """The settings check of one run directory in every mode: refuses other settings before any work.
 
   Training records the settings in a new directory (`record`); evaluation and interactive use may change
-  the task's eval file field.
+  the task's eval file field, and with `untrained_ok` (pretrained weights) use a directory no run has made.
   """
   ignore = (task.eval_file_field,) if evaluating else ()
   free = ALWAYS_FREE + tuple(task.free_fields) + ignore
@@ -55,6 +55,8 @@ def check_run(run_dir: pathlib.Path, config: ml_collections.ConfigDict, task: An
     return {k: v for k, v in task.normalize_settings(flat).items() if not is_free(k, free)}
 
   settings = settings_of(config, task.name, tuple(task.free_fields) + ignore)
+  if untrained_ok and not (run_dir / SETTINGS_FILE).is_file():
+    return
   check_settings(run_dir, dict(settings, layout='single'), record=record, ignore=ignore, normalize=normalize)
 
 

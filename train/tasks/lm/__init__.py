@@ -20,6 +20,7 @@ from data import lm_batches
 from train import task as task_lib
 from train.errors import ConfigError
 from train.tasks.lm import generation
+from train.tasks.lm import gsm8k
 from train.tasks.lm import objective
 from train.tasks.lm import report
 
@@ -49,7 +50,7 @@ def _loops(config: ml_collections.ConfigDict) -> int | None:
 class LMTask(task_lib.Task):
   """Registered as config.task='lm'."""
   summary_metrics = (('bits_per_byte', 'min'), ('perplexity', 'min'), ('train_seconds', 'min'))
-  evaluators = {'lm': objective.LMEval}
+  evaluators = {'lm': objective.LMEval, 'gsm8k': gsm8k.GSM8KEval}
   free_fields = ('data.eval_file', 'generate')
 
   def prepare(self, config: ml_collections.ConfigDict, workdir: pathlib.Path) -> LMContext:
@@ -62,6 +63,9 @@ class LMTask(task_lib.Task):
       section, field = key.split('.')
       if float(config[section][field]) < low:
         raise ConfigError(f'{key}={config[section][field]!r} must be >= {low}')
+    if str(config.train.get('init_from', '')) and not str(config.data.tokenizer):
+      raise ConfigError(f'train.init_from={config.train.init_from!r} needs the checkpoint\'s tokenizer: set '
+                        'data.tokenizer to the same path')
     if int(config.train.random_loops) and config.model.name != 'looped':
       raise ConfigError(f"train.random_loops={config.train.random_loops} needs a looped model (model.name='looped')")
 
@@ -111,4 +115,7 @@ class LMTask(task_lib.Task):
     generation.interactive(model, params, data.tokenizer, generation.Settings.from_config(config.generate),
                            int(config.data.seq_len), bool(config.generate.chat),
                            f'{self.label(config)}, {checkpoint}', _loops(config), stdin or sys.stdin,
-                           stdout or sys.stdout)
+                           stdout or sys.stdout, str(config.generate.get('system', '') or ''))
+
+  def normalize_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+    return dict({'train.init_from': ''}, **settings)  # Runs from before train.init_from started from the init.

@@ -40,9 +40,10 @@ class Settings:
 
 
 def complete(model: Any, params: Any, tokenizer: Tokenizer, prompts: list[list[int]], settings: Settings, *,
-             end_id: int, pad_id: int, step_seed: int = 0, loops: int | None = None) -> list[str]:
-  """The continuation of each prompt (token ids), decoded, cut at the end token and the first stop string."""
-  width = max(len(p) for p in prompts)
+             end_id: int, pad_id: int, step_seed: int = 0, loops: int | None = None, width: int = 0) -> list[str]:
+  """The continuation of each prompt (token ids), decoded, cut at the end token and the first stop string
+  (prompts left-padded to `width` tokens at least: fewer shapes to compile)."""
+  width = max(width, max(len(p) for p in prompts))
   tokens_BxP = np.full((len(prompts), width), pad_id, np.int32)
   for i, p in enumerate(prompts):
     tokens_BxP[i, width - len(p):] = p
@@ -51,7 +52,8 @@ def complete(model: Any, params: Any, tokenizer: Tokenizer, prompts: list[list[i
   out_BxN = generate_lib.generate(model, params, jnp.asarray(tokens_BxP), jnp.asarray(mask_BxP),
                                   max_new_tokens=settings.max_new_tokens, end_id=end_id, sampling=settings.sampling,
                                   rng=rng if settings.sampling.temperature > 0 else None,
-                                  prefill_kwargs=(('loops', loops),) if loops else ())
+                                  prefill_kwargs=(('loops', loops),) if loops else (),
+                                  stop_sequences=stop_sequences(tokenizer, settings.stop))
   texts = []
   for row in np.asarray(out_BxN):
     ends = np.flatnonzero(row == end_id)
@@ -60,6 +62,21 @@ def complete(model: Any, params: Any, tokenizer: Tokenizer, prompts: list[list[i
       text = text.split(stop, 1)[0]
     texts.append(text)
   return texts
+
+
+def stop_sequences(tokenizer: Tokenizer, stops: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+  """Token sequences of each stop string as it is usually written (alone, after a space, after a newline):
+  generation of a row ends once it has written one. The text is still cut at the strings themselves, so a stop
+  string reached through other tokens only costs the steps to max_new_tokens."""
+  out = set()
+  for stop in stops:
+    for prefix in ('', ' ', '\n'):
+      ids = tokenizer.encode(prefix + stop, add_special_tokens=False).ids
+      if prefix:
+        ids = ids[len(tokenizer.encode(prefix, add_special_tokens=False).ids):] or ids
+      if ids and tokenizer.decode(ids, skip_special_tokens=False).strip() == stop.strip():
+        out.add(tuple(ids))
+  return tuple(sorted(out))
 
 
 def prompt_limit(context: int, max_new_tokens: int) -> int:
@@ -73,10 +90,13 @@ def fit(ids: list[int], limit: int) -> tuple[list[int], bool]:
   return (ids[-limit:], True) if len(ids) > limit else (ids, False)
 
 
-def chat_prompt(tokenizer: Tokenizer, turns: list[tuple[str, str]], limit: int) -> tuple[list[int], int]:
-  """The ChatML conversation, ready for the assistant's next turn, in at most `limit` tokens: the oldest turns
-  are dropped (and the last user turn's start, if it alone is longer). Returns (ids, turns dropped)."""
+def chat_prompt(tokenizer: Tokenizer, turns: list[tuple[str, str]], limit: int, system: str = ''
+                ) -> tuple[list[int], int]:
+  """The ChatML conversation (after the `system` message, if any, always kept), ready for the assistant's next
+  turn, in at most `limit` tokens: the oldest turns are dropped (and the last user turn's start, if it alone is
+  longer). Returns (ids, turns dropped)."""
   def encode(turns_: list[tuple[str, str]]) -> list[int]:
+    turns_ = ([('system', system)] if system else []) + list(turns_)
     text = ''.join(f'{bpe.IM_START}{role}\n{content}{bpe.IM_END}\n' for role, content in turns_)
     return tokenizer.encode(text + f'{bpe.IM_START}assistant\n', add_special_tokens=False).ids
   for dropped in range(len(turns)):
@@ -87,7 +107,7 @@ def chat_prompt(tokenizer: Tokenizer, turns: list[tuple[str, str]], limit: int) 
 
 
 def interactive(model: Any, params: Any, tokenizer: Tokenizer, settings: Settings, context: int, chat: bool,
-                header: str, loops: int | None, stdin: TextIO, stdout: TextIO) -> None:
+                header: str, loops: int | None, stdin: TextIO, stdout: TextIO, system: str = '') -> None:
   """Reads lines from `stdin` until quit, exit or end of input; answers each (a chat keeps the conversation)."""
   special = bpe.specials(tokenizer)
   if hasattr(stdin, 'reconfigure'):  # Bytes that are not UTF-8 become U+FFFD instead of ending the session.
@@ -110,7 +130,7 @@ def interactive(model: Any, params: Any, tokenizer: Tokenizer, settings: Setting
       continue
     if chat:
       turns.append(('user', text))
-      ids, dropped = chat_prompt(tokenizer, turns, limit)
+      ids, dropped = chat_prompt(tokenizer, turns, limit, system)
       if dropped:
         turns = turns[dropped:]
         say(f'(the conversation is longer than the model\'s {context} tokens: its first {dropped} turn(s) are '

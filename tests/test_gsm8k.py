@@ -1,0 +1,67 @@
+"""GSM8K as the community scores it (data/gsm8k.py): reading and its errors, the prompt formats, answer extraction
+(strict and flexible, lm-evaluation-harness's patterns) and normalisation, the 95% interval."""
+import json
+
+import pytest
+
+from data import gsm8k
+from data.errors import InputError
+from train.tasks.lm.gsm8k import wilson
+
+PROBLEM = gsm8k.Problem('Tom has 7 marbles and gives 4 away. How many are left?',
+                        'He has 7 - 4 = <<7-4=3>>3 left.\nSo $3,000 is not it.\n#### 3', 'x:1')
+
+
+def test_target_solution_and_equations():
+  assert PROBLEM.target == '3'
+  assert PROBLEM.solution.endswith('So $3,000 is not it.')
+  assert PROBLEM.equations == ['7-4=3']
+
+
+@pytest.mark.parametrize('completion, fmt, strict, flexible', [
+    (' He has 3 left.\n#### 3\n\nQuestion', 'gsm8k', '3', '3'),
+    (' It costs $1,250.', 'gsm8k', None, '$1,250.'),
+    (' 5 + 4 = 9. The answer is 9.', 'gsm8k_cot', '9', '9.'),
+    (' The answer is -12.5. Then 7', 'gsm8k_cot', '-12.5.', '7'),  # Greedy, as lm-eval's pattern.
+    ('Step one: 2 * 3 = 6\n#### 6', 'chat', '6', '6'),
+    ('no number here', 'chat', None, None),
+])
+def test_extraction_strict_and_flexible(completion, fmt, strict, flexible):
+  assert gsm8k.extract(completion, fmt) == (strict, flexible)
+
+
+def test_numbers_compare_without_commas_dollars_and_a_final_dot():
+  assert gsm8k.is_correct('$1,250.', '1250')
+  assert gsm8k.is_correct('70,000', '70000')
+  assert not gsm8k.is_correct('12.5', '125')
+  assert not gsm8k.is_correct(None, '3')
+
+
+def test_prompt_formats():
+  train = [gsm8k.Problem(f'q{i}?', f'a{i}\n#### {i}', f't:{i}') for i in range(20)]
+  shots = gsm8k.few_shot(train, 5, index=3, seed=1234)
+  assert shots == gsm8k.few_shot(train, 5, index=3, seed=1234) != gsm8k.few_shot(train, 5, index=4, seed=1234)
+  text = gsm8k.prompt(PROBLEM, 'gsm8k', shots)
+  assert text.count('Question: ') == 6 and text.endswith(f'Question: {PROBLEM.question}\nAnswer:')
+  assert '\n#### ' in text.split('Question: ')[1]  # Exemplars carry their whole solution.
+  cot = gsm8k.prompt(PROBLEM, 'gsm8k_cot')
+  assert cot.count('Q: ') == 9 and cot.count('The answer is') == 8 and cot.endswith('\nA:')
+  assert gsm8k.prompt(PROBLEM, 'chat').endswith(gsm8k.CHAT_INSTRUCTION)
+
+
+@pytest.mark.parametrize('line, says', [
+    ('{"answer": "#### 3"}', "x.jsonl:2: no 'question' text field"),
+    ('{"question": "q", "answer": "3"}', "x.jsonl:2: the answer has no '#### ' line"),
+    ('{"question": "q", ', 'x.jsonl:2: not JSON'),
+])
+def test_bad_lines_name_file_and_line(tmp_path, line, says):
+  path = tmp_path / 'x.jsonl'
+  path.write_text(json.dumps({'question': 'q', 'answer': 'a\n#### 1'}) + '\n' + line + '\n')
+  with pytest.raises(InputError, match=says):
+    gsm8k.read(path)
+
+
+def test_wilson_interval():
+  assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+  lo, hi = wilson(0, 16)
+  assert lo == 0.0 and hi == pytest.approx(0.1936, abs=1e-4)
