@@ -25,16 +25,16 @@ from train import sharding
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, plots and tables.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report', 'interactive', 'generate'],
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'report', 'interactive', 'generate', 'export'],
                           'train (each run ends with an eval), eval only, report (collect a sweep), interactive '
-                          '(type problems or prompts to a trained run) or generate (write from config.generate); '
-                          'the last two for tasks that have them.')
+                          '(type problems or prompts to a trained run), generate (write from config.generate) or '
+                          'export (the model as an HF directory); the last three for tasks that have them.')
 _REUSE_SCRATCH = flags.DEFINE_bool(
     'reuse_cpu_scratch', True, 'Run CPU steps inline and let glibc keep their scratch memory for the next '
     'step (train/host_memory.py): about a third faster on CPU; the process keeps its peak host memory.')
 flags.mark_flags_as_required(['config', 'workdir'])
 _RUN = {'train': train.train_and_evaluate, 'eval': train.evaluate, 'report': train.report,
-        'interactive': train.interactive, 'generate': train.generate}
+        'interactive': train.interactive, 'generate': train.generate, 'export': train.export}
 
 
 def _fail(message: str) -> None:

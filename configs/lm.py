@@ -69,6 +69,11 @@ def _base() -> ml_collections.ConfigDict:
   # model must be their architecture and data.tokenizer their tokenizer. '' = the init. The eval modes use
   # them as they are until the run has a checkpoint.
   train.init_from = ''
+  # LoRA (models/lora.py): > 0 trains rank-r adapters of the named modules' kernels, the model itself frozen
+  # (0 = every parameter trains); the adapters' product is scaled by lora_alpha / lora_rank.
+  train.lora_rank = 0
+  train.lora_alpha = 16.0
+  train.lora_targets = 'query,key,value,out,gate_up,down'
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 32  # Sequences per eval batch.

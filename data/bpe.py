@@ -38,6 +38,18 @@ class Specials:
     return self.im_start is not None and self.im_end is not None
 
 
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+  """A tokenizer with the ids a language model needs: what generation, chat and export use."""
+  tokenizer: Tokenizer
+  specials: Specials
+  vocab_size: int  # Tokens, added ones included.
+
+  @classmethod
+  def of(cls, tokenizer: Tokenizer) -> 'Vocab':
+    return cls(tokenizer, specials(tokenizer), tokenizer.get_vocab_size(with_added_tokens=True))
+
+
 def specials(tokenizer: Tokenizer, where: str = 'the tokenizer') -> Specials:
   ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
   if ids[END_OF_TEXT] is None:

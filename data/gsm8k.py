@@ -13,12 +13,21 @@ Prompt formats (`FORMATS`):
              "#### N"; strict from "#### N", flexible as above
 Numbers are compared as lm-evaluation-harness compares them: commas, `$` and a trailing `.` removed, then equal
 strings.
+
+Supervised fine-tuning (`sft_rows`): the prompt "Question: <q>\nAnswer:" and an answer in one of
+`ANSWER_FORMATS`, the loss on the answer only:
+  solution   the natural-language solution and "#### N" (explicit chain of thought)
+  equations  the calculator annotations only, "<<48/2=24>> <<48+24=72>> #### 72" (GSM8K-Aug's chain of thought)
+  answer     "#### N" alone (no chain of thought)
 """
 import dataclasses
 import json
+from typing import Any
 import pathlib
 import random
 import re
+
+import numpy as np
 
 from data.errors import InputError, MissingInputError
 
@@ -159,3 +168,40 @@ def prompt(problem: Problem, fmt: str, exemplars: list[Problem] = ()) -> str:
   if fmt == 'chat':
     return f'{problem.question}\n\n{CHAT_INSTRUCTION}'
   raise ValueError(f'unknown GSM8K format {fmt!r}; choose from {FORMATS}')
+
+
+ANSWER_FORMATS = ('solution', 'equations', 'answer')
+
+
+def answer_text(problem: Problem, fmt: str) -> str:
+  """What a fine-tuned model learns to write after "Answer:" (module docstring)."""
+  if fmt == 'solution':
+    return f' {problem.solution}\n#### {problem.target}'
+  if fmt == 'equations':
+    return ' ' + ' '.join(f'<<{e}>>' for e in problem.equations) + f' #### {problem.target}'
+  if fmt == 'answer':
+    return f' #### {problem.target}'
+  raise ValueError(f'unknown answer format {fmt!r}; choose from {ANSWER_FORMATS}')
+
+
+def sft_rows(problems: list[Problem], tokenizer: Any, fmt: str, seq_len: int, end_id: int,
+             pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """(int32[N, seq_len + 1] tokens, float32[N, seq_len] weights, problems left out): each row the prompt, the
+  answer and the end token, padded; weight 1 where the next token is the answer's (or the end). Problems
+  longer than seq_len + 1 tokens are left out (counted)."""
+  prompts = tokenizer.encode_batch([prompt(p, 'gsm8k') for p in problems], add_special_tokens=False)
+  answers = tokenizer.encode_batch([answer_text(p, fmt) for p in problems], add_special_tokens=False)
+  rows, weights = [], []
+  for q, a in zip(prompts, answers):
+    ids = q.ids + a.ids + [end_id]
+    if len(ids) > seq_len + 1:
+      continue
+    row = np.full(seq_len + 1, pad_id, np.int32)
+    row[:len(ids)] = ids
+    w = np.zeros(seq_len, np.float32)
+    w[len(q.ids) - 1:len(ids) - 1] = 1.0  # Position t predicts token t + 1: the answer's tokens and the end.
+    rows.append(row)
+    weights.append(w)
+  if not rows:
+    raise InputError(f'no problem fits in data.seq_len={seq_len} tokens with its {fmt} answer')
+  return np.stack(rows), np.stack(weights), len(problems) - len(rows)

@@ -225,3 +225,54 @@ def check_tokenizer(checkpoint: Checkpoint, tokenizer: Any, where: str) -> None:
   if size > checkpoint.vocab_size:
     raise PretrainedError(f'{where} has {size} tokens but the embeddings of {checkpoint.source} hold '
                           f'{checkpoint.vocab_size}: not the checkpoint\'s tokenizer')
+
+
+def hf_tensors(params: dict[str, Any], fields: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Our decoder's parameter tree as HF Llama's tensors (the inverse of loading): weights [out, in], float32."""
+  d, layers = int(fields['width']), int(fields['num_layers'])
+  c = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))  # pylint: disable=unnecessary-lambda-assignment
+  out = {'model.embed_tokens.weight': c(params['embed']['embedding']), 'model.norm.weight': c(params['final_norm']['scale'])}
+  for i in range(layers):
+    block, p = params[f'block_{i}'], f'model.layers.{i}.'
+    attention, mlp = block['attention'], block['mlp']
+    gate, up = np.split(np.asarray(mlp['gate_up']['kernel']), 2, axis=1)
+    out.update({
+        p + 'input_layernorm.weight': c(block['norm_attention']['scale']),
+        p + 'post_attention_layernorm.weight': c(block['norm_mlp']['scale']),
+        p + 'self_attn.q_proj.weight': c(np.asarray(attention['query']['kernel']).reshape(d, -1).T),
+        p + 'self_attn.k_proj.weight': c(np.asarray(attention['key']['kernel']).reshape(d, -1).T),
+        p + 'self_attn.v_proj.weight': c(np.asarray(attention['value']['kernel']).reshape(d, -1).T),
+        p + 'self_attn.o_proj.weight': c(np.asarray(attention['out']['kernel']).reshape(-1, d).T),
+        p + 'mlp.gate_proj.weight': c(gate.T), p + 'mlp.up_proj.weight': c(up.T),
+        p + 'mlp.down_proj.weight': c(np.asarray(mlp['down']['kernel']).T)})
+  if 'head' in params:
+    out['lm_head.weight'] = c(np.asarray(params['head']['kernel']).T)
+  return out
+
+
+def save_hf(directory: str | pathlib.Path, params: dict[str, Any], model_cfg: Any, vocab_size: int, context: int,
+            special_ids: dict[str, int] | None = None) -> pathlib.Path:
+  """Writes config.json (LlamaForCausalLM) and model.safetensors of a stacked decoder: an HF directory that
+  transformers (and load_hf) reads. The tokenizer files are the caller's (data/bpe.py)."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  fields = {k: model_cfg[k] for k in ('name', 'width', 'num_layers', 'num_heads', 'num_kv_heads', 'head_dim',
+                                      'mlp_hidden', 'norm_eps', 'rope_base', 'tie_embeddings', 'position')}
+  if fields['name'] != 'llama' or fields['position'] != 'rope':
+    raise ModelConfigError(f"an HF Llama directory holds a stacked decoder with RoPE (model.name='llama', "
+                           f"model.position='rope'), not model.name={fields['name']!r}, position={fields['position']!r}")
+  heads, width = int(fields['num_heads']), int(fields['width'])
+  head_dim = int(fields['head_dim']) or width // heads
+  mlp = int(np.asarray(params['block_0']['mlp']['down']['kernel']).shape[0])
+  config = dict(architectures=['LlamaForCausalLM'], model_type='llama', hidden_size=width,
+                num_hidden_layers=int(fields['num_layers']), num_attention_heads=heads,
+                num_key_value_heads=int(fields['num_kv_heads']) or heads, head_dim=head_dim, intermediate_size=mlp,
+                rms_norm_eps=float(fields['norm_eps']), rope_theta=float(fields['rope_base']), hidden_act='silu',
+                tie_word_embeddings=bool(fields['tie_embeddings']), vocab_size=int(vocab_size),
+                max_position_embeddings=int(context), attention_bias=False, mlp_bias=False, torch_dtype='float32',
+                **(special_ids or {}))
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  fields['mlp_hidden'] = mlp
+  save_file(hf_tensors(params, fields), str(directory / 'model.safetensors'), metadata={'format': 'pt'})
+  (directory / 'config.json').write_text(json.dumps(config, indent=1))
+  return directory

@@ -2,6 +2,7 @@
 (strict and flexible, lm-evaluation-harness's patterns) and normalisation, the 95% interval."""
 import json
 
+import numpy as np
 import pytest
 
 from data import gsm8k
@@ -65,3 +66,40 @@ def test_wilson_interval():
   assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
   lo, hi = wilson(0, 16)
   assert lo == 0.0 and hi == pytest.approx(0.1936, abs=1e-4)
+
+
+def test_answer_formats_and_fine_tuning_rows():
+  from data import bpe  # pylint: disable=g-import-not-at-top
+  from tests.test_pretrained import FIXTURE  # pylint: disable=g-import-not-at-top
+  assert gsm8k.answer_text(PROBLEM, 'solution') == ' He has 7 - 4 = <<7-4=3>>3 left.\nSo $3,000 is not it.\n#### 3'
+  assert gsm8k.answer_text(PROBLEM, 'equations') == ' <<7-4=3>> #### 3'
+  assert gsm8k.answer_text(PROBLEM, 'answer') == ' #### 3'
+  tokenizer = bpe.load_file(FIXTURE)
+  long = gsm8k.Problem('word ' * 300, 'x\n#### 1', 'x:2')
+  tokens, weights, dropped = gsm8k.sft_rows([PROBLEM, long], tokenizer, 'equations', 128, end_id=0, pad_id=2)
+  assert tokens.shape == (1, 129) and weights.shape == (1, 128) and dropped == 1
+  learned = tokens[0, 1:][weights[0] > 0].tolist()  # The tokens the loss is on: the answer, then the end.
+  assert learned[-1] == 0 and tokenizer.decode(learned[:-1]) == ' <<7-4=3>> #### 3'
+  assert tokenizer.decode(tokens[0, :int(np.argmax(weights[0] > 0)) + 1].tolist()).endswith('\nAnswer:')
+
+
+def test_fine_tuning_run_through_launch(tmp_path):
+  from tests.conftest import launch, ok  # pylint: disable=g-import-not-at-top
+  from tests.test_pretrained import FIXTURE, GSM8K_LINES, TINY_ARCHITECTURE  # pylint: disable=g-import-not-at-top
+  fields = dict({f'model.{k}': v for k, v in TINY_ARCHITECTURE.items()}, **{
+      'train.init_from': FIXTURE, 'data.tokenizer': FIXTURE, 'data.train_file': GSM8K_LINES, 'data.seq_len': 200,
+      'flops_budget': 0, 'train.steps': 4, 'train.batch_size': 2, 'evals.test.problems_file': GSM8K_LINES,
+      'evals.test.max_new_tokens': 8, 'evals.test.batch_size': 2, 'sweep.grid': 'data.answer=equations'})
+  out = ok(launch('--config=configs/gsm8k.py', f'--workdir={tmp_path}', *[f'--config.{k}={v}' for k, v in fields.items()]))
+  assert 'GSM8K fine-tuning: 3 problems with equations answers' in out
+  run = tmp_path / 'runs' / 'equations'
+  record = json.loads((run / 'result.json').read_text()) if (run / 'result.json').is_file() else json.loads(
+      (run / 'results.json').read_text())
+  assert record['answer'] == 'equations' and record['lora_rank'] == 8 and record['problems'] == 3
+  assert len((run / 'gsm8k_gsm8k.jsonl').read_text().splitlines()) == 3
+  assert '| equations, LoRA r8 |' in (tmp_path / 'results.md').read_text()
+  assert (tmp_path / 'accuracy_vs_tokens.png').is_file()
+  fields['sweep.grid'] = ''
+  proc = launch('--config=configs/gsm8k.py', f'--workdir={tmp_path / "bad"}',
+                *[f'--config.{k}={v}' for k, v in fields.items()], '--config.data.answer=sums')
+  assert proc.returncode != 0 and "data.answer='sums'; choose from" in proc.stderr

@@ -246,3 +246,64 @@ def test_pretrained_config_errors_are_one_line(tmp_path, corpus):
   assert proc.stderr.strip().splitlines()[-1].endswith('does not fit the config: model.num_layers=3 (the checkpoint: 2)')
   proc = launch(*args, '--config.data.tokenizer=', f'--workdir={tmp_path / "b"}')
   assert "needs the checkpoint's tokenizer: set data.tokenizer to the same path" in proc.stderr
+
+
+def test_lora_merge_is_the_adapted_layer_and_only_adapters_train(tmp_path, corpus):
+  from models import lora as lora_lib  # pylint: disable=g-import-not-at-top
+  base = pretrained.load(FIXTURE).params
+  config = lora_lib.LoRAConfig(rank=2, alpha=4.0, targets=('query', 'out', 'down'))
+  adapters = lora_lib.init(base, config, jax.random.PRNGKey(0))
+  assert set(adapters['block_0']['attention']) == {'query', 'out'} and set(adapters['block_0']['mlp']) == {'down'}
+  adapters = jax.tree.map(lambda x: x + 0.1, adapters)  # b away from its zero start.
+  merged = lora_lib.merge(base, adapters, config.scale)
+  x = np.random.default_rng(0).normal(size=(5, 9, 4)).astype(np.float32)  # Heads x head width in, as 'out' reads.
+  a, b = adapters['block_1']['attention']['out']['a'], adapters['block_1']['attention']['out']['b']
+  kernel = base['block_1']['attention']['out']['kernel']
+  unmerged = np.einsum('tnk,nkd->td', x, kernel) + config.scale * (x.reshape(5, 36) @ a) @ b
+  np.testing.assert_allclose(np.einsum('tnk,nkd->td', x, merged['block_1']['attention']['out']['kernel']), unmerged,
+                             atol=1e-5)
+  assert merged['block_0']['attention']['key'] is base['block_0']['attention']['key'] or np.array_equal(
+      merged['block_0']['attention']['key']['kernel'], base['block_0']['attention']['key']['kernel'])
+
+  from tests.conftest import launch, ok  # pylint: disable=g-import-not-at-top
+  args = tiny_pretrained_args(corpus) + [f'--workdir={tmp_path}', '--config.train.lora_rank=4',
+                                         '--config.train.lr=1e-2', '--config.train.steps=4']
+  ok(launch(*args))
+  from train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  checkpoints = ckpt_lib.Checkpoints(tmp_path, read_only=True)
+  state, _ = checkpoints.restore(None, which='latest')
+  checkpoints.close()
+  jax.tree.map(np.testing.assert_array_equal, state['params']['base'], base)  # The base never moved ...
+  assert np.abs(state['params']['lora']['block_0']['mlp']['down']['b']).max() > 0  # ... the adapters did,
+  moments = [x for x in jax.tree.leaves(state['opt_state']) if np.ndim(x) >= 2]
+  assert sum(np.size(m) for m in moments) == 2 * sum(np.size(p) for p in jax.tree.leaves(state['params']['lora']))
+  record = json.loads((tmp_path / 'results.json').read_text())
+  assert record['trainable_params'] == sum(np.size(p) for p in jax.tree.leaves(state['params']['lora']))
+  out = ok(launch(*args, '--mode=export'))
+  assert 'wrote' in out and (tmp_path / 'hf' / 'model.safetensors').is_file()
+  exported = pretrained.load(tmp_path / 'hf')  # The merged model, read back as any HF directory.
+  merged = lora_lib.merge(state['params']['base'], state['params']['lora'], 16.0 / 4)
+  ours = _logits(exported, EXPECTED['ids'][:2])
+  model = models.build(exported.model, vocab_size=exported.vocab_size)
+  expected = np.concatenate([np.asarray(model.apply({'params': merged}, jnp.asarray([x], jnp.int32)))[0]
+                             for x in EXPECTED['ids'][:2]])
+  np.testing.assert_allclose(ours, expected, atol=1e-5)
+  assert np.abs(ours - np.load(FIXTURE / 'expected_logits.npy')[:len(ours)]).max() > 1e-3  # It was fine-tuned.
+  assert bpe.load_file(tmp_path / 'hf').encode('Natalia sold 48').ids == bpe.load_file(FIXTURE).encode(
+      'Natalia sold 48').ids
+
+
+def test_an_export_loads_in_transformers_with_the_same_logits(tmp_path, corpus):
+  torch = pytest.importorskip('torch')  # The bench extra; skipped in the test install.
+  transformers = pytest.importorskip('transformers')
+  from tests.conftest import launch, ok  # pylint: disable=g-import-not-at-top
+  ok(launch(*tiny_pretrained_args(corpus), f'--workdir={tmp_path}', '--mode=export'))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'hf', dtype=torch.float32).eval()
+  tok = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
+  ids = tok(EXPECTED['prompts'][1], add_special_tokens=False)['input_ids']
+  assert ids == EXPECTED['ids'][1]
+  with torch.no_grad():
+    theirs = hf(torch.tensor([ids])).logits[0].numpy()
+  np.testing.assert_allclose(_logits(pretrained.load(FIXTURE), [ids]), theirs, atol=1e-4)
+  chat = tok.apply_chat_template([{'role': 'user', 'content': 'hi'}], tokenize=False, add_generation_prompt=True)
+  assert chat == '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n'

@@ -35,3 +35,8 @@ def interactive(config: ml_collections.ConfigDict, workdir: str):
 def generate(config: ml_collections.ConfigDict, workdir: str):
   """Writes what the trained run in workdir makes of config.generate (--mode=generate)."""
   return sweep.on_checkpoint('generate', config, workdir, get_task(config.task))
+
+
+def export(config: ml_collections.ConfigDict, workdir: str):
+  """Writes the run in workdir in a format other tools read (--mode=export; the LM task: an HF directory)."""
+  return sweep.on_checkpoint('export', config, workdir, get_task(config.task))

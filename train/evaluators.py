@@ -35,6 +35,7 @@ class Evaluator:
   headline: str = ''  # The figure that ranks runs in --mode=eval (the best run's final line is printed last) ...
   lower_is_better: bool = False  # ... and which way.
   file_help: str = ''  # What a file for --mode=eval holds ('' : this type scores no file).
+  run_dir: Any = None  # The run's directory (set by the core after building): where per-item files may go.
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any, context: Any, options: dict[str, Any],
                file: str | None = None):
@@ -63,8 +64,10 @@ class EvalSpec:
   options: dict[str, Any]
 
   def build(self, task: Any, config: ml_collections.ConfigDict, model: Any, context: Any,
-            file: str | None = None) -> Evaluator:
-    return task.evaluators[self.type](config, model, context, dict(self.options), file)
+            file: str | None = None, run_dir: Any = None) -> Evaluator:
+    evaluator = task.evaluators[self.type](config, model, context, dict(self.options), file)
+    evaluator.run_dir = run_dir
+    return evaluator
 
 
 def specs(config: ml_collections.ConfigDict, task: Any) -> list[EvalSpec]:

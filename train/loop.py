@@ -21,6 +21,7 @@ from absl import logging
 from flax import linen as nn
 
 import models
+from models import lora as lora_lib
 
 from train import checkpoint as ckpt_lib
 from train import metrics as metrics_lib
@@ -106,7 +107,10 @@ def jit_train_step(objective: Objective, tx: optax.GradientTransformation, sched
                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   """The jitted train step: state replicated and donated, batch sharded on 'data'."""
   replicated = sharding.replicated(mesh)
-  step = make_train_step(objective.loss_fn, tx, schedule, float(config.train.ema_decay),
+  loss_fn = objective.loss_fn
+  if optim.lora_of(config.train) is not None:  # The loss of the model with the adapters merged in.
+    loss_fn = lambda params, *args: objective.loss_fn(optim.model_params(params, config.train), *args)  # pylint: disable=unnecessary-lambda-assignment
+  step = make_train_step(loss_fn, tx, schedule, float(config.train.ema_decay),
                          objective.init_task_state is not None)
   return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
@@ -124,6 +128,9 @@ def init_state(model: nn.Module, objective: Objective, config: ml_collections.Co
       params = model.init(rng, jnp.asarray(examples))['params']
     task_state = (objective.init_task_state(params, int(config.train.batch_size))
                   if objective.init_task_state is not None else None)
+    lora = optim.lora_of(config.train)
+    if lora is not None:  # Adapters beside the model's own tree (models/lora.py).
+      params = {'base': params, 'lora': lora_lib.init(params, lora, jax.random.fold_in(rng, 1))}
     return create_train_state(params, tx, config.seed, use_ema=float(config.train.ema_decay) > 0,
                               task_state=task_state)
 
@@ -164,7 +171,9 @@ def start_from(state: TrainState, params: Any, objective: Objective, config: ml_
                tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
   """A fresh state holding `params` (pretrained weights) instead of the random init; their tree must be the
   model's, shape for shape (ConfigError naming the first parameter that differs)."""
-  want = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(jnp.shape, state.params))[0])
+  lora = optim.lora_of(config.train)
+  model_tree = state.params['base'] if lora is not None else state.params
+  want = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(jnp.shape, model_tree))[0])
   have = dict(jax.tree_util.tree_flatten_with_path(jax.tree.map(np.shape, params))[0])
   name = lambda path: '/'.join(str(getattr(k, 'key', k)) for k in path)  # pylint: disable=unnecessary-lambda-assignment
   for path in sorted(set(want) | set(have), key=name):
@@ -175,6 +184,8 @@ def start_from(state: TrainState, params: Any, objective: Objective, config: ml_
   def build(params_):
     task_state = (objective.init_task_state(params_, int(config.train.batch_size))
                   if objective.init_task_state is not None else None)
+    if lora is not None:
+      params_ = {'base': params_, 'lora': state.params['lora']}
     return create_train_state(params_, tx, config.seed, use_ema=float(config.train.ema_decay) > 0,
                               task_state=task_state)
 
@@ -255,7 +266,7 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
       if not evaluation.due(done, total):
         continue
       bar.newline()
-      figures = evaluation.fn(eval_params(state), done)
+      figures = evaluation.fn(optim.model_params(eval_params(state), config.train), done)
       last_figures[evaluation.name] = (done, figures)
       scalars = {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
       print(f'  {evaluation.name} @ step {done}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scalars.items()),

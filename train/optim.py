@@ -1,8 +1,12 @@
-"""Optimizer: AdamW with linear warmup, then cosine, linear or constant, and global-norm clipping."""
+"""Optimizer: AdamW with linear warmup, then cosine, linear or constant, and global-norm clipping; with LoRA
+(train.lora_rank > 0) only the adapters train and only they have optimizer state (models/lora.py)."""
+from typing import Any
+
 import jax
 import ml_collections
 import optax
 
+from models import lora as lora_lib
 from train.errors import ConfigError
 
 
@@ -41,6 +45,22 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> tuple[optax.Gradient
     raise ConfigError(f"train.decay_on must be 'all' or 'matrices', got {decay_on!r}")
   adamw = optax.adamw(schedule, b1=float(train_cfg.b1), b2=float(train_cfg.b2),
                       weight_decay=float(train_cfg.weight_decay), mask=_matrices if decay_on == 'matrices' else None)
+  tx = adamw
   if float(train_cfg.grad_clip) > 0:
-    return optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip)), adamw), schedule
-  return adamw, schedule
+    tx = optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip)), adamw)
+  if lora_of(train_cfg) is not None:  # The base gets no update and keeps no state.
+    tx = optax.multi_transform({'adapter': tx, 'frozen': optax.set_to_zero()}, lora_lib.labels)
+  return tx, schedule
+
+
+def lora_of(train_cfg: ml_collections.ConfigDict) -> lora_lib.LoRAConfig | None:
+  """The run's LoRA settings (train.lora_rank, lora_alpha, lora_targets), None without adapters."""
+  if not int(train_cfg.get('lora_rank', 0) or 0):
+    return None
+  return lora_lib.LoRAConfig.from_fields(train_cfg.lora_rank, train_cfg.get('lora_alpha', 16.0),
+                                         train_cfg.get('lora_targets', ''))
+
+
+def model_params(params: Any, train_cfg: ml_collections.ConfigDict) -> Any:
+  """The model's parameters of a run's parameter tree (LoRA: the base with the adapters merged in)."""
+  return lora_lib.view(params, lora_of(train_cfg))

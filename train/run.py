@@ -30,6 +30,7 @@ from train import config_tree
 from train import evaluators as evaluators_lib
 from train import flops as flops_lib
 from train import loop
+from train import optim
 from train import sharding
 from train import validation
 from data import paths
@@ -161,7 +162,8 @@ def scored_params(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> t
   if init_from(config) and not ckpt_lib.has_checkpoint(run_dir):
     print(f'{run_dir} has no checkpoint yet: using the pretrained weights of {init_from(config)}', flush=True)
     return jax.device_put(pretrained_params(config), sharding.replicated(sharding.make_mesh())), 0, 'pretrained'
-  return ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
+  params, step, which = ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
+  return optim.model_params(params, config.train), step, which
 
 
 def check(task: Task, config: ml_collections.ConfigDict, where: str = '') -> None:
@@ -195,21 +197,24 @@ def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Pa
         + f', warmup {plan.warmup_steps}, lr {float(cfg.train.lr):g}', flush=True)
   write_json(run_dir / CONFIG_FILE, cfg.to_dict())
   used = evaluators_lib.in_training(all_specs)
-  built = {s.name: s.build(task, cfg, model, context) for s in all_specs if s.final or s in used}
+  built = {s.name: s.build(task, cfg, model, context, run_dir=run_dir) for s in all_specs if s.final or s in used}
   scheduled = [loop.Scheduled(s.name, (lambda params, step, e=built[s.name]: e(params)), s.every, s.select)
                for s in used]
   objective = task.objective(cfg, model, context)
   result = loop.train(cfg, run_dir, model, objective, scheduled, label=label,
                       initial_params=(lambda: pretrained_params(cfg)) if init_from(cfg) else None)
   result.checkpoints.close()
-  final_params = eval_params(result.state)
+  final_params = optim.model_params(eval_params(result.state), cfg.train)
   if any(s.select for s in all_specs):  # Scored with the best checkpoint on the selecting evaluator.
     params, used_step, _ = ckpt_lib.restore_eval_params(run_dir, 'best', sharding.make_mesh())
+    params = optim.model_params(params, cfg.train)
   else:
     params, used_step = final_params, plan.steps
   record = dict(model=label, params=plan.params or models.count_params(params), seed=int(cfg.seed),
                 train_steps=plan.steps, warmup_steps=plan.warmup_steps, batch_size=int(cfg.train.batch_size),
                 train_seconds=result.train_seconds, checkpoint_step=used_step)
+  if optim.lora_of(cfg.train) is not None:
+    record['trainable_params'] = models.count_params(eval_params(result.state)['lora'])
   if plan.flops_per_step:
     record.update(flops_per_step=plan.flops_per_step, train_flops=plan.steps * plan.flops_per_step)
   for spec in all_specs:
@@ -260,7 +265,7 @@ def evaluate_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib
     with cfg.unlocked():
       cfg.train.steps, cfg.train.warmup_steps = int(saved['train']['steps']), int(saved['train']['warmup_steps'])
   model = task.build_model(cfg, context)
-  evaluator = spec.build(task, cfg, model, context, file=file)  # Reads and checks the file before the restore.
+  evaluator = spec.build(task, cfg, model, context, file=file, run_dir=run_dir)  # Reads the file before the restore.
   params, step, which = scored_params(cfg, run_dir)
   if which != 'pretrained':
     print(f'restored {which} checkpoint (step {step}) from {run_dir}', flush=True)

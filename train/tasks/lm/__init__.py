@@ -9,13 +9,17 @@ a token-unigram and a byte-frequency baseline. --mode=generate writes a continua
 results.md and bpb_vs_compute.png (report.py).
 """
 import dataclasses
+import json
 import pathlib
 import sys
 from typing import Any, Callable, TextIO
 
+import jax
 import ml_collections
 
 import models
+from models import pretrained
+from data import bpe
 from data import lm_batches
 from train import task as task_lib
 from train.errors import ConfigError
@@ -35,6 +39,17 @@ class LMContext:
     if key not in self._memo:
       self._memo[key] = build()
     return self._memo[key]
+
+  def vocab(self, data_cfg: ml_collections.ConfigDict) -> bpe.Vocab:
+    """The tokenizer alone: data.tokenizer's (no text read), else the one trained with the data."""
+    if not str(data_cfg.tokenizer or ''):
+      data = self.data(data_cfg)
+      return bpe.Vocab(data.tokenizer, data.specials, data.vocab_size)
+
+    def no_text() -> list[str]:
+      raise AssertionError('a tokenizer given by path is never trained')
+    return self.memo(('vocab', str(data_cfg.tokenizer)),
+                     lambda: bpe.Vocab.of(bpe.load_or_make(data_cfg, self.workdir, no_text)))
 
   def data(self, data_cfg: ml_collections.ConfigDict) -> lm_batches.LMData:
     fields = {k: v for k, v in data_cfg.to_dict().items() if k != 'eval_file'}  # The file --mode=eval scores.
@@ -70,7 +85,7 @@ class LMTask(task_lib.Task):
       raise ConfigError(f"train.random_loops={config.train.random_loops} needs a looped model (model.name='looped')")
 
   def build_model(self, config: ml_collections.ConfigDict, context: LMContext):
-    return models.build(config.model, vocab_size=context.data(config.data).vocab_size)
+    return models.build(config.model, vocab_size=context.vocab(config.data).vocab_size)
 
   def objective(self, config, model, context: LMContext, scan_unroll: int | bool = 1):
     return objective.make_objective(config, model, context.data(config.data), scan_unroll)
@@ -96,7 +111,7 @@ class LMTask(task_lib.Task):
                context: LMContext, stdout: TextIO | None = None) -> None:
     """--mode=generate: generate.num_samples continuations of generate.prompt (a batch), written out."""
     stdout = stdout or sys.stdout
-    data = context.data(config.data)
+    data = context.vocab(config.data)
     settings = generation.Settings.from_config(config.generate)
     limit = generation.prompt_limit(int(config.data.seq_len), settings.max_new_tokens)
     ids, cut = generation.fit(data.tokenizer.encode(str(config.generate.prompt), add_special_tokens=False).ids
@@ -111,11 +126,31 @@ class LMTask(task_lib.Task):
 
   def interactive(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
                   context: LMContext, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
-    data = context.data(config.data)
+    data = context.vocab(config.data)
     generation.interactive(model, params, data.tokenizer, generation.Settings.from_config(config.generate),
                            int(config.data.seq_len), bool(config.generate.chat),
                            f'{self.label(config)}, {checkpoint}', _loops(config), stdin or sys.stdin,
                            stdout or sys.stdout, str(config.generate.get('system', '') or ''))
 
+  def export(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
+             context: LMContext, stdout: TextIO | None = None) -> None:
+    """--mode=export: the run's model (LoRA adapters merged in) as an HF directory, <workdir>/hf: config.json,
+    model.safetensors, tokenizer.json and tokenizer_config.json (ChatML template), which transformers loads."""
+    data = context.vocab(config.data)
+    out = context.workdir / 'hf'
+    eos = data.specials.im_end if data.specials.chat else data.specials.end_of_text
+    pretrained.save_hf(out, jax.device_get(params), config.model, model.vocab_size, int(config.data.seq_len),
+                       dict(bos_token_id=data.specials.im_start if data.specials.chat else eos, eos_token_id=eos,
+                            pad_token_id=data.specials.pad))
+    (out / 'tokenizer.json').write_text(data.tokenizer.to_str(), encoding='utf-8')
+    (out / 'tokenizer_config.json').write_text(json.dumps(dict(
+        tokenizer_class='PreTrainedTokenizerFast', eos_token=data.tokenizer.id_to_token(eos),
+        pad_token=data.tokenizer.id_to_token(data.specials.pad),
+        chat_template=generation.CHATML_TEMPLATE if data.specials.chat else None), indent=1), encoding='utf-8')
+    print(f'{self.label(config)}, {checkpoint}: wrote {out} (transformers: AutoModelForCausalLM.from_pretrained)',
+          file=stdout or sys.stdout, flush=True)
+
   def normalize_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-    return dict({'train.init_from': ''}, **settings)  # Runs from before train.init_from started from the init.
+    # Runs from before these fields started from the init and trained every parameter.
+    return dict({'train.init_from': '', 'train.lora_rank': 0, 'train.lora_alpha': 16.0,
+                 'train.lora_targets': 'query,key,value,out,gate_up,down'}, **settings)

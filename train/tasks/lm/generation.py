@@ -90,6 +90,12 @@ def fit(ids: list[int], limit: int) -> tuple[list[int], bool]:
   return (ids[-limit:], True) if len(ids) > limit else (ids, False)
 
 
+# The chat format chat_prompt writes, as a Jinja template for transformers (an export's tokenizer_config.json).
+CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                   "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                   "{% endif %}")
+
+
 def chat_prompt(tokenizer: Tokenizer, turns: list[tuple[str, str]], limit: int, system: str = ''
                 ) -> tuple[list[int], int]:
   """The ChatML conversation (after the `system` message, if any, always kept), ready for the assistant's next

@@ -7,7 +7,7 @@
 
 Batched greedy generation with the KV cache (prompts sorted by length, left-padded to a multiple of 64 tokens so
 that few shapes compile), each row ending at the end token or a stop string; one JSONL line per problem
-(prompt, completion, extracted answers, target, correct) in the workdir; accuracy with a 95% Wilson interval.
+(prompt, completion, extracted answers, target, correct) in the run's directory; accuracy with a 95% Wilson interval.
 """
 import json
 import math
@@ -36,7 +36,7 @@ class GSM8KEval(evaluators.Evaluator):
   """Accuracy on GSM8K problems: `strict_match` (the format's own answer pattern) and `flexible_extract` (the
   last number written), as lm-evaluation-harness reports them."""
   options = dict(format='gsm8k', shots=5, limit=0, batch_size=8, max_new_tokens=256, seed=1234,
-                 train_file='{shared}/gsm8k/train.jsonl')
+                 train_file='{shared}/gsm8k/train.jsonl', problems_file='')
   headline = 'flexible_extract'
   file_help = 'GSM8K problems, JSONL: {"question": ..., "answer": "... #### N"} a line'
 
@@ -49,16 +49,17 @@ class GSM8KEval(evaluators.Evaluator):
     for key in ('batch_size', 'max_new_tokens'):
       if int(opt[key]) < 1:
         raise ConfigError(f'evals.<gsm8k>.{key}={opt[key]!r} must be >= 1')
-    if self.file is None:
-      raise ConfigError('the gsm8k evaluator scores a file: run it with --mode=eval --config.eval.file_evaluator=<its '
-                        'name> --config.data.eval_file={shared}/gsm8k/test.jsonl')
-    self.problems = gsm8k.read(paths.expand(self.file), int(opt['limit']))
+    file = self.file or str(opt['problems_file'])  # --mode=eval's file, else its own (in training).
+    if not file:
+      raise ConfigError('the gsm8k evaluator scores a file: give it problems_file, or run it with --mode=eval '
+                        '--config.eval.file_evaluator=<its name> --config.data.eval_file={shared}/gsm8k/test.jsonl')
+    self.problems = gsm8k.read(paths.expand(file), int(opt['limit']))
     shots = int(opt['shots']) if self.format == 'gsm8k' else 0  # gsm8k_cot has its 8 exemplars, chat none.
     train = gsm8k.read(paths.expand(str(opt['train_file']))) if shots else []
     if shots < 0 or shots > len(train):
       raise ConfigError(f'evals.<gsm8k>.shots={shots} must be in 0..{len(train)} (the problems of train_file)')
-    data = self.context.data(self.config.data)
-    self.tokenizer, self.specials = data.tokenizer, data.specials
+    vocab = self.context.vocab(self.config.data)
+    self.tokenizer, self.specials = vocab.tokenizer, vocab.specials
     if self.format == 'chat' and not self.specials.chat:
       raise ConfigError('evals.<gsm8k>.format=chat needs a tokenizer with chat markers (<|im_start|>, <|im_end|>)')
     system = str(self.config.generate.get('system', '') or '')
@@ -79,7 +80,6 @@ class GSM8KEval(evaluators.Evaluator):
     self.settings = generation.Settings(int(opt['max_new_tokens']), generate_lib.GREEDY, 0,
                                         gsm8k.STOPS[self.format])
     self.end_id = self.specials.im_end if self.format == 'chat' else self.specials.end_of_text
-    self.out = pathlib.Path(self.context.workdir) / f'gsm8k_{self.format}.jsonl'
 
   def __call__(self, params: Any) -> dict[str, Any]:
     order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
@@ -96,7 +96,7 @@ class GSM8KEval(evaluators.Evaluator):
       done, seconds = len(completions), time.time() - start
       print(f'gsm8k {self.format}: {done}/{len(order)} problems, {seconds / done:.2f} s each, about '
             f'{seconds / done * (len(order) - done) / 60:.1f} min left', flush=True)
-    strict = flexible = 0
+    strict = flexible = new_tokens = 0
     lines = []
     for i, problem in enumerate(self.problems):
       completion = completions[i]
@@ -104,20 +104,22 @@ class GSM8KEval(evaluators.Evaluator):
       ok_strict, ok_flexible = gsm8k.is_correct(got_strict, problem.target), gsm8k.is_correct(got_flexible,
                                                                                               problem.target)
       strict, flexible = strict + ok_strict, flexible + ok_flexible
+      new_tokens += len(self.tokenizer.encode(completion, add_special_tokens=False).ids)
       lines.append(json.dumps(dict(index=i, where=problem.where, prompt=self.prompts[i], completion=completion,
                                    extracted_strict=got_strict, extracted_flexible=got_flexible,
                                    target=problem.target, correct_strict=ok_strict, correct_flexible=ok_flexible)))
+    self.out = pathlib.Path(self.run_dir or self.context.workdir) / f'gsm8k_{self.format}.jsonl'
     paths.write_atomically(self.out, lambda tmp: tmp.write_text('\n'.join(lines) + '\n', encoding='utf-8'))
     n = len(self.problems)
     figures = dict(strict_match=strict / n, flexible_extract=flexible / n, problems=n,
-                   seconds=time.time() - start, format=self.format)
+                   new_tokens_per_problem=new_tokens / n, seconds=time.time() - start, format=self.format)
     figures['strict_match_ci95'] = list(wilson(strict, n))
     figures['flexible_extract_ci95'] = list(wilson(flexible, n))
     return figures
 
   def table(self, figures: dict[str, Any]) -> str:
-    rows = [f'GSM8K, {self.format} format: {figures["problems"]} problems in {figures["seconds"]:.0f} s; '
-            f'each problem in {self.out}', '| extraction | accuracy | 95% interval |', '|---|---|---|']
+    rows = [f'GSM8K, {self.format} format: {figures["problems"]} problems in {figures["seconds"]:.0f} s, '
+            f'{figures["new_tokens_per_problem"]:.0f} tokens written per problem; each problem in {self.out}', '| extraction | accuracy | 95% interval |', '|---|---|---|']
     for key in ('strict_match', 'flexible_extract'):
       lo, hi = figures[f'{key}_ci95']
       rows.append(f'| {key} | {figures[key]:.4f} | {lo:.4f} - {hi:.4f} |')
