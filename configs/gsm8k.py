@@ -62,9 +62,10 @@ def _base() -> ml_collections.ConfigDict:
   config.evals = ml_collections.ConfigDict()
   # GSM8K test after training: prompted as the model was trained ("Question: ...\nAnswer:", no exemplars), greedy
   # up to 256 tokens; limit: the first problems (a fixed subset, the same for every run; 0 = all 1,319).
+  # context: the tokens a prompt and its answer may take (0 = data.seq_len; the model read up to 8192 in pretraining).
   config.evals.test = dict(type='gsm8k', format='gsm8k', shots=0, limit=500, batch_size=8, max_new_tokens=256,
                            seed=1234, train_file='{shared}/gsm8k/train.jsonl',
-                           problems_file='{shared}/gsm8k/test.jsonl', final=True)
+                           problems_file='{shared}/gsm8k/test.jsonl', context=1024, final=True)
   config.generate.system = ''  # Chat with a fine-tuned run: no system message.
   config.sweep.grid = 'data.answer=solution,equations,answer'
   return config

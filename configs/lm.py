@@ -201,9 +201,10 @@ def pretrained_llama(config: ml_collections.ConfigDict, path: str, **architectur
   # GSM8K with --mode=eval --config.eval.file_evaluator=gsm8k --config.data.eval_file={shared}/gsm8k/test.jsonl;
   # format: 'gsm8k' (`shots` exemplars drawn from train_file with `seed`), 'gsm8k_cot' (8 fixed exemplars) or
   # 'chat' (zero shot, the chat template); limit: the first problems scored (0 = all); batch_size: prompts
-  # generated at once; max_new_tokens: the longest answer (lm-evaluation-harness: 256).
+  # generated at once; max_new_tokens: the longest answer (lm-evaluation-harness: 256); context: the tokens a
+  # prompt and its answer may take (0 = data.seq_len).
   config.evals.gsm8k = dict(type='gsm8k', format='gsm8k', shots=5, seed=1234, limit=0, batch_size=8,
-                            max_new_tokens=256, train_file='{shared}/gsm8k/train.jsonl')
+                            max_new_tokens=256, train_file='{shared}/gsm8k/train.jsonl', context=0)
   config.sweep.grid = ''
 
 

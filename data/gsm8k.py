@@ -187,14 +187,16 @@ def answer_text(problem: Problem, fmt: str) -> str:
 def sft_rows(problems: list[Problem], tokenizer: Any, fmt: str, seq_len: int, end_id: int,
              pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
   """(int32[N, seq_len + 1] tokens, float32[N, seq_len] weights, problems left out): each row the prompt, the
-  answer and the end token, padded; weight 1 where the next token is the answer's (or the end). Problems
-  longer than seq_len + 1 tokens are left out (counted)."""
+  answer and the end token, padded; weight 1 where the next token is the answer's (or the end). Problems whose
+  longest answer (the solution) does not fit in seq_len + 1 tokens are left out (counted), so that every format
+  trains on the same problems."""
   prompts = tokenizer.encode_batch([prompt(p, 'gsm8k') for p in problems], add_special_tokens=False)
   answers = tokenizer.encode_batch([answer_text(p, fmt) for p in problems], add_special_tokens=False)
+  longest = tokenizer.encode_batch([answer_text(p, 'solution') for p in problems], add_special_tokens=False)
   rows, weights = [], []
-  for q, a in zip(prompts, answers):
+  for q, a, l in zip(prompts, answers, longest):
     ids = q.ids + a.ids + [end_id]
-    if len(ids) > seq_len + 1:
+    if len(q.ids) + max(len(l.ids), len(a.ids)) + 1 > seq_len + 1:
       continue
     row = np.full(seq_len + 1, pad_id, np.int32)
     row[:len(ids)] = ids

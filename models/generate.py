@@ -121,7 +121,12 @@ def generate(model: Any, params: Pytree, prompt_BxP: jax.Array, prompt_mask_BxP:
     prev_B = (jnp.zeros((batch,), jnp.int32) if prompt_digit_pos_BxP is None
               else prompt_digit_pos_BxP[:, -1].astype(jnp.int32))
     digit_pos_B = digit_positions.next(token_B, prev_B, digit_offset)
-  init = (jnp.int32(1), token_B, digit_pos_B, token_B == end_id, out_BxN, steps_BxNxV, cache)
+  stop_sequences = tuple(seq for seq in stop_sequences if 0 < len(seq) <= max_new_tokens)  # Others never fit.
+  done_B = token_B == end_id
+  for seq in stop_sequences:
+    if len(seq) == 1:  # The first token may already be a stop.
+      done_B = done_B | (token_B == seq[0])
+  init = (jnp.int32(1), token_B, digit_pos_B, done_B, out_BxN, steps_BxNxV, cache)
 
   def cond(carry):
     step, _, _, done_B = carry[:4]

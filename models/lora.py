@@ -59,11 +59,21 @@ def _targets(tree: Any, targets: tuple[str, ...], prefix: tuple[str, ...] = ()) 
   return out
 
 
+def _kernel_modules(tree: Any) -> set[str]:
+  out = set()
+  for key, value in tree.items():
+    if hasattr(value, 'items'):
+      out |= {key} if 'kernel' in value else _kernel_modules(value)
+  return out
+
+
 def init(params: Any, config: LoRAConfig, rng: jax.Array) -> dict[str, Any]:
   """Adapters for every targeted kernel of `params` (a mirror of their paths, each {'a', 'b'})."""
   paths = _targets(params, config.targets)
-  if not paths:
-    raise ModelConfigError(f'train.lora_targets={",".join(config.targets)!r} names no module with a kernel')
+  missing = sorted(set(config.targets) - {path[-1] for path in paths})
+  if missing:
+    raise ModelConfigError(f'train.lora_targets: {", ".join(missing)} names no module with a kernel (the model has '
+                           f'{", ".join(sorted(_kernel_modules(params)))})')
   adapters: dict[str, Any] = {}
   for i, path in enumerate(paths):
     kernel = params

@@ -120,9 +120,21 @@ def load_gguf(path: str | pathlib.Path) -> Checkpoint:
   arch = meta.get('general.architecture')
   if arch != 'llama':
     raise PretrainedError(f'{path} holds a {arch!r} model; only the llama architecture loads into our decoder')
+  missing = [k for k in ('llama.attention.head_count', 'llama.embedding_length', 'llama.block_count',
+                         'llama.feed_forward_length', 'llama.attention.layer_norm_rms_epsilon') if k not in meta]
+  if missing:
+    raise PretrainedError(f'{path}: no {", ".join(missing)} in its metadata (not a complete llama GGUF)')
+  scaling = meta.get('llama.rope.scaling.type', 'none')
+  if scaling not in ('none', None) or any(t.name == 'rope_freqs.weight' for t in reader.tensors):
+    raise PretrainedError(f'{path}: RoPE scaling ({scaling}, or a rope_freqs tensor) is not supported (plain RoPE '
+                          'only)')
   heads, kv_heads = int(meta['llama.attention.head_count']), int(meta.get('llama.attention.head_count_kv',
                                                                           meta['llama.attention.head_count']))
   width = int(meta['llama.embedding_length'])
+  head_dim = int(meta.get('llama.attention.key_length') or width // heads)
+  if int(meta.get('llama.rope.dimension_count') or head_dim) != head_dim:
+    raise PretrainedError(f'{path}: RoPE on {meta["llama.rope.dimension_count"]} of {head_dim} head dimensions is '
+                          'not supported (ours rotates the whole head)')
   tensors = {}
   for tensor in reader.tensors:
     try:
@@ -145,7 +157,7 @@ def load_gguf(path: str | pathlib.Path) -> Checkpoint:
       tensors[_GGUF_NAMES[name]] = value
   vocab = int(meta.get('llama.vocab_size') or tensors['model.embed_tokens.weight'].shape[0])
   fields = _decoder_fields(width=width, layers=int(meta['llama.block_count']), heads=heads, kv_heads=kv_heads,
-                           head_dim=int(meta.get('llama.attention.key_length') or width // heads),
+                           head_dim=head_dim,
                            mlp=int(meta['llama.feed_forward_length']),
                            eps=_float32(meta['llama.attention.layer_norm_rms_epsilon']),
                            rope_base=_float32(meta.get('llama.rope.freq_base', 10000.0)),
@@ -156,12 +168,20 @@ def load_gguf(path: str | pathlib.Path) -> Checkpoint:
 
 
 def load_hf(directory: str | pathlib.Path) -> Checkpoint:
+  import ml_dtypes  # pylint: disable=g-import-not-at-top,import-outside-toplevel,unused-import  # NumPy's bfloat16
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   directory = pathlib.Path(directory).expanduser()
   config_path = directory / 'config.json'
   if not config_path.is_file():
     raise PretrainedError(f'{directory} has no config.json (an HF checkpoint directory has one)')
-  config = json.loads(config_path.read_text())
+  try:
+    config = json.loads(config_path.read_text())
+  except json.JSONDecodeError as e:
+    raise PretrainedError(f'{config_path} is not JSON ({e})') from None
+  missing = [k for k in ('num_attention_heads', 'hidden_size', 'num_hidden_layers', 'intermediate_size',
+                         'vocab_size') if k not in config]
+  if missing:
+    raise PretrainedError(f'{config_path}: no {", ".join(missing)} (not a LlamaForCausalLM config)')
   if 'llama' not in str(config.get('model_type', '')).lower() and 'Llama' not in str(config.get('architectures')):
     raise PretrainedError(f'{config_path}: model_type {config.get("model_type")!r} is not a Llama model')
   rope = dict(config.get('rope_parameters') or {})  # transformers 5 writes rope_parameters; 4, rope_theta.
@@ -178,7 +198,10 @@ def load_hf(directory: str | pathlib.Path) -> Checkpoint:
   for name in files:
     if not (directory / name).is_file():
       raise PretrainedError(f'{directory}: the shard {name} is missing')
-    tensors.update(load_file(str(directory / name)))
+    try:
+      tensors.update(load_file(str(directory / name)))
+    except Exception as e:  # pylint: disable=broad-except  # safetensors raises its own error types.
+      raise PretrainedError(f'{directory / name} cannot be read as safetensors ({e})') from None
   heads = int(config['num_attention_heads'])
   width = int(config['hidden_size'])
   fields = _decoder_fields(width=width, layers=int(config['num_hidden_layers']), heads=heads,

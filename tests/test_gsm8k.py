@@ -99,6 +99,16 @@ def test_fine_tuning_run_through_launch(tmp_path):
   assert len((run / 'gsm8k_gsm8k.jsonl').read_text().splitlines()) == 3
   assert '| equations, LoRA r8 |' in (tmp_path / 'results.md').read_text()
   assert (tmp_path / 'accuracy_vs_tokens.png').is_file()
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  from tests.conftest import REPO_ROOT, launch_env  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run([sys.executable, 'launch.py', '--config=configs/gsm8k.py', f'--workdir={tmp_path}',
+                         *[f'--config.{k}={v}' for k, v in fields.items()], '--mode=interactive',
+                         '--config.generate.max_new_tokens=8'],
+                        input='Tom has 7 marbles and gives 4 away. How many are left?\n\nquit\n', cwd=REPO_ROOT,
+                        text=True, capture_output=True, timeout=300, env=launch_env())
+  out = ok(proc)
+  assert 'equations, LoRA r8, latest checkpoint (step 4). Type a word problem' in out
+  assert proc.stdout.count('\nanswer: ') == 1 and proc.stdout.count('> ') == 3
   fields['sweep.grid'] = ''
   proc = launch('--config=configs/gsm8k.py', f'--workdir={tmp_path / "bad"}',
                 *[f'--config.{k}={v}' for k, v in fields.items()], '--config.data.answer=sums')

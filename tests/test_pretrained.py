@@ -34,7 +34,8 @@ def _permute(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def write_gguf(path: pathlib.Path, *, arch: str = 'llama', quantize: tuple[str, ...] = (),
-               replace: dict[str, np.ndarray] | None = None) -> pathlib.Path:
+               replace: dict[str, np.ndarray] | None = None, extra: dict[str, np.ndarray] | None = None
+               ) -> pathlib.Path:
   """The fixture's weights and tokenizer as llama.cpp's converter writes them (`quantize`: tensors in Q8_0)."""
   config = json.loads((FIXTURE / 'config.json').read_text())
   tensors = load_file(str(FIXTURE / 'model.safetensors'))
@@ -76,6 +77,8 @@ def write_gguf(path: pathlib.Path, *, arch: str = 'llama', quantize: tuple[str, 
       writer.add_tensor(target, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     else:
       writer.add_tensor(target, value)
+  for name, value in (extra or {}).items():
+    writer.add_tensor(name, value)
   writer.write_header_to_file()
   writer.write_kv_data_to_file()
   writer.write_tensors_to_file()
@@ -157,6 +160,9 @@ def test_bad_checkpoints_are_one_line(tmp_path):
   with pytest.raises(pretrained.PretrainedError, match='blk.0.ffn_down.weight is I32, which the gguf package '
                      'cannot dequantise'):
     pretrained.load(odd)
+  scaled = write_gguf(tmp_path / 'scaled.gguf', extra={'rope_freqs.weight': np.ones(2, np.float32)})
+  with pytest.raises(pretrained.PretrainedError, match='RoPE scaling .* is not supported'):
+    pretrained.load(scaled)
   not_gguf = tmp_path / 'x.gguf'
   not_gguf.write_bytes(b'not a gguf file at all')
   with pytest.raises(pretrained.PretrainedError, match='is not a GGUF file'):
@@ -183,6 +189,14 @@ def test_generation_ends_a_row_at_a_stop_sequence():
                                          max_new_tokens=len(expected), end_id=-1,
                                          stop_sequences=(tuple(expected[2:4]),)))
   assert out[0].tolist() == expected[:4] + [-1] * (len(expected) - 4)  # Kept the stop tokens, then ended.
+  first = np.asarray(generate_lib.generate(model, checkpoint.params, prompt, jnp.ones_like(prompt, bool),
+                                           max_new_tokens=3, end_id=-1,
+                                           stop_sequences=((expected[0],), tuple(expected[:5]))))
+  assert first[0].tolist() == [expected[0], -1, -1]  # A one-token stop ends the row at its first token; a stop
+  # longer than max_new_tokens is left out.
+  from train.tasks.lm import generation  # pylint: disable=g-import-not-at-top
+  assert generation.cut_at_stops([5, 6, 7, 8, 9], ((7, 8), (9,))) == [5, 6]
+  assert generation.cut_at_stops([5, 6], ((7, 8),)) == [5, 6]
 
 
 # The fixture as a run of the language-model task (configs/lm.py's pretrained_llama), on a small corpus.
@@ -246,6 +260,13 @@ def test_pretrained_config_errors_are_one_line(tmp_path, corpus):
   assert proc.stderr.strip().splitlines()[-1].endswith('does not fit the config: model.num_layers=3 (the checkpoint: 2)')
   proc = launch(*args, '--config.data.tokenizer=', f'--workdir={tmp_path / "b"}')
   assert "needs the checkpoint's tokenizer: set data.tokenizer to the same path" in proc.stderr
+  other = tmp_path / 'other_tokenizer.json'  # More tokens than the checkpoint's embeddings hold.
+  other.write_text(bpe.train([(FIXTURE.parent.parent.parent / 'README.md').read_text()], 600).to_str())
+  for mode in ('--mode=train', '--mode=eval'):
+    proc = launch(*args, f'--config.data.tokenizer={other}', f'--workdir={tmp_path / "c"}', mode,
+                  f'--config.data.eval_file={corpus}')
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].endswith(
+        f"has 600 tokens but the embeddings of {FIXTURE} hold 384: not the checkpoint's tokenizer"), proc.stderr[-2000:]
 
 
 def test_lora_merge_is_the_adapted_layer_and_only_adapters_train(tmp_path, corpus):
@@ -254,6 +275,8 @@ def test_lora_merge_is_the_adapted_layer_and_only_adapters_train(tmp_path, corpu
   config = lora_lib.LoRAConfig(rank=2, alpha=4.0, targets=('query', 'out', 'down'))
   adapters = lora_lib.init(base, config, jax.random.PRNGKey(0))
   assert set(adapters['block_0']['attention']) == {'query', 'out'} and set(adapters['block_0']['mlp']) == {'down'}
+  with pytest.raises(models.ModelConfigError, match='kye names no module with a kernel'):
+    lora_lib.init(base, lora_lib.LoRAConfig(2, 4.0, ('query', 'kye')), jax.random.PRNGKey(0))
   adapters = jax.tree.map(lambda x: x + 0.1, adapters)  # b away from its zero start.
   merged = lora_lib.merge(base, adapters, config.scale)
   x = np.random.default_rng(0).normal(size=(5, 9, 4)).astype(np.float32)  # Heads x head width in, as 'out' reads.

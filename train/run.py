@@ -141,27 +141,37 @@ def init_from(config: ml_collections.ConfigDict) -> str:
   return str(pathlib.Path(paths.expand(value)).expanduser().resolve()) if value else ''
 
 
-def pretrained_params(config: ml_collections.ConfigDict) -> Any:
-  """The weights of train.init_from (a GGUF file or an HF directory, models/pretrained.py), checked against
-  config.model: the run's architecture must be the checkpoint's."""
+def pretrained_checkpoint(config: ml_collections.ConfigDict) -> pretrained_lib.Checkpoint:
+  """The checkpoint train.init_from names (a GGUF file or an HF directory, models/pretrained.py), loaded once."""
   path = init_from(config)
   if path not in _PRETRAINED:
     if not pathlib.Path(path).exists():
-      raise ConfigError(f'train.init_from={config.train.init_from!r}: {path} does not exist'
-                        + (' (python -m data.fetch smollm2 puts SmolLM2 there)' if 'SmolLM2' in path else ''))
+      raise ConfigError(f'train.init_from={config.train.init_from!r}: {path} does not exist (python -m data.fetch '
+                        + ('smollm2' if 'SmolLM2-135M' in path else 'ORG/REPO') + ' puts a checkpoint in the cache)')
     _PRETRAINED.clear()  # One checkpoint in memory at a time.
     _PRETRAINED[path] = pretrained_lib.load(path)
-  checkpoint = _PRETRAINED[path]
+  return _PRETRAINED[path]
+
+
+def pretrained_params(config: ml_collections.ConfigDict, model: nn.Module) -> Any:
+  """The weights of train.init_from, checked against config.model (the run's architecture must be the
+  checkpoint's) and the model's vocabulary (its embeddings')."""
+  checkpoint = pretrained_checkpoint(config)
   pretrained_lib.check_model(checkpoint, config.model)
+  vocab = getattr(model, 'vocab_size', None)
+  if vocab is not None and vocab != checkpoint.vocab_size:
+    raise pretrained_lib.PretrainedError(f'{checkpoint.source}: its embeddings hold {checkpoint.vocab_size} tokens, '
+                                         f'the model {vocab}')
   return checkpoint.params
 
 
-def scored_params(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> tuple[Any, int, str]:
+def scored_params(config: ml_collections.ConfigDict, run_dir: pathlib.Path, model: nn.Module
+                  ) -> tuple[Any, int, str]:
   """(params, step, which) that --mode=eval/interactive/generate use: the run's checkpoint (eval.checkpoint);
   before the run has one, the pretrained weights of train.init_from where it names them."""
   if init_from(config) and not ckpt_lib.has_checkpoint(run_dir):
     print(f'{run_dir} has no checkpoint yet: using the pretrained weights of {init_from(config)}', flush=True)
-    return jax.device_put(pretrained_params(config), sharding.replicated(sharding.make_mesh())), 0, 'pretrained'
+    return jax.device_put(pretrained_params(config, model), sharding.replicated(sharding.make_mesh())), 0, 'pretrained'
   params, step, which = ckpt_lib.restore_eval_params(run_dir, str(config.eval.checkpoint), sharding.make_mesh())
   return optim.model_params(params, config.train), step, which
 
@@ -187,6 +197,8 @@ def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Pa
   check(task, config)
   all_specs = evaluators_lib.specs(config, task)
   model = task.build_model(config, context)
+  if init_from(config):  # The checkpoint fits the config, checked before any work (and kept for the start).
+    pretrained_params(config, model)
   plan = budget(task, config, run_dir, model, context, flops_cache)
   cfg = with_budget(config, plan)
   label = task.label(cfg)
@@ -202,7 +214,7 @@ def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Pa
                for s in used]
   objective = task.objective(cfg, model, context)
   result = loop.train(cfg, run_dir, model, objective, scheduled, label=label,
-                      initial_params=(lambda: pretrained_params(cfg)) if init_from(cfg) else None)
+                      initial_params=(lambda: pretrained_params(cfg, model)) if init_from(cfg) else None)
   result.checkpoints.close()
   final_params = optim.model_params(eval_params(result.state), cfg.train)
   if any(s.select for s in all_specs):  # Scored with the best checkpoint on the selecting evaluator.
@@ -266,7 +278,7 @@ def evaluate_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib
       cfg.train.steps, cfg.train.warmup_steps = int(saved['train']['steps']), int(saved['train']['warmup_steps'])
   model = task.build_model(cfg, context)
   evaluator = spec.build(task, cfg, model, context, file=file, run_dir=run_dir)  # Reads the file before the restore.
-  params, step, which = scored_params(cfg, run_dir)
+  params, step, which = scored_params(cfg, run_dir, model)
   if which != 'pretrained':
     print(f'restored {which} checkpoint (step {step}) from {run_dir}', flush=True)
   figures = evaluator(params)
@@ -300,6 +312,7 @@ def on_checkpoint(task: Task, mode: str, config: ml_collections.ConfigDict, run_
   if not callable(hook):
     raise ConfigError(f'task {task.name!r} has no --mode={mode}')
   model = task.build_model(config, context)
-  params, step, which = scored_params(config, run_dir)
+  params, step, which = scored_params(config, run_dir, model)
+  where = {'run_dir': run_dir} if mode == 'export' else {}  # An export is written into the run's directory.
   hook(config, model, params, 'pretrained weights' if which == 'pretrained' else f'{which} checkpoint (step {step})',
-       context)
+       context, **where)

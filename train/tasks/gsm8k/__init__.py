@@ -8,7 +8,8 @@ Everything else is the language-model task's: the model and its pretrained weigh
 """
 import functools
 import pathlib
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +19,13 @@ import optax
 
 from data import gsm8k
 from data import paths
+from models import generate as generate_lib
 from train import loop
 from train import task as task_lib
 from train.errors import ConfigError
 from train.tasks import lm as lm_task
 from train.tasks.gsm8k import report
+from train.tasks.lm import generation
 from train.tasks.lm import objective as lm_objective
 
 
@@ -98,6 +101,34 @@ class GSM8KTask(lm_task.LMTask):
   def report(self, config: ml_collections.ConfigDict, workdir: pathlib.Path, records: list[dict[str, Any]],
              context: Any) -> None:
     report.write_sweep(workdir, records)
+
+
+  def interactive(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
+                  context: lm_task.LMContext, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    """Reasoning mode: a word problem a line; the model's answer as it was fine-tuned to write it (greedy), laid
+    out a step a line, then the number parsed from it (strict "#### N", else the last number)."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    vocab = context.vocab(config.data)
+    settings = generation.Settings(int(config.generate.max_new_tokens), generate_lib.GREEDY, 0, gsm8k.STOPS['gsm8k'])
+    limit = generation.prompt_limit(int(config.data.seq_len), settings.max_new_tokens)
+    say = lambda *a: print(*a, file=stdout, flush=True)  # pylint: disable=unnecessary-lambda-assignment
+    say(f'{self.label(config)}, {checkpoint}. Type a word problem (quit, exit or Ctrl-D ends).')
+    while True:
+      print('> ', end='', file=stdout, flush=True)
+      line = stdin.readline()
+      if not line or line.strip() in ('quit', 'exit'):
+        say('')
+        return
+      if not line.strip():
+        continue
+      question = gsm8k.Problem(line.strip(), '#### 0', 'stdin')
+      ids, cut = generation.fit(vocab.tokenizer.encode(gsm8k.prompt(question, 'gsm8k'), add_special_tokens=False).ids,
+                                limit)
+      if cut:
+        say(f'(the problem is longer than {limit} tokens: its start is left out)')
+      (text,) = generation.complete(model, params, vocab.tokenizer, [ids], settings,
+                                    end_id=vocab.specials.end_of_text, pad_id=vocab.specials.pad)
+      say(report.layout(text))
 
 
 @functools.lru_cache(maxsize=4)

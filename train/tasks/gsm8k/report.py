@@ -2,8 +2,10 @@
 accuracy_vs_tokens.png (test accuracy against fine-tuning FLOPs and against tokens written per problem)."""
 import collections
 import pathlib
+import re
 from typing import Any
 
+from data import gsm8k
 from train import plots
 from train import tables
 from train.files import write_json, write_text
@@ -14,6 +16,20 @@ def summary_line(record: dict[str, Any]) -> str:
   return (f'{record["model"]}: GSM8K test ({record["problems"]} problems) flexible_extract='
           f'{record["flexible_extract"]:.4f} (95% {lo:.4f}-{hi:.4f}) strict_match={record["strict_match"]:.4f}, '
           f'{record["new_tokens_per_problem"]:.0f} tokens written per problem')
+
+
+def layout(completion: str) -> str:
+  """A completion for a reader: its reasoning a step a line (sentences, equations), then the parsed answer."""
+  body = completion.split('####')[0]
+  steps = [s.strip() for line in body.splitlines() for s in re.split(r'(?<=[.!?])\s+|(?<=>>)\s+', line) if s.strip()]
+  strict, flexible = gsm8k.extract(completion, 'gsm8k')
+  if strict is not None:
+    verdict = f'answer: {gsm8k.normalize(strict)}'
+  elif flexible is not None:
+    verdict = f'answer: {gsm8k.normalize(flexible)} (the last number; no "#### N" line)'
+  else:
+    verdict = 'answer: - (no number written)'
+  return '\n'.join([f'  {s}' for s in steps] + [verdict])
 
 
 def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:

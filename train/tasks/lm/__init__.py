@@ -21,6 +21,7 @@ import models
 from models import pretrained
 from data import bpe
 from data import lm_batches
+from train import run as run_lib
 from train import task as task_lib
 from train.errors import ConfigError
 from train.tasks.lm import generation
@@ -85,7 +86,13 @@ class LMTask(task_lib.Task):
       raise ConfigError(f"train.random_loops={config.train.random_loops} needs a looped model (model.name='looped')")
 
   def build_model(self, config: ml_collections.ConfigDict, context: LMContext):
-    return models.build(config.model, vocab_size=context.vocab(config.data).vocab_size)
+    vocab = context.vocab(config.data)
+    size = vocab.vocab_size
+    if str(config.train.get('init_from', '')):  # The checkpoint's embeddings (may be padded beyond the tokenizer).
+      checkpoint = run_lib.pretrained_checkpoint(config)
+      pretrained.check_tokenizer(checkpoint, vocab.tokenizer, f'data.tokenizer={config.data.tokenizer!r}')
+      size = checkpoint.vocab_size
+    return models.build(config.model, vocab_size=size)
 
   def objective(self, config, model, context: LMContext, scan_unroll: int | bool = 1):
     return objective.make_objective(config, model, context.data(config.data), scan_unroll)
@@ -133,15 +140,18 @@ class LMTask(task_lib.Task):
                            stdout or sys.stdout, str(config.generate.get('system', '') or ''))
 
   def export(self, config: ml_collections.ConfigDict, model: Any, params: Any, checkpoint: str,
-             context: LMContext, stdout: TextIO | None = None) -> None:
-    """--mode=export: the run's model (LoRA adapters merged in) as an HF directory, <workdir>/hf: config.json,
+             context: LMContext, run_dir: pathlib.Path, stdout: TextIO | None = None) -> None:
+    """--mode=export: the run's model (LoRA adapters merged in) as an HF directory, <run>/hf: config.json,
     model.safetensors, tokenizer.json and tokenizer_config.json (ChatML template), which transformers loads."""
     data = context.vocab(config.data)
-    out = context.workdir / 'hf'
+    out = pathlib.Path(run_dir) / 'hf'
     eos = data.specials.im_end if data.specials.chat else data.specials.end_of_text
-    pretrained.save_hf(out, jax.device_get(params), config.model, model.vocab_size, int(config.data.seq_len),
-                       dict(bos_token_id=data.specials.im_start if data.specials.chat else eos, eos_token_id=eos,
-                            pad_token_id=data.specials.pad))
+    length = int(config.data.seq_len)
+    if str(config.train.get('init_from', '')):
+      length = max(length, int(run_lib.pretrained_checkpoint(config).context or 0))
+    pretrained.save_hf(out, jax.device_get(params), config.model, model.vocab_size, length,
+                       dict(bos_token_id=data.specials.im_start if data.specials.chat else eos,
+                            eos_token_id=sorted({eos, data.specials.end_of_text}), pad_token_id=data.specials.pad))
     (out / 'tokenizer.json').write_text(data.tokenizer.to_str(), encoding='utf-8')
     (out / 'tokenizer_config.json').write_text(json.dumps(dict(
         tokenizer_class='PreTrainedTokenizerFast', eos_token=data.tokenizer.id_to_token(eos),

@@ -49,19 +49,31 @@ def complete(model: Any, params: Any, tokenizer: Tokenizer, prompts: list[list[i
     tokens_BxP[i, width - len(p):] = p
   mask_BxP = np.arange(width)[None] >= width - np.array([len(p) for p in prompts])[:, None]
   rng = jax.random.fold_in(jax.random.PRNGKey(settings.seed), step_seed)
+  stops = stop_sequences(tokenizer, settings.stop)
   out_BxN = generate_lib.generate(model, params, jnp.asarray(tokens_BxP), jnp.asarray(mask_BxP),
                                   max_new_tokens=settings.max_new_tokens, end_id=end_id, sampling=settings.sampling,
                                   rng=rng if settings.sampling.temperature > 0 else None,
                                   prefill_kwargs=(('loops', loops),) if loops else (),
-                                  stop_sequences=stop_sequences(tokenizer, settings.stop))
+                                  stop_sequences=stops)
   texts = []
   for row in np.asarray(out_BxN):
     ends = np.flatnonzero(row == end_id)
-    text = tokenizer.decode([int(t) for t in (row[:ends[0]] if len(ends) else row)], skip_special_tokens=True)
+    ids = cut_at_stops([int(t) for t in (row[:ends[0]] if len(ends) else row)], stops)
+    text = tokenizer.decode(ids, skip_special_tokens=True)
     for stop in settings.stop:
       text = text.split(stop, 1)[0]
     texts.append(text)
   return texts
+
+
+def cut_at_stops(ids: list[int], stops: tuple[tuple[int, ...], ...]) -> list[int]:
+  """`ids` before the first stop sequence in them (special-token stops vanish from decoded text, so the cut is
+  made on the tokens too)."""
+  for end in range(1, len(ids) + 1):
+    for seq in stops:
+      if end >= len(seq) and tuple(ids[end - len(seq):end]) == seq:
+        return ids[:end - len(seq)]
+  return ids
 
 
 def stop_sequences(tokenizer: Tokenizer, stops: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:

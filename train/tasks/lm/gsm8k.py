@@ -36,7 +36,7 @@ class GSM8KEval(evaluators.Evaluator):
   """Accuracy on GSM8K problems: `strict_match` (the format's own answer pattern) and `flexible_extract` (the
   last number written), as lm-evaluation-harness reports them."""
   options = dict(format='gsm8k', shots=5, limit=0, batch_size=8, max_new_tokens=256, seed=1234,
-                 train_file='{shared}/gsm8k/train.jsonl', problems_file='')
+                 train_file='{shared}/gsm8k/train.jsonl', problems_file='', context=0)
   headline = 'flexible_extract'
   file_help = 'GSM8K problems, JSONL: {"question": ..., "answer": "... #### N"} a line'
 
@@ -64,7 +64,8 @@ class GSM8KEval(evaluators.Evaluator):
       raise ConfigError('evals.<gsm8k>.format=chat needs a tokenizer with chat markers (<|im_start|>, <|im_end|>)')
     system = str(self.config.generate.get('system', '') or '')
     self.prompts, self.ids = [], []
-    limit = generation.prompt_limit(int(self.config.data.seq_len), int(opt['max_new_tokens']))
+    context = int(opt['context']) or int(self.config.data.seq_len)  # The tokens the model may read in all.
+    limit = generation.prompt_limit(context, int(opt['max_new_tokens']))
     for i, problem in enumerate(self.problems):
       text = gsm8k.prompt(problem, self.format, gsm8k.few_shot(train, shots, i, int(opt['seed'])))
       if self.format == 'chat':
@@ -73,8 +74,8 @@ class GSM8KEval(evaluators.Evaluator):
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
       if len(ids) > limit:
         raise ConfigError(f'{problem.where}: its {self.format} prompt has {len(ids)} tokens, more than the '
-                          f'{limit} that data.seq_len={self.config.data.seq_len} leaves beside '
-                          f'max_new_tokens={opt["max_new_tokens"]}')
+                          f'{limit} that a context of {context} (evals.<gsm8k>.context, 0 = data.seq_len) leaves '
+                          f'beside max_new_tokens={opt["max_new_tokens"]}')
       self.prompts.append(text)
       self.ids.append(ids)
     self.settings = generation.Settings(int(opt['max_new_tokens']), generate_lib.GREEDY, 0,
