@@ -10,9 +10,11 @@ and never the reverse. A task says what only it knows:
   report_run / report                     tables and plots of one run and of a sweep (optional)
   interactive, generate                   --mode=interactive, --mode=generate (optional methods:
                                           (config, model, params, checkpoint, context))
+  export                                  --mode=export (optional: the same and run_dir, where it writes)
 
 and the core does the rest: steps from train.steps or a FLOP budget, settings, checkpoints, the
 training loop, evaluators at their cadence, the best checkpoint, final scores, results.json,
+pretrained weights to start from (train.init_from) and LoRA adapters (train.lora_rank),
 --mode=eval on a file, sweeps and their tables. docs/adding_a_task.md walks through a whole task.
 """
 import importlib
