@@ -63,6 +63,7 @@ def _base() -> ml_collections.ConfigDict:
   config.train = train = common.train(steps=0, batch_size=32, lr=1e-3, warmup_steps=200, warmup_fraction=0.1,
                                       weight_decay=0.1, decay_on='matrices', b2=0.95, log_every=50,
                                       checkpoint_every=1000, keep_checkpoints=1)
+  train.optimizer = 'adamw'  # 'adamw', or 'adamw_8bit': its moments block-wise quantised to a byte (train/adam8bit.py).
   train.z_loss = 0.0  # Weight of the z-loss, mean(logsumexp(logits)^2) (PaLM; 1e-4 there); 0 = off.
   train.random_loops = 0  # Looped: > 0 draws each batch's loops in 1..this (a step computes this many).
   # Pretrained weights that start the run: a GGUF file or an HF directory ('{cache}/...': python -m data.fetch);

@@ -7,6 +7,7 @@ import ml_collections
 import optax
 
 from models import lora as lora_lib
+from train import adam8bit
 from train.errors import ConfigError
 
 
@@ -43,8 +44,12 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> tuple[optax.Gradient
   decay_on = str(train_cfg.get('decay_on', 'all'))
   if decay_on not in ('all', 'matrices'):
     raise ConfigError(f"train.decay_on must be 'all' or 'matrices', got {decay_on!r}")
-  adamw = optax.adamw(schedule, b1=float(train_cfg.b1), b2=float(train_cfg.b2),
-                      weight_decay=float(train_cfg.weight_decay), mask=_matrices if decay_on == 'matrices' else None)
+  kind = str(train_cfg.get('optimizer', 'adamw'))
+  if kind not in ('adamw', 'adamw_8bit'):
+    raise ConfigError(f"train.optimizer must be 'adamw' or 'adamw_8bit', got {kind!r}")
+  make = optax.adamw if kind == 'adamw' else adam8bit.adamw_8bit  # 8-bit: block-wise quantised moments.
+  adamw = make(schedule, b1=float(train_cfg.b1), b2=float(train_cfg.b2),
+               weight_decay=float(train_cfg.weight_decay), mask=_matrices if decay_on == 'matrices' else None)
   tx = adamw
   if float(train_cfg.grad_clip) > 0:
     tx = optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip)), adamw)

@@ -184,6 +184,7 @@ def check(task: Task, config: ml_collections.ConfigDict, where: str = '') -> Non
     if 'model' in config:
       models.config_of(config.model)
     evaluators_lib.specs(config, task)
+    optim.make_optimizer(config.train)  # Optimizer, schedule and LoRA fields.
     task.check(config)
   except (ConfigError, models.ModelConfigError, DataConfigError) as e:
     if not where:
