@@ -9,8 +9,8 @@ answer formats (explicit chain of thought, equations only, the final number only
 
 Variants (`:name`, several joined by commas):
   default  SmolLM2-135M-Instruct (Q4_1 GGUF), LoRA rank 8 on every projection, the three answer formats at one
-           fine-tuning FLOP budget (about 48 minutes each on 2 CPU cores, resumable), each scored on the first 500
-           test problems (about 30 minutes each).
+           fine-tuning FLOP budget (estimated 48 minutes each on 2 CPU cores, resumable), each scored on the first 500
+           test problems (estimated 20-30 minutes each).
   gpu      one GPU: rank 64 and full fine-tuning, larger budgets, the whole test set.
   smollm2_360m   after gpu: SmolLM2-360M-Instruct from an HF directory (python -m data.fetch
            HuggingFaceTB/SmolLM2-360M-Instruct, then --config.train.init_from=<its path>, same for data.tokenizer).
@@ -52,8 +52,9 @@ def _base() -> ml_collections.ConfigDict:
     config.train.update(steps=0, batch_size=8, lr=2e-4, warmup_steps=10, warmup_fraction=0.1, weight_decay=0.0,
                         schedule='cosine', final_lr_fraction=0.1, log_every=5, checkpoint_every=20,
                         keep_checkpoints=1, lora_rank=8, lora_alpha=16.0)
-  # Fine-tuning FLOPs (XLA-counted; 2.1e12 a step of batch 8 with LoRA): about 143 steps, 1,140 problems, 48 minutes
-  # on 2 CPU cores (AMD EPYC, AVX-512; 20 s a step), then about 30 minutes to score 500 test problems.
+  # Fine-tuning FLOPs (XLA-counted; 2.1e12 a step of batch 8 with LoRA): 143 steps, 1,144 problems; estimated 48
+  # minutes on 2 CPU cores (AMD EPYC, AVX-512: 20-21 s a step measured), then 20-30 minutes to score 500 problems
+  # (2.5-4 s a problem measured on 200).
   config.flops_budget = 3e14
 
   config.eval = ev = ml_collections.ConfigDict()
