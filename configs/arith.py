@@ -10,6 +10,13 @@ Variants (`:name`, several joined by commas):
   smoke       seconds on a CPU; the test suite runs it.
   add_cpu     the best 1-6 digit addition model for <= 30 minutes on 2 CPU cores (reversed answer, Abacus).
   mul_cpu     up to 4x4-digit multiplication in the same budget.
+  mul_cot_cpu up to 4x4-digit multiplication with the units-first chain of thought (`cot_rev`), <= 60
+              minutes on 2 CPU cores.
+  mul_formats the answer formats on 1-4 digit multiplication at matched training FLOPs (reversed, cot,
+              cot_rev): which chain of thought a small model learns fastest per FLOP.
+  mul_icot_cpu  stepwise internalisation of mul_cot_cpu's chain of thought (Deng et al. 2024): starts from
+              the run in runs/mul_cot_cpu (train.init_from) and removes its tokens one by one, until the
+              model answers with none.
   length_gen  trained on at most 6 digits (random Abacus offsets), evaluated to 16 digits.
   length_loops  length_gen's 4 stacked blocks against 1 block looped 4 times, with a fixed or a
               random depth per batch (same FLOPs per step), 3 seeds, scored by length at every
@@ -28,7 +35,7 @@ import ml_collections
 from configs import common
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'length_gen', 'length_loops', 'study', 'mul')
+VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'mul_cot_cpu', 'mul_formats', 'mul_icot_cpu', 'length_gen', 'length_loops', 'study', 'mul')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -46,13 +53,16 @@ def _base() -> ml_collections.ConfigDict:
   data.ops = '+'  # Operations: '+', '*' or '+*' (each training example's op uniform among them).
   data.min_digits = 1  # Shortest operand in training (digits).
   data.max_digits = 6  # Longest operand in training; evaluation goes to eval.max_digits.
-  data.format = 'reversed'  # Answer format: 'plain' (a+b=c), 'reversed' (c's digits units first) or 'cot'.
+  data.format = 'reversed'  # Answer format: 'plain' (a+b=c), 'reversed' (c's digits units first), 'cot' or 'cot_rev'.
   data.abacus_equals_row = False  # Abacus: the prompt's '=' gets the row before the units (every digit one row up).
   data.seq_len = 0  # Padded training length (prompt + target); 0 = the longest problem of these settings needs.
   data.val_fraction = 0.02  # Share of all problems (and their commuted twins) held out for validation.
   data.test_fraction = 0.02  # Share held out for the test set; training never sees either.
   data.split_salt = 'arith-v1'  # Mixed into the split hash: another salt, another split.
   data.abacus_max_offset = 0  # Abacus: training adds a random offset 0..this to every digit position (length generalisation).
+  data.internalize_every = 0  # Stepwise internalisation (Deng et al. 2024): one more chain-of-thought token removed every this many steps (0 = never).
+  data.internalize_start = 0  # The step where removal starts (explicit chain of thought before it).
+  data.internalize_smoothing = 0.0  # Deng's removal smoothing lambda: o extra tokens removed with P(o) ~ exp(-lambda o) (0 = off).
   data.seed = 0  # Seed of every training batch (batch t is a function of seed and t).
   data.eval_file = ''  # Problem file scored by --mode=eval (one problem per line).
 
@@ -60,6 +70,8 @@ def _base() -> ml_collections.ConfigDict:
 
   config.train = train = common.train(steps=3000, batch_size=128, lr=1e-3, warmup_steps=300, weight_decay=0.1,
                                       b2=0.98, log_every=100, checkpoint_every=1000, keep_checkpoints=2)
+  train.init_from = ''  # A run directory of this project to start from (its best checkpoint; same model), e.g. a CoT run to internalise; '' = the init.
+  train.reset_on_removal = True  # Internalisation: AdamW's moments restart at each removal (Deng et al.); the lr schedule goes on.
   train.random_loops = 0  # Looped: > 0 draws each training batch's loops in 1..this (Huginn-style); a step computes this many.
 
   config.eval = ev = ml_collections.ConfigDict()
@@ -138,6 +150,38 @@ def _mul_cpu(config: ml_collections.ConfigDict) -> None:
   config.eval.max_digits = 5
 
 
+def _mul_cot_cpu(config: ml_collections.ConfigDict) -> None:
+  """Up to 4x4-digit multiplication with the units-first chain of thought, <= 60 minutes on 2 CPU cores."""
+  _mul_cpu(config)
+  config.data.format = 'cot_rev'
+  config.eval.num_per_length = 200  # The 4x4 (and 5x5) rows of the length table: 200 problems each.
+
+
+def _mul_formats(config: ml_collections.ConfigDict) -> None:
+  """mul_cpu's model and data in three formats at one training-FLOP budget (seq_len per format: each pays
+  for its own tokens)."""
+  _mul_cpu(config)
+  config.models = ml_collections.ConfigDict()  # Named points of the sweep's `model=` axis.
+  for fmt in ('reversed', 'cot', 'cot_rev'):
+    config.models[fmt] = common.point(data=dict(format=fmt))
+  config.train.warmup_fraction = 0.1
+  config.evals.val.every = 0
+  config.sweep.grid = 'model=reversed,cot,cot_rev; flops_budget=3e13; seed=0'
+
+
+def _mul_icot_cpu(config: ml_collections.ConfigDict) -> None:
+  """mul_cot_cpu's model with its chain of thought removed one token every 50 steps (44 tokens for 4x4)."""
+  _mul_cot_cpu(config)
+  config.train.init_from = 'runs/mul_cot_cpu'
+  config.data.internalize_every = 50
+  config.data.internalize_smoothing = 4.0  # Deng et al.'s lambda: 2% of examples remove one token more (or more).
+  config.train.steps = 3500  # 44 x 50 steps of removal, then 1300 with none left.
+  config.train.lr = 3e-4
+  config.train.schedule = 'constant'
+  config.train.warmup_steps = 0
+  config.evals.val.every = 250
+
+
 def _length_gen(config: ml_collections.ConfigDict) -> None:
   """Trained on at most 6 digits with random Abacus offsets, evaluated to 16 digits."""
   config.model.position = 'abacus'
@@ -188,5 +232,6 @@ def _mul(config: ml_collections.ConfigDict) -> None:
   config.eval.max_digits = 4
 
 
-_VARIANT_FNS = {'default': _default, 'smoke': _smoke, 'add_cpu': _add_cpu, 'mul_cpu': _mul_cpu,
+_VARIANT_FNS = {'default': _default, 'smoke': _smoke, 'add_cpu': _add_cpu, 'mul_cpu': _mul_cpu, 'mul_cot_cpu': _mul_cot_cpu,
+                'mul_formats': _mul_formats, 'mul_icot_cpu': _mul_icot_cpu,
                 'length_gen': _length_gen, 'length_loops': _length_loops, 'study': _study, 'mul': _mul}

@@ -13,6 +13,12 @@ Config fields (`config.data`, listed in BATCH_FIELDS; defaults in DEFAULTS):
                      to every nonzero digit_pos of an example (Abacus embeddings).
   abacus_equals_row  bool: the prompt's '=' gets digit_pos 1 and every digit moves up one row, so
                      the '=' sits in the row before the units (see `_digit_positions`).
+  internalize_every  int >= 0: stepwise internalisation of the chain of thought (Deng et al. 2024): one
+                     more of its first tokens is removed from the targets every this many steps
+                     (0 = never; `removed_at`). Needs format 'cot' or 'cot_rev'.
+  internalize_start  int >= 0: the step where removal starts (explicit chain of thought before it).
+  internalize_smoothing  float >= 0: Deng's removal smoothing lambda: each example removes o more tokens,
+                     P(o) proportional to exp(-lambda o) (0 = off, every example removes the scheduled count).
 
 Batches are dicts of NumPy arrays, B examples of length L:
   tokens      int32[B, L]    prompt then target, right-padded with <pad> (id 0).
@@ -44,7 +50,9 @@ from data.errors import DataConfigError
 Batch = dict[str, np.ndarray]
 DEFAULTS = dict(ops='+', min_digits=1, max_digits=6, format='plain', seq_len=24, val_fraction=0.02,
                 test_fraction=0.02, split_salt='arith-v1', abacus_max_offset=0,
-                abacus_equals_row=False)
+                abacus_equals_row=False, internalize_every=0, internalize_start=0, internalize_smoothing=0.0)
+COT_FORMATS = ('cot', 'cot_rev')  # Formats with a chain of thought to internalise.
+ALL_REMOVED = 1 << 30  # A removal count beyond any chain of thought: the answer alone.
 BATCH_FIELDS = tuple(DEFAULTS)
 _MAX_ROUNDS = 1000  # Rejection-sampling rounds before a training batch is given up as impossible.
 _ENUMERATE_UP_TO = 50_000  # eval_set lists every problem of a (len_a, len_b) stratum up to this many.
@@ -63,6 +71,25 @@ class Spec:
   split_salt: str | int
   abacus_max_offset: int
   abacus_equals_row: bool
+  internalize_every: int = 0
+  internalize_start: int = 0
+  internalize_smoothing: float = 0.0
+
+  def removed_at(self, step: int) -> int:
+    """Chain-of-thought tokens the schedule removes at training step `step` (before smoothing)."""
+    if not self.internalize_every or step < self.internalize_start:
+      return 0
+    return (step - self.internalize_start) // self.internalize_every
+
+  def removal_changes_at(self, step: int) -> bool:
+    """Whether step `step` removes one more token than step - 1 (a stage begins: the optimizer resets)."""
+    return bool(self.internalize_every) and step > self.internalize_start and (
+        (step - self.internalize_start) % self.internalize_every == 0)
+
+  @property
+  def eval_removed(self) -> int:
+    """Tokens removed from the targets that evaluation scores: all of them for an internalising run."""
+    return ALL_REMOVED if self.internalize_every else 0
 
 
 def _field(cfg: Any, name: str) -> Any:
@@ -94,6 +121,14 @@ def _check_ops(value: Any) -> str:
   return ops
 
 
+def _optional(cfg: Any, name: str) -> Any:
+  """A field that configs of earlier releases lack: its default there."""
+  try:
+    return _field(cfg, name)
+  except DataConfigError:
+    return DEFAULTS[name]
+
+
 def check_config(cfg: Any, check_seq_len: bool = True) -> Spec:
   """The checked fields of `cfg` (a ConfigDict or a mapping); a bad value raises DataConfigError."""
   ops = _check_ops(_field(cfg, 'ops'))
@@ -107,11 +142,25 @@ def check_config(cfg: Any, check_seq_len: bool = True) -> Spec:
   salt = _field(cfg, 'split_salt')
   if isinstance(salt, bool) or not isinstance(salt, (str, numbers.Integral)):
     raise DataConfigError(f'data.split_salt must be a string or an integer, got {salt!r}')
+  internalize = {k: _optional(cfg, k) for k in ('internalize_every', 'internalize_start', 'internalize_smoothing')}
+  for name in ('internalize_every', 'internalize_start'):
+    value = internalize[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+      raise DataConfigError(f'data.{name} must be an integer >= 0, got {value!r}')
+  smoothing = internalize['internalize_smoothing']
+  if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < float('inf'):
+    raise DataConfigError(f'data.internalize_smoothing must be a number >= 0 (0 = off), got {smoothing!r}')
+  if internalize['internalize_every'] and fmt not in COT_FORMATS:
+    raise DataConfigError(f'data.internalize_every={internalize["internalize_every"]} removes chain-of-thought '
+                          f'tokens, but data.format={fmt!r} has none; use one of {", ".join(COT_FORMATS)}')
   spec = Spec(ops=ops, min_digits=min_digits, max_digits=max_digits, format=fmt,
               seq_len=_int_field(cfg, 'seq_len', 1), val_fraction=float(val_fraction),
               test_fraction=float(test_fraction), split_salt=salt if isinstance(salt, str) else int(salt),
               abacus_max_offset=_int_field(cfg, 'abacus_max_offset', 0),
-              abacus_equals_row=_bool_field(cfg, 'abacus_equals_row'))
+              abacus_equals_row=_bool_field(cfg, 'abacus_equals_row'),
+              internalize_every=int(internalize['internalize_every']),
+              internalize_start=int(internalize['internalize_start']),
+              internalize_smoothing=float(smoothing))
   if check_seq_len:
     needed = _required_seq_len(spec.ops, spec.max_digits, spec.format)
     if spec.seq_len < needed:
@@ -178,16 +227,21 @@ def _prompt_lengths(problems: Sequence[Problem]) -> tuple[list[str], np.ndarray,
   return prompts, a_len_B, b_len_B
 
 
-def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int, equals_row: bool = False) -> Batch:
+def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int, equals_row: bool = False,
+                    removed: int | Sequence[int] = 0) -> Batch:
   """The arrays of `train_batch` (no digit_pos offset) for teacher-forced evaluation of `problems`.
 
   `equals_row`: data.abacus_equals_row (the '=' gets an Abacus row, see `_digit_positions`).
+  `removed`: chain-of-thought tokens taken out of each target (one count, or one per problem;
+  arith_problems.internalize).
 
   A problem longer than `seq_len` tokens raises DataConfigError naming data.seq_len.
   """
   texts, a_len_B, b_len_B = [], [], []
-  for a, b, op in problems:
+  removed_B = [int(removed)] * len(problems) if isinstance(removed, numbers.Integral) else list(removed)
+  for (a, b, op), cut in zip(problems, removed_B):
     prompt, target = arith_problems.format_problem(a, b, op, fmt)
+    target = arith_problems.internalize(target, cut)
     a_len_B.append(prompt.index(op))
     b_len_B.append(len(prompt) - a_len_B[-1] - 2)
     texts.append(prompt + target)
@@ -259,8 +313,12 @@ def train_batch(cfg: Any, seed: int, step: int, batch_size: int, process_index: 
   if step < 0 or process_index < 0 or batch_size < 1:
     raise ValueError(f'bad step {step}, process_index {process_index} or batch_size {batch_size}')
   rng = np.random.default_rng([int(seed), int(step), int(process_index)])
-  batch = encode_examples(_train_problems(spec, rng, batch_size), spec.format, spec.seq_len,
-                          spec.abacus_equals_row)
+  problems = _train_problems(spec, rng, batch_size)
+  removed_B = np.full(batch_size, spec.removed_at(step), np.int64)
+  if spec.internalize_smoothing and step >= spec.internalize_start and spec.internalize_every:
+    # Deng et al.'s smoothing: o extra tokens with P(o) = (1 - e^-lambda) e^(-lambda o), a geometric law.
+    removed_B += rng.geometric(1.0 - np.exp(-spec.internalize_smoothing), batch_size) - 1
+  batch = encode_examples(problems, spec.format, spec.seq_len, spec.abacus_equals_row, removed_B.tolist())
   if spec.abacus_max_offset:
     offset_Bx1 = rng.integers(0, spec.abacus_max_offset + 1, (batch_size, 1)).astype(np.int32)
     batch['digit_pos'] = np.where(batch['digit_pos'] > 0, batch['digit_pos'] + offset_Bx1, 0).astype(np.int32)

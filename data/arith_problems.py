@@ -34,6 +34,20 @@ Formats (`format_problem` -> (prompt, target) strings over the tokens of
       one-digit b the steps are the single partial product.
       123*45= -> <think>123*5=615 123*40=4920 615+4920=5535</think>5535<end>
       12*305= -> <think>12*5=60 12*00=0 12*300=3600 60+0=60 60+3600=3660</think>3660<end>
+  cot_rev   the chain of thought of Deng et al. 2024 (implicit CoT), every number units first and padded
+    with zeros to a width fixed by the operand lengths, so each digit is found by its significance.
+    '*' with n-digit a and m-digit b: the partial products P_j = a * d_j * 10**j (d_j the digit of b at
+      10**j) and the running sums S_j = P_0 + ... + P_j, P_j and S_j both n+1+j digits wide:
+      `<think>P_0+P_1=S_1+P_2=S_2+...+P_{m-1}</think>` then the answer S_{m-1}, n+m digits, then <end>.
+      Each sum S_j is read off the two runs before it: S_{j-1} and P_j (S_0 = P_0).
+      123*45= -> <think>5160+02940</think>53550<end>  (615 + 4920 = 5535; no S_j before the answer)
+      3719*3349= -> <think>17433+067841=132281+0075111=1397921+00075111</think>13945421<end>
+      With a one-digit b: 123*4= -> <think>2940</think>2940<end>.
+    '+' with n- and m-digit operands: no chain of thought; the sum units first, max(n, m)+1 digits wide:
+      99+21= -> 021<end>; 5+3= -> 80<end>.
+    The answer (after </think>, or after '=' where there is no chain of thought) is read units first;
+    zeros at its end are padding. Internalising the chain of thought (`internalize`) removes its first
+    tokens; with all removed the target is the answer alone, as above for '+'.
 The looped (weight-tied, latent) model is trained on one of these formats; there is no format of its own.
 """
 from collections.abc import Sequence
@@ -47,7 +61,8 @@ from data import arith_tokenizer
 from data.errors import DataConfigError, InputError
 
 OPS = ('+', '*')
-FORMATS = ('plain', 'reversed', 'cot')
+FORMATS = ('plain', 'reversed', 'cot', 'cot_rev')
+UNITS_FIRST = ('reversed', 'cot_rev')  # Formats that write the answer units first.
 SPLITS = ('train', 'val', 'test')
 _CHUNK_DIGITS = 18  # Numbers below 10**18 fit int64; longer ones are built from 18-digit chunks.
 
@@ -171,6 +186,27 @@ def _mul_steps(a: int, b: int) -> list[str]:
   return steps
 
 
+def _units_first(value: int, width: int) -> str:
+  """`value`'s digits units first, padded with zeros to `width` digits."""
+  return str(value)[::-1].ljust(width, '0')
+
+
+def _mul_steps_rev(a: int, b: int) -> str:
+  """The cot_rev chain of thought of a*b: P_0+P_1=S_1+P_2=S_2+...+P_{m-1} (module docstring)."""
+  n = num_digits(a)
+  text, total = '', 0
+  for j, digit in enumerate(str(b)[::-1]):
+    partial = a * int(digit) * 10**j
+    if j:
+      text += '+' + _units_first(partial, n + 1 + j)
+      if j < num_digits(b) - 1:
+        text += '=' + _units_first(total + partial, n + 1 + j)
+    else:
+      text = _units_first(partial, n + 1)
+    total += partial
+  return text
+
+
 def format_problem(a: int, b: int, op: str, fmt: str) -> tuple[str, str]:
   """(prompt, target) text of the problem in format `fmt` (see the module docstring)."""
   prompt = _prompt(a, b, op)
@@ -182,10 +218,36 @@ def format_problem(a: int, b: int, op: str, fmt: str) -> tuple[str, str]:
   if fmt == 'cot':
     steps = _add_steps(a, b) if op == '+' else _mul_steps(a, b)
     return prompt, f'<think>{" ".join(steps)}</think>{result}<end>'
+  if fmt == 'cot_rev':
+    n, m = num_digits(a), num_digits(b)
+    if op == '+':
+      return prompt, f'{_units_first(result, max(n, m) + 1)}<end>'
+    return prompt, f'<think>{_mul_steps_rev(a, b)}</think>{_units_first(result, n + m)}<end>'
   raise ValueError(f'unknown format {fmt!r}; expected one of {FORMATS}')
 
 
 _PROMPT_RE = re.compile(r'(?:<pad>)*[0-9]+[+*][0-9]+')
+
+
+def internalize(target: str, removed: int) -> str:
+  """`target` (a format_problem target) with the first `removed` tokens of its chain of thought taken out
+  (Deng et al. 2024): `<think>` + the rest + `</think>` + answer, or the answer alone once none is left.
+  Formats without a chain of thought, or removed=0, give `target` unchanged."""
+  if removed < 0:
+    raise ValueError(f'removed must be >= 0, got {removed}')
+  if not removed or not target.startswith(arith_tokenizer.THINK):
+    return target
+  thought, rest = target[len(arith_tokenizer.THINK):].split(arith_tokenizer.END_THINK, 1)
+  if removed >= len(arith_tokenizer.encode(thought)):
+    return rest
+  return f'{arith_tokenizer.THINK}{thought[removed:]}{arith_tokenizer.END_THINK}{rest}'
+
+
+def thought_tokens(target: str) -> int:
+  """Tokens of the chain of thought in `target` (between <think> and </think>; 0 without one)."""
+  if not target.startswith(arith_tokenizer.THINK):
+    return 0
+  return len(arith_tokenizer.encode(target[len(arith_tokenizer.THINK):].split(arith_tokenizer.END_THINK, 1)[0]))
 
 
 def parse_answer(generated: str | Sequence[int] | np.ndarray, fmt: str) -> int | None:
@@ -193,11 +255,12 @@ def parse_answer(generated: str | Sequence[int] | np.ndarray, fmt: str) -> int |
 
   `generated` is the generation alone or the prompt followed by it (left
   padding allowed). It is cut at its first <end> (None without one). The
-  answer is what follows </think> for 'cot', and the prompt's '=' for the
-  others (when there is an '=', what precedes it must be a prompt); it must be
-  digits only, with no leading zero in normal order (for 'reversed': no
-  trailing zero), and is read units first for 'reversed'. Token ids outside
-  the vocabulary before the <end> make it malformed.
+  answer is what follows </think> for 'cot' (and 'cot_rev' when it wrote
+  <think>), and the prompt's '=' for the others (when there is an '=', what
+  precedes it must be a prompt); it must be digits only, with no leading zero
+  in normal order (for 'reversed': no trailing zero), and is read units first
+  for 'reversed' and 'cot_rev' (whose zeros at the end are padding). Token ids
+  outside the vocabulary before the <end> make it malformed.
   """
   if fmt not in FORMATS:
     raise ValueError(f'unknown format {fmt!r}; expected one of {FORMATS}')
@@ -215,7 +278,7 @@ def parse_answer(generated: str | Sequence[int] | np.ndarray, fmt: str) -> int |
   if end < 0:
     return None
   text = text[:end]
-  if fmt == 'cot':
+  if fmt == 'cot' or (fmt == 'cot_rev' and arith_tokenizer.THINK in text):
     start = text.find(arith_tokenizer.END_THINK)
     if start < 0:
       return None
@@ -227,6 +290,8 @@ def parse_answer(generated: str | Sequence[int] | np.ndarray, fmt: str) -> int |
     digits = text[start + 1:]
   if not digits or not digits.isascii() or not digits.isdigit():
     return None
+  if fmt == 'cot_rev':  # Units first, padded with zeros at the end: any number of them.
+    return int(digits[::-1])
   if fmt == 'reversed':
     digits = digits[::-1]
   if len(digits) > 1 and digits[0] == '0':

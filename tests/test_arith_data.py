@@ -50,13 +50,21 @@ def random_problems(n: int, max_digits: int = 8, seed: int = 0) -> list[Problem]
     ((12, 305, '*'), 'cot', '12*305=', '<think>12*5=60 12*00=0 12*300=3600 60+0=60 60+3600=3660</think>3660<end>'),
     ((0, 7, '*'), 'cot', '0*7=', '<think>0*7=0</think>0<end>'),
     ((7, 10, '*'), 'cot', '7*10=', '<think>7*0=0 7*10=70 0+70=70</think>70<end>'),
+    # cot_rev (Deng et al. 2024): units first, padded widths; the sums S_1..S_{m-2}, the answer S_{m-1}.
+    ((123, 45, '*'), 'cot_rev', '123*45=', '<think>5160+02940</think>53550<end>'),
+    ((3719, 3349, '*'), 'cot_rev', '3719*3349=',
+     '<think>17433+067841=132281+0075111=1397921+00075111</think>13945421<end>'),
+    ((123, 4, '*'), 'cot_rev', '123*4=', '<think>2940</think>2940<end>'),
+    ((12, 305, '*'), 'cot_rev', '12*305=', '<think>060+0000=0600+00630</think>06630<end>'),
+    ((99, 21, '+'), 'cot_rev', '99+21=', '021<end>'),
+    ((5, 3, '+'), 'cot_rev', '5+3=', '80<end>'),
 ])
 def test_formats_on_known_examples(problem, fmt, prompt, target):
   assert format_problem(*problem, fmt) == (prompt, target)
 
 
 def test_formats_constant_and_the_old_note_example_is_not_reproduced():
-  assert arith_problems.FORMATS == ('plain', 'reversed', 'cot')
+  assert arith_problems.FORMATS == ('plain', 'reversed', 'cot', 'cot_rev')
   note = '<think>9+1=10 9+2+1=11 0+1=1 1+0=1</think>110<end>'
   assert format_problem(99, 21, '+', 'cot')[1] != note
   assert parse_answer(note, 'cot') != answer(99, 21, '+')
@@ -87,6 +95,73 @@ def test_multiplication_cot_partial_products_and_running_sums():
       assert step == f'{total}+{partial}={total + partial}'
       total += partial
     assert total == a * b
+
+
+def test_units_first_cot_partial_products_and_sums_by_significance():
+  """Every run of cot_rev, read units first, is the partial product or running sum it stands for, at its
+  fixed width; the answer is n+m digits wide."""
+  for a, b, _ in random_problems(300, seed=5):
+    n, m = len(str(a)), len(str(b))
+    target = format_problem(a, b, '*', 'cot_rev')[1]
+    thought, answer_text = target[len('<think>'):].removesuffix('<end>').split('</think>')
+    assert len(answer_text) == n + m and int(answer_text[::-1]) == a * b
+    chunks = thought.split('+')
+    assert len(chunks) == m
+    total = 0
+    for j, chunk in enumerate(chunks):
+      partial = a * (b // 10**j % 10) * 10**j
+      total += partial
+      written = chunk.split('=')
+      assert written[0] == str(partial)[::-1].ljust(n + 1 + j, '0')
+      assert len(written) == (2 if 0 < j < m - 1 else 1)
+      if len(written) == 2:
+        assert written[1] == str(total)[::-1].ljust(n + 1 + j, '0')
+
+
+def test_internalize_removes_the_first_thought_tokens_then_all_of_them():
+  target = format_problem(3719, 3349, '*', 'cot_rev')[1]
+  assert arith_problems.thought_tokens(target) == 44
+  assert arith_problems.internalize(target, 0) == target
+  assert arith_problems.internalize(target, 6) == '<think>067841=132281+0075111=1397921+00075111</think>13945421<end>'
+  assert arith_problems.internalize(target, 43) == '<think>1</think>13945421<end>'
+  assert arith_problems.internalize(target, 44) == arith_problems.internalize(target, 10**6) == '13945421<end>'
+  for removed in (0, 6, 43, 44, 99):  # The answer is read from each.
+    assert parse_answer('3719*3349=' + arith_problems.internalize(target, removed), 'cot_rev') == 3719 * 3349
+  assert arith_problems.internalize('021<end>', 5) == '021<end>'  # Nothing to remove.
+  with pytest.raises(ValueError):
+    arith_problems.internalize(target, -1)
+
+
+def test_internalization_schedule_removes_one_token_per_stage_and_resets_at_each():
+  spec = arith_batches.check_config(dict(arith_batches.DEFAULTS, ops='*', max_digits=4, format='cot_rev', seq_len=65,
+                                         internalize_every=10, internalize_start=100))
+  assert [spec.removed_at(t) for t in (0, 99, 100, 109, 110, 125, 1000)] == [0, 0, 0, 0, 1, 2, 90]
+  assert [t for t in range(0, 135) if spec.removal_changes_at(t)] == [110, 120, 130]
+  assert spec.eval_removed >= 10**6
+  config = dict(arith_batches.DEFAULTS, ops='*', max_digits=4, format='cot_rev', seq_len=65, internalize_every=10,
+                internalize_start=100)
+  for step, removed in ((99, 0), (110, 1), (200, 10), (100 + 10 * 200, 200)):
+    batch = arith_batches.train_batch(config, 0, step, 32)
+    fresh = arith_batches.train_batch(dict(config, internalize_every=0), 0, step, 32)  # Same problems, whole CoT.
+    for row in range(32):
+      text = tok.decode(batch['tokens'][row][:int(batch['loss_mask'][row].sum() + batch['prompt_len'][row])])
+      whole = tok.decode(fresh['tokens'][row][:int(fresh['loss_mask'][row].sum() + fresh['prompt_len'][row])])
+      prompt = whole[:int(fresh['prompt_len'][row])]
+      assert text == prompt + arith_problems.internalize(whole[len(prompt):], removed)
+  smooth = arith_batches.train_batch(dict(config, internalize_smoothing=1.0), 0, 150, 256)
+  scheduled = arith_batches.train_batch(config, 0, 150, 256)  # The same problems, 5 tokens removed from each.
+  extra = scheduled['loss_mask'].sum(1) - smooth['loss_mask'].sum(1)  # Tokens removed beyond the scheduled 5.
+  open_rows = (scheduled['tokens'] == tok.THINK_ID).any(1) & (extra < 10)  # Some thought left after either cut.
+  assert extra.min() >= 0 and open_rows.sum() > 100
+  assert 0.25 < np.mean(extra[open_rows] > 0) < 0.5  # P(o > 0) = e^-1 = 0.37.
+
+
+@pytest.mark.parametrize('changes, says', [
+    (dict(internalize_every=10), "data.format='reversed' has none"), (dict(internalize_every=-1), 'internalize_every'),
+    (dict(internalize_start=1.5), 'internalize_start'), (dict(internalize_smoothing=-1.0), 'internalize_smoothing')])
+def test_internalization_fields_are_checked(changes, says):
+  with pytest.raises(DataConfigError, match=says):
+    arith_batches.check_config(dict(arith_batches.DEFAULTS, format='reversed', **changes))
 
 
 def test_long_operands_work_as_python_ints():

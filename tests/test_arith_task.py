@@ -87,12 +87,15 @@ def test_malformed_eval_line_is_one_error_naming_file_and_line(smoke_run, tmp_pa
 def test_interactive_answers_piped_problems_and_rejects_other_input(smoke_run):
   for ending in ('quit\n', ''):  # `quit`, and end of input (Ctrl-D).
     proc = subprocess.run([sys.executable, 'launch.py', f'--config={SMOKE}', f'--workdir={smoke_run}',
-                           '--mode=interactive'], input='12+34=\nhello\n\n7+8\n' + ending, cwd=REPO, text=True,
-                          capture_output=True, timeout=300, env=launch_env())
+                           '--mode=interactive'], input='12+34=\nhello\n\n7+8\n12*3\n1234+5\n' + ending, cwd=REPO,
+                          text=True, capture_output=True, timeout=300, env=launch_env())
     out = ok(proc)
-    assert out.count('answer: ') == 2 and '12+34=' in out and '7+8=' in out, out[-2000:]
+    assert out.count('answer: ') == 3 and '12+34=' in out and '7+8=' in out, out[-2000:]
     assert "not a problem: unexpected character 'h'" in out
-    assert proc.stdout.count('> ') == 5  # The prompt after each line, blank included, and before the end.
+    assert 'not a problem this model learned: it was trained on + only, never on *' in out  # 12*3: no answer.
+    assert 'note: a 4-digit operand lies outside training (operands of 1-3 digits)' in out and '1234+5=' in out
+    assert 'answered without a chain of thought' in out  # The smoke model writes reversed answers.
+    assert proc.stdout.count('> ') == 7  # The prompt after each line, blank included, and before the end.
 
 
 def test_study_sweep_at_matched_flops_reports_compute_loops_and_inference_plots(tmp_path):
@@ -175,7 +178,7 @@ def test_abacus_positions_beyond_the_table_are_refused_naming_the_keys(section, 
 
 
 @pytest.mark.parametrize('field, value, says', [
-    ('format', 'rev', "data.format must be one of plain, reversed, cot; got 'rev'"),
+    ('format', 'rev', "data.format must be one of plain, reversed, cot, cot_rev; got 'rev'"),
     ('abacus_equals_row', None, 'data.abacus_equals_row must be True or False'),
 ])
 def test_data_format_fields_are_checked_before_any_work(field, value, says):
@@ -214,3 +217,32 @@ def test_greedy_generation_is_what_teacher_forcing_scores_as_exact(looped, offse
   scores = jax.device_get(objective.token_scores(params, batch, model=model))
   assert scores['tokens'] == sum(length_B - prompt_B) > 0
   assert scores['correct'] == scores['tokens'] and scores['exact'] == len(problems)
+
+
+def _first_loss(run_dir: pathlib.Path) -> float:
+  rows = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
+  return next(row['loss'] for row in rows if 'loss' in row)
+
+
+def test_internalisation_starts_from_a_cot_run_and_scores_answers_without_a_chain_of_thought(tmp_path):
+  """A units-first CoT run, then a run that starts from its weights (train.init_from=the run directory) and
+  removes the chain of thought one token per step; its evaluation scores answers written with none."""
+  mul = [f'--config={SMOKE}', '--config.data.ops=*', '--config.data.format=cot_rev', '--config.data.max_digits=2',
+         '--config.eval.max_digits=2', '--config.train.steps=60', '--config.train.lr=3e-3']
+  ok(launch(*mul, f'--workdir={tmp_path / "cot"}'))
+  cot = json.loads((tmp_path / 'cot' / 'results.json').read_text())
+  assert cot['thought_tokens'] > 0 and cot['generated_tokens'] > cot['thought_tokens']
+  icot = [*mul, f'--config.train.init_from={tmp_path / "cot"}', '--config.data.internalize_every=2',
+          '--config.train.steps=20']
+  out = ok(launch(*icot, f'--workdir={tmp_path / "icot"}'))
+  assert f'train.init_from: {tmp_path / "cot"}' in out
+  assert _first_loss(tmp_path / 'icot') < 0.8 * _first_loss(tmp_path / 'cot')  # It starts from the trained weights.
+  config = json.loads((tmp_path / 'icot' / 'config.json').read_text())
+  assert config['data']['internalize_every'] == 2 and config['train']['reset_on_removal'] is True
+  # A run directory without a checkpoint, or none at all, is one line before any work.
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'empty' / 'config.json').write_text('{}')
+  for where, says in ((tmp_path / 'empty', 'has no checkpoint yet'), (tmp_path / 'none', 'does not exist')):
+    proc = launch(*mul, f'--config.train.init_from={where}', f'--workdir={tmp_path / "other"}')
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(err) == 1 and says in err[0], proc.stderr[-2000:]

@@ -1,4 +1,5 @@
 """The task-agnostic loop on a toy regression task: resume, NaN check, corrupt checkpoints."""
+import dataclasses
 import pathlib
 import shutil
 
@@ -6,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import linen as nn
 
@@ -293,3 +295,33 @@ def test_auxiliary_losses_are_added_to_the_loss_and_logged(tmp_path: pathlib.Pat
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines() if '"train"' in l]
   assert rows and all({'penalty', 'spread', 'mse'} <= set(r) for r in rows)
   assert all(r['loss'] == pytest.approx(r['mse'] + r['penalty'], rel=1e-5) for r in rows)
+
+
+class _ResettingTask(_ToyTask):
+  """The toy task whose objective restarts the optimizer's moments before steps 4 and 8 (a curriculum's stages)."""
+
+  def objective(self) -> loop.Objective:
+    return dataclasses.replace(super().objective(), reset_optimizer_at=lambda step: step in (4, 8))
+
+
+def test_optimizer_reset_restarts_the_moments_keeps_the_schedule_and_resumes_bit_for_bit(tmp_path: pathlib.Path):
+  plain = _train(_config(12), tmp_path / 'plain', _ToyTask(_Linear()))
+  plain.checkpoints.close()
+  full = _train(_config(12), tmp_path / 'full', _ResettingTask(_Linear()))
+  full.checkpoints.close()
+  adam = lambda result: [s for s in jax.tree.leaves(result.state.opt_state, is_leaf=lambda x: isinstance(
+      x, optax.ScaleByAdamState)) if isinstance(s, optax.ScaleByAdamState)][0]  # pylint: disable=unnecessary-lambda-assignment
+  counts = [s.count for s in jax.tree.leaves(full.state.opt_state, is_leaf=lambda x: isinstance(
+      x, optax.ScaleByScheduleState)) if isinstance(s, optax.ScaleByScheduleState)]
+  assert int(adam(plain).count) == 12 and int(adam(full).count) == 4  # Adam restarted before step 8 ...
+  assert [int(c) for c in counts] == [12]  # ... the lr schedule did not.
+  assert not np.allclose(_params(plain)['Dense_0']['kernel'], _params(full)['Dense_0']['kernel'])
+  # Stopped at the step-8 checkpoint (8 steps done): the resumed loop resets before step 8, as the whole run did.
+  part = _train(_config(12), tmp_path / 'part', _ResettingTask(_Linear()))
+  part.checkpoints.close()
+  shutil.rmtree(tmp_path / 'part' / 'checkpoints' / '12')
+  resumed = _train(_config(12), tmp_path / 'part', _ResettingTask(_Linear()))
+  resumed.checkpoints.close()
+  assert resumed.restored_step == 8
+  for a, b in zip(jax.tree.leaves(_params(full)), jax.tree.leaves(_params(resumed))):
+    np.testing.assert_array_equal(a, b)

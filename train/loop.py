@@ -50,6 +50,9 @@ class Objective:
   example_inputs: np.ndarray | dict[str, np.ndarray]
   init_task_state: Callable[[Any, int], Any] | None = None  # (params, global_batch) -> state before step 0.
   progress_metrics: tuple[str, ...] = ('loss',)  # Shown on the progress line (all are logged).
+  # reset_optimizer_at(step): the optimizer's moments restart before this step (the lr schedule goes on), e.g.
+  # at each stage of a curriculum (stepwise internalisation of a chain of thought). A pure function of the step.
+  reset_optimizer_at: Callable[[int], bool] | None = None
 
 
 @dataclasses.dataclass
@@ -226,6 +229,9 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
     raise ConfigError(f'train.steps={total} must be >= 1')
   start = int(jax.device_get(state.step))
   step_fn = jit_train_step(objective, tx, schedule, config, mesh)
+  reset_fn = (jax.jit(lambda s: s.replace(opt_state=optim.fresh_moments(tx, s.opt_state, s.params)),
+                      in_shardings=sharding.replicated(mesh), out_shardings=sharding.replicated(mesh),
+                      donate_argnums=(0,)) if objective.reset_optimizer_at is not None else None)
   log = metrics_lib.MetricsWriter(run_dir, start)
   bar = progress_lib.Progress(total, start, prefix=f'{label} ' if label else '')
   ckpt_every, log_every = int(tcfg.checkpoint_every), max(int(tcfg.log_every), 1)
@@ -287,6 +293,9 @@ def train(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, model:
         if signals.received:
           break
         local = objective.train_batch(step, int(tcfg.batch_size), jax.process_index(), jax.process_count())
+        if reset_fn is not None and objective.reset_optimizer_at(step):
+          drain()  # The last step's metrics are read before its state is donated.
+          state = reset_fn(state)
         state, metrics = step_fn(state, sharding.put_batch(local, mesh))
         drain()  # Step t-1's metrics, fetched while step t runs.
         pending = (step + 1, metrics)

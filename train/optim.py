@@ -58,6 +58,13 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> tuple[optax.Gradient
   return tx, schedule
 
 
+def fresh_moments(tx: optax.GradientTransformation, opt_state: Any, params: Any) -> Any:
+  """`opt_state` with everything but the learning-rate schedule's step count restarted (`tx.init`): AdamW's
+  moments and bias correction begin again, the schedule goes on where it was."""
+  is_count = lambda x: isinstance(x, optax.ScaleByScheduleState)  # pylint: disable=unnecessary-lambda-assignment
+  return jax.tree.map(lambda new, old: old if is_count(new) else new, tx.init(params), opt_state, is_leaf=is_count)
+
+
 def lora_of(train_cfg: ml_collections.ConfigDict) -> lora_lib.LoRAConfig | None:
   """The run's LoRA settings (train.lora_rank, lora_alpha, lora_targets), None without adapters."""
   if not int(train_cfg.get('lora_rank', 0) or 0):

@@ -8,7 +8,7 @@
   on_checkpoint  --mode=interactive and --mode=generate: the task's method of that name, on the run's checkpoint
 
 A run with train.init_from starts from those pretrained weights (models/pretrained.py: a GGUF file or an HF
-directory) instead of the init; before it has a checkpoint, the eval modes use them as they are.
+directory; or a run directory of this project, its best checkpoint) instead of the init; before it has a checkpoint, the eval modes use them as they are.
 
 Warmup: train.warmup_steps, at most train.warmup_fraction of the steps. A run whose steps come from a
 FLOP budget keeps the steps it started with (config.json) when it resumes.
@@ -22,6 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 
 import models
 from models import pretrained as pretrained_lib
@@ -145,12 +146,43 @@ def pretrained_checkpoint(config: ml_collections.ConfigDict) -> pretrained_lib.C
   """The checkpoint train.init_from names (a GGUF file or an HF directory, models/pretrained.py), loaded once."""
   path = init_from(config)
   if path not in _PRETRAINED:
-    if not pathlib.Path(path).exists():
-      raise ConfigError(f'train.init_from={config.train.init_from!r}: {path} does not exist (python -m data.fetch '
-                        + ('smollm2' if 'SmolLM2-135M' in path else 'ORG/REPO') + ' puts a checkpoint in the cache)')
+    check_init_from(config)
     _PRETRAINED.clear()  # One checkpoint in memory at a time.
-    _PRETRAINED[path] = pretrained_lib.load(path)
+    _PRETRAINED[path] = _run_checkpoint(pathlib.Path(path)) if is_run_dir(path) else pretrained_lib.load(path)
   return _PRETRAINED[path]
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+  """train.init_from names something to start from (ConfigError, one line, before any work)."""
+  path = init_from(config)
+  if not path:
+    return
+  if not pathlib.Path(path).exists():
+    raise ConfigError(f'train.init_from={config.train.init_from!r}: {path} does not exist (a GGUF file, an HF '
+                      'directory or a run directory; python -m data.fetch '
+                      + ('smollm2' if 'SmolLM2-135M' in path else 'ORG/REPO') + ' puts a checkpoint in the cache)')
+  if (pathlib.Path(path) / CONFIG_FILE).is_file() and not ckpt_lib.has_checkpoint(pathlib.Path(path)):
+    raise ConfigError(f'train.init_from={config.train.init_from!r}: the run {path} has no checkpoint yet; '
+                      'train it first')
+
+
+def is_run_dir(path: str | pathlib.Path) -> bool:
+  """Whether `path` is a run directory of this project (its config.json and a checkpoint)."""
+  path = pathlib.Path(path)
+  return path.is_dir() and (path / CONFIG_FILE).is_file() and ckpt_lib.has_checkpoint(path)
+
+
+def _run_checkpoint(run_dir: pathlib.Path) -> pretrained_lib.Checkpoint:
+  """A run of this project as a checkpoint to start from: its best checkpoint (else its latest), with the
+  model section of its config.json (a later run continues it: a curriculum's next stage)."""
+  run_config = ml_collections.ConfigDict(json.loads((run_dir / CONFIG_FILE).read_text()))
+  params, step, which = ckpt_lib.restore_eval_params(run_dir, 'best', sharding.make_mesh())
+  params = jax.tree.map(np.asarray, jax.device_get(optim.model_params(params, run_config.train)))
+  embedding = params.get('embed', {}).get('embedding')
+  print(f'train.init_from: {run_dir}, its {which} checkpoint (step {step})', flush=True)
+  return pretrained_lib.Checkpoint(model=run_config.model.to_dict(), params=params,
+                                   vocab_size=int(embedding.shape[0]) if embedding is not None else None,
+                                   source=f'{run_dir} ({which} checkpoint, step {step})')
 
 
 def pretrained_params(config: ml_collections.ConfigDict, model: nn.Module) -> Any:
@@ -159,7 +191,7 @@ def pretrained_params(config: ml_collections.ConfigDict, model: nn.Module) -> An
   checkpoint = pretrained_checkpoint(config)
   pretrained_lib.check_model(checkpoint, config.model)
   vocab = getattr(model, 'vocab_size', None)
-  if vocab is not None and vocab != checkpoint.vocab_size:
+  if vocab is not None and checkpoint.vocab_size is not None and vocab != checkpoint.vocab_size:
     raise pretrained_lib.PretrainedError(f'{checkpoint.source}: its embeddings hold {checkpoint.vocab_size} tokens, '
                                          f'the model {vocab}')
   return checkpoint.params

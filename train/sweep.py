@@ -223,6 +223,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   flops_cache: dict[str, tuple[float, int]] = {}  # One XLA count per compiled program, over all points.
   if not _is_sweep(config):
     run_lib.check(task, config)  # Before the settings are recorded.
+    run_lib.check_init_from(config)  # The weights to start from exist (a training run's input, not its config).
     workdir_lib.check_run(workdir, config, task, record=True)
     with workdir_lib.Lock(workdir):
       return [run_lib.train_run(task, config, workdir, task.prepare(config, workdir), flops_cache)]
@@ -231,6 +232,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Ta
   mine = all_points[i::n]
   for point in all_points:  # Every point's values, before any work.
     run_lib.check(task, point_config(config, point), f' (sweep point {point.name})')
+    run_lib.check_init_from(point_config(config, point))
   _layout(workdir, config, task, record=True)
   _use_compilation_cache(config, workdir)
   start = time.perf_counter()

@@ -78,6 +78,14 @@ class ArithTask(task_lib.Task):
       except ValueError as e:
         print(f'not a problem: {e}', file=stdout, flush=True)
         continue
+      if problem.op not in str(config.data.ops):
+        print(f'not a problem this model learned: it was trained on {" and ".join(str(config.data.ops))} only, '
+              f'never on {problem.op}', file=stdout, flush=True)
+        continue
+      longest = generation.problem_length(problem)
+      if longest > int(config.data.max_digits):
+        print(f'note: a {longest}-digit operand lies outside training (operands of {config.data.min_digits}-'
+              f'{config.data.max_digits} digits); the answer may be wrong', file=stdout, flush=True)
       answer = generation.generate(model, params, [problem], fmt, batch_size=1, loops=settings.trained_loops(config),
                                    **settings.abacus_rows(config))
       print(report.layout(problem, answer.completions[0], answer.answers[0]), file=stdout, flush=True)

@@ -58,6 +58,19 @@ class Answers:
   def exact(self) -> float:
     return float(np.mean(self.correct)) if self.problems else 0.0
 
+  @property
+  def generated_tokens(self) -> float:
+    """Mean tokens written per problem (chain of thought, answer, <end>)."""
+    return float(np.mean([len(arith_tokenizer.encode(c)) for c in self.completions])) if self.problems else 0.0
+
+  @property
+  def thought_tokens(self) -> float:
+    """Mean chain-of-thought tokens written per problem (between <think> and </think>; 0 for a model
+    that answers without one, as an internalised model does)."""
+    if not self.problems:
+      return 0.0
+    return float(np.mean([arith_problems.thought_tokens(c) for c in self.completions]))
+
 
 def generate(model: Decoder, params: Any, problems: Sequence[Problem], fmt: str, *, batch_size: int,
              equals_row: bool, loops: int | None = None, abacus_offset: int = 0, extra_tokens: int = 4) -> Answers:
@@ -113,9 +126,10 @@ def inference_flops(model: Decoder, params: Any, length: int, loops: int | None)
   return flops_lib.function_flops(forward, abstract, tokens)
 
 
-def _mean_tokens(problems: list, fmt: str) -> int:
+def _mean_tokens(answers: Answers) -> int:
+  """Mean prompt + written tokens per problem: what one problem costs at inference."""
   return int(round(np.mean([len(arith_tokenizer.encode('{}{}{}='.format(p.a, p.op, p.b)))
-                            + target_tokens(p, fmt) for p in problems])))
+                            for p in answers.problems]) + answers.generated_tokens))
 
 
 def _test_sets(config: ml_collections.ConfigDict) -> dict[str, list]:
@@ -158,13 +172,15 @@ class GenerationEval(evaluators.Evaluator):
     trained = settings.trained_loops(cfg)
     test = generate(model, params, sets['test'], fmt, batch_size=bs, loops=trained, **rows)
     seq_len = int(objective.data_spec(cfg)['seq_len'])
-    forced = objective.TeacherForced(model, sets['test'], fmt, seq_len, bs, **rows)(params)
+    removed = arith_batches.check_config(objective.data_spec(cfg)).eval_removed
+    forced = objective.TeacherForced(model, sets['test'], fmt, seq_len, bs, removed=removed, **rows)(params)
     by_length = generate(model, params, sets['by_length'], fmt, batch_size=bs, loops=trained, **rows)
     lengths = by_length.by_length()
     max_train = int(cfg.data.max_digits)
     ood = [acc for n, (_, acc) in lengths.items() if n > max_train]
-    mean_tokens = _mean_tokens(sets['test'], fmt)
+    mean_tokens = _mean_tokens(test)
     record = dict(test_exact=test.exact, test_problems=len(test.problems), token_acc=forced['token_acc'],
+                  generated_tokens=test.generated_tokens, thought_tokens=test.thought_tokens,
                   exact_by_length={str(n): acc for n, (_, acc) in lengths.items()},
                   problems_by_length={str(n): count for n, (count, _) in lengths.items()},
                   mean_tokens=mean_tokens, abacus_offset=rows['abacus_offset'],
@@ -200,6 +216,7 @@ class GenerationEval(evaluators.Evaluator):
     best = results[best_loops]
     self.tries = tries
     return dict(problems=len(self.problems), exact_accuracy=best.exact, loops=best_loops, trained_loops=trained,
+                generated_tokens=best.generated_tokens, thought_tokens=best.thought_tokens,
                 exact_by_length={str(n): acc for n, (_, acc) in best.by_length().items()},
                 problems_by_length={str(n): count for n, (count, _) in best.by_length().items()},
                 exact_by_loops={str(k): r.exact for k, r in results.items()} if trained is not None else None,

@@ -71,7 +71,7 @@ def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder
 
 def data_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The data fields of arith_batches (config.data), with the sequence length resolved."""
-  spec = {k: config.data[k] for k in arith_batches.BATCH_FIELDS}
+  spec = {k: config.data.get(k, arith_batches.DEFAULTS[k]) for k in arith_batches.BATCH_FIELDS}
   if int(spec['seq_len']) == 0:  # Auto: the longest problem of these settings, and no more.
     spec['seq_len'] = arith_batches.required_seq_len(dict(spec, seq_len=1))
   return spec
@@ -91,11 +91,14 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
     raise ConfigError(f"train.random_loops={random_loops} needs a looped model (model.name='looped')")
   if random_loops < 0:
     raise ConfigError(f'train.random_loops={random_loops} must be >= 0 (0: always model.loops)')
+  checked = arith_batches.check_config(spec)
+  resets = bool(config.train.get('reset_on_removal', False)) and checked.internalize_every > 0
   return loop.Objective(
       loss_fn=functools.partial(next_token_loss, model=model, random_loops=random_loops, scan_unroll=scan_unroll),
       train_batch=train_batch,
       example_inputs=dict(tokens_BxL=example['tokens'][:, :-1], digit_pos_BxL=example['digit_pos'][:, :-1]),
-      progress_metrics=('loss', 'token_acc', 'exact'))
+      progress_metrics=('loss', 'token_acc', 'exact'),
+      reset_optimizer_at=checked.removal_changes_at if resets else None)
 
 
 class TeacherForced:
@@ -106,12 +109,12 @@ class TeacherForced:
   """
 
   def __init__(self, model: Decoder, problems: list, fmt: str, seq_len: int, batch_size: int,
-               *, equals_row: bool, abacus_offset: int = 0):
+               *, equals_row: bool, abacus_offset: int = 0, removed: int = 0):
     self.batches = []
     for i in range(0, len(problems), batch_size):
       chunk = list(problems[i:i + batch_size])
       batch = arith_batches.encode_examples(chunk + [chunk[-1]] * (batch_size - len(chunk)), fmt, seq_len,
-                                            equals_row)
+                                            equals_row, removed)
       if len(chunk) < batch_size:  # Repeated rows fill the batch and score nothing.
         batch['loss_mask'][len(chunk):] = 0.0
       batch['digit_pos'] = np.where(batch['digit_pos'] > 0, batch['digit_pos'] + abacus_offset, 0).astype(np.int32)
@@ -135,14 +138,16 @@ class TeacherForced:
 
 class TeacherForcedEval(evaluators.Evaluator):
   """The `teacher_forced` evaluator: TeacherForced on eval.num_val validation problems of each length pair;
-  its `score` (exact match, ties broken by the lower loss) picks the best checkpoint."""
+  its `score` (exact match, ties broken by the lower loss) picks the best checkpoint. An internalising run
+  (data.internalize_every) is scored on the answer alone, with no chain of thought: what it ends up writing."""
 
   def __init__(self, *args: Any, **kwargs: Any):
     super().__init__(*args, **kwargs)
     spec = data_spec(self.config)
     self.scorer = TeacherForced(self.model, arith_batches.eval_set(spec, 'val', int(self.config.eval.num_val)),
                                 str(spec['format']), int(spec['seq_len']), int(self.config.eval.batch_size),
-                                equals_row=bool(spec['abacus_equals_row']))
+                                equals_row=bool(spec['abacus_equals_row']),
+                                removed=arith_batches.check_config(spec).eval_removed)
 
   def __call__(self, params: Any) -> dict[str, Any]:
     scores = self.scorer(params)

@@ -1,6 +1,7 @@
 """Tables, plots and printed lines of the arithmetic task (one run, a sweep, an eval file, a completion)."""
 import collections
 import pathlib
+import re
 from typing import Any
 
 from data import arith_problems
@@ -19,17 +20,41 @@ def final_line(res: dict[str, Any]) -> str:
 def run_summary(record: dict[str, Any]) -> str:
   ood = f', beyond {record["max_train_digits"]} digits {record["ood_exact"]:.4f}' if 'ood_exact' in record else ''
   ood += f', at Abacus offset {record["abacus_offset"]}' if record.get('abacus_offset') else ''
+  written = (f', {record["generated_tokens"]:.1f} tokens written per problem ({record["thought_tokens"]:.1f} of '
+             'chain of thought)' if 'generated_tokens' in record else '')
   return (f'{record["model"]} test: exact {record["test_exact"]:.4f} ({record["test_problems"]} problems), '
-          f'token acc {record["token_acc"]:.4f}{ood}')
+          f'token acc {record["token_acc"]:.4f}{ood}{written}')
+
+
+def _units_first_steps(thought: str) -> list[str]:
+  """cot_rev's chain of thought one step a line, each number also in the usual order."""
+  chunks = thought.split('+')
+  lines = [f'  {chunks[0]:<22} partial product {int(chunks[0][::-1])}'] if chunks[0] else []
+  for chunk in chunks[1:]:
+    partial, _, total = chunk.partition('=')
+    line = f'  {"+" + chunk:<22} partial product {int(partial[::-1]) if partial else "-"}'
+    if total:
+      line += f', running sum {int(total[::-1])}'
+    lines.append(line)
+  if lines:
+    lines[0] += ' (every number is written units first)'
+
+  return lines
 
 
 def layout(problem: Problem, completion: str, answer: int | None) -> str:
-  """A completion for a reader: the chain of thought one step a line, then the parsed answer."""
+  """A completion for a reader: the chain of thought one step a line (or a word that there is none), then the
+  parsed answer."""
   prompt = f'{problem.a}{problem.op}{problem.b}='
   lines = [prompt + completion.removesuffix('<end>')]
   if '<think>' in completion:
     thought = completion.split('<think>', 1)[1].split('</think>', 1)[0]
-    lines += [f'  {step}' for step in thought.split()]
+    if re.fullmatch(r'[0-9]*(\+[0-9]*(=[0-9]*)?)*', thought) and '+' in thought or thought.isdigit():
+      lines += _units_first_steps(thought)  # cot_rev: numbers units first, joined by + and =.
+    else:
+      lines += [f'  {step}' for step in thought.split()]
+  else:
+    lines.append('  (answered without a chain of thought)')
   truth = arith_problems.answer(*problem)
   verdict = 'malformed answer' if answer is None else ('correct' if answer == truth else f'wrong, true answer {truth}')
   lines.append(f'answer: {answer if answer is not None else "-"} ({verdict})')
@@ -111,7 +136,9 @@ def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
       ood = [r['ood_exact'] for r in rs if 'ood_exact' in r]
       rows.append([label, f'{budget:.3g}', len(rs), rs[0]['params'], rs[0]['train_steps'],
                    tables.pm([r['test_exact'] for r in rs], '.4f'), tables.pm([r['token_acc'] for r in rs], '.4f'),
-                   tables.pm(ood, '.4f') if ood else '-', f'{rs[0]["inference_flops"]:.3g}'])
+                   tables.pm(ood, '.4f') if ood else '-', f'{rs[0]["inference_flops"]:.3g}',
+                   tables.pm([r['generated_tokens'] for r in rs], '.1f') if all('generated_tokens' in r for r in rs)
+                   else '-'])
   plots.plot_lines(compute, workdir / 'accuracy_vs_compute.png', 'Arithmetic: test exact accuracy vs training FLOPs '
                    '(mean ± std over seeds)', 'training FLOPs (XLA)', 'exact accuracy', log_x=True, errors=compute_err)
   plots.plot_lines(inference, workdir / 'accuracy_vs_inference_flops.png', 'Arithmetic: test exact accuracy vs '
@@ -121,7 +148,7 @@ def write_sweep(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
              for label, runs in by_model.items()}
   _plot_lengths(largest, workdir / 'accuracy_vs_length.png', max(r['max_train_digits'] for r in records))
   header = ('model', 'training FLOPs', 'seeds', 'params', 'steps', 'test exact', 'token acc', 'beyond trained length',
-            'inference FLOPs')
+            'inference FLOPs', 'tokens written')
   body = tables.markdown_table(header, rows)
   looped = {label: runs for label, runs in largest.items() if all(r.get('exact_by_length_by_loops') for r in runs)}
   if looped:

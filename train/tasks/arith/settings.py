@@ -11,8 +11,11 @@ from train.tasks.arith import objective
 
 
 def run_label(config: ml_collections.ConfigDict) -> str:
-  """'reversed', 'cot', 'plain', or 'reversed, looped x8' for a looped model; ', = row' with data.abacus_equals_row."""
+  """'reversed', 'cot', 'plain', or 'reversed, looped x8' for a looped model; ', = row' with data.abacus_equals_row,
+  ', internalised' with data.internalize_every."""
   fmt = str(config.data.format) + (', = row' if config.data.abacus_equals_row else '')
+  if int(config.data.get('internalize_every', 0)):
+    fmt += ', internalised'
   if config.model.name != 'looped':
     return fmt
   random_loops = int(config.train.random_loops)
