@@ -14,6 +14,8 @@ Variants (`:name`, several joined by commas):
               minutes on 2 CPU cores.
   mul_formats the answer formats on 1-4 digit multiplication at matched training FLOPs (reversed, cot,
               cot_rev): which chain of thought a small model learns fastest per FLOP.
+  mul_aux_cpu mul_cpu (reversed answer, no chain of thought) with Bai et al. 2025's auxiliary loss: a linear
+              probe of the last hidden state regresses the running sum behind each answer digit.
   mul_icot_cpu  stepwise internalisation of mul_cot_cpu's chain of thought (Deng et al. 2024): starts from
               the run in runs/mul_cot_cpu (train.init_from) and removes its tokens one by one, until the
               model answers with none.
@@ -35,7 +37,7 @@ import ml_collections
 from configs import common
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'mul_cot_cpu', 'mul_formats', 'mul_icot_cpu', 'length_gen', 'length_loops', 'study', 'mul')
+VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'mul_cot_cpu', 'mul_formats', 'mul_aux_cpu', 'mul_icot_cpu', 'length_gen', 'length_loops', 'study', 'mul')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -72,6 +74,7 @@ def _base() -> ml_collections.ConfigDict:
                                       b2=0.98, log_every=100, checkpoint_every=1000, keep_checkpoints=2)
   train.init_from = ''  # A run directory of this project to start from (its best checkpoint; same model), e.g. a CoT run to internalise; '' = the init.
   train.reset_on_removal = True  # Internalisation: AdamW's moments restart at each removal (Deng et al.); the lr schedule goes on.
+  train.running_sum_weight = 0.0  # Bai et al. 2025: weight of an MSE loss on model.probe_outputs regressing each answer digit's running sum ('reversed').
   train.random_loops = 0  # Looped: > 0 draws each training batch's loops in 1..this (Huginn-style); a step computes this many.
 
   config.eval = ev = ml_collections.ConfigDict()
@@ -169,6 +172,13 @@ def _mul_formats(config: ml_collections.ConfigDict) -> None:
   config.sweep.grid = 'model=reversed,cot,cot_rev; flops_budget=3e13; seed=0'
 
 
+def _mul_aux_cpu(config: ml_collections.ConfigDict) -> None:
+  """mul_cpu with the running-sum probe and its auxiliary loss (Bai et al. 2025)."""
+  _mul_cpu(config)
+  config.model.probe_outputs = 1
+  config.train.running_sum_weight = 1.0
+
+
 def _mul_icot_cpu(config: ml_collections.ConfigDict) -> None:
   """mul_cot_cpu's model with its chain of thought removed one token every 50 steps (44 tokens for 4x4)."""
   _mul_cot_cpu(config)
@@ -233,5 +243,6 @@ def _mul(config: ml_collections.ConfigDict) -> None:
 
 
 _VARIANT_FNS = {'default': _default, 'smoke': _smoke, 'add_cpu': _add_cpu, 'mul_cpu': _mul_cpu, 'mul_cot_cpu': _mul_cot_cpu,
-                'mul_formats': _mul_formats, 'mul_icot_cpu': _mul_icot_cpu,
+                'mul_formats': _mul_formats, 'mul_aux_cpu': _mul_aux_cpu,
+                'mul_icot_cpu': _mul_icot_cpu,
                 'length_gen': _length_gen, 'length_loops': _length_loops, 'study': _study, 'mul': _mul}

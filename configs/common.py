@@ -114,6 +114,7 @@ def decoder_model(**values: Any) -> ConfigDict:
   model.init = 'lecun'  # Weight matrices: 'lecun' (1/fan_in) or 'gpt' (0.02; residual projections 0.02/sqrt(2 x blocks)).
   model.tie_embeddings = False  # LM head shares the token embedding.
   model.dtype = 'float32'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
+  model.probe_outputs = 0  # A linear read-out of the last hidden state per token for an auxiliary regression (0 = none).
   _override(model, values, 'model')
   return model
 

@@ -30,6 +30,9 @@ Batches are dicts of NumPy arrays, B examples of length L:
                              reversed answer; what an incremental decoder can compute). With
                              abacus_equals_row, the prompt's '=' is 1 and every digit 1 more.
   prompt_len  int32[B]       tokens in the prompt `a+b=`.
+  running_sum, running_sum_mask  float32[B, L] (format 'reversed' only): at each answer digit, the running
+                             sum it is the units of (arith_problems.running_sums; Bai et al.'s auxiliary
+                             target), and 1.0 there (0 elsewhere).
   a_len       int32[B]       digits of a; b_len likewise.
 `train_batch` is a pure function of (cfg, seed, step, batch_size, process_index).
 """
@@ -255,9 +258,18 @@ def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int, equals_
   prompt_len_B = a_len_B + b_len_B + 2  # `a+b=`: one token per character.
   columns_L = np.arange(seq_len)
   loss_mask_BxL = (columns_L >= prompt_len_B[:, None]) & (columns_L < length_B[:, None])
-  return dict(tokens=tokens_BxL, loss_mask=loss_mask_BxL.astype(np.float32),
-              digit_pos=_digit_positions(tokens_BxL, prompt_len_B, equals_row), prompt_len=prompt_len_B, a_len=a_len_B,
-              b_len=b_len_B)
+  batch = dict(tokens=tokens_BxL, loss_mask=loss_mask_BxL.astype(np.float32),
+               digit_pos=_digit_positions(tokens_BxL, prompt_len_B, equals_row), prompt_len=prompt_len_B,
+               a_len=a_len_B, b_len=b_len_B)
+  if fmt == 'reversed':  # The answer's digits start right after the prompt.
+    batch['running_sum'] = np.zeros((len(problems), seq_len), np.float32)
+    batch['running_sum_mask'] = np.zeros((len(problems), seq_len), np.float32)
+    for row, (a, b, op) in enumerate(problems):
+      sums = arith_problems.running_sums(a, b, op)
+      start = int(prompt_len_B[row])
+      batch['running_sum'][row, start:start + len(sums)] = sums
+      batch['running_sum_mask'][row, start:start + len(sums)] = 1.0
+  return batch
 
 
 def encode_prompts(problems: Sequence[Problem], fmt: str, pad_to: int | None = None,

@@ -229,6 +229,22 @@ def format_problem(a: int, b: int, op: str, fmt: str) -> tuple[str, str]:
 _PROMPT_RE = re.compile(r'(?:<pad>)*[0-9]+[+*][0-9]+')
 
 
+def running_sums(a: int, b: int, op: str) -> list[int]:
+  """The running sum behind each answer digit, units first (Bai et al. 2025): r_k = s_k + floor(r_{k-1} / 10)
+  with s_k = a_k + b_k for '+' and the sum of a_i * b_j over i + j = k for '*' (digits units first, 0 past a
+  number's end); answer digit k is r_k mod 10. One per digit of the answer."""
+  digits_a, digits_b = [int(d) for d in str(a)[::-1]], [int(d) for d in str(b)[::-1]]
+  sums, carry = [], 0
+  for k in range(num_digits(answer(a, b, op))):
+    if op == '+':
+      column = (digits_a[k] if k < len(digits_a) else 0) + (digits_b[k] if k < len(digits_b) else 0)
+    else:
+      column = sum(digits_a[i] * digits_b[k - i] for i in range(len(digits_a)) if 0 <= k - i < len(digits_b))
+    sums.append(column + carry)
+    carry = sums[-1] // 10
+  return sums
+
+
 def internalize(target: str, removed: int) -> str:
   """`target` (a format_problem target) with the first `removed` tokens of its chain of thought taken out
   (Deng et al. 2024): `<think>` + the rest + `</think>` + answer, or the answer alone once none is left.

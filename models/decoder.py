@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import attention
+from models import aux as aux_lib
 from models import layers
 from models import registry
 from models.config import ModelConfig, check_choices
@@ -87,6 +88,9 @@ class DecoderConfig(ModelConfig):
   # Weight matrices: 'lecun' (LeCun normal, 1/fan_in) or 'gpt' (GPT-2's: normal 0.02, the projections into the
   # residual stream 0.02 / sqrt(2 x blocks run)); embeddings are normal 0.02 either way.
   init: str = 'lecun'
+  # A linear read-out of the final (normed) hidden state with this many outputs per token, sown as the probe
+  # 'probe' (models/aux.py) for an objective to regress (0 = none); it does not change the logits.
+  probe_outputs: int = 0
 
   def __post_init__(self):
     super().__post_init__()
@@ -94,7 +98,7 @@ class DecoderConfig(ModelConfig):
     for key in ('recurrent_layers', 'loops', 'max_digit_pos'):
       if getattr(self, key) < 1:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be an int >= 1')
-    for key in ('num_kv_heads', 'head_dim', 'prelude_layers', 'coda_layers'):
+    for key in ('num_kv_heads', 'head_dim', 'prelude_layers', 'coda_layers', 'probe_outputs'):
       if getattr(self, key) < 0:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be an int >= 0')
     if self.num_heads % self.kv_heads:
@@ -430,6 +434,9 @@ class Decoder(nn.Module):
     if last_only:
       x_BxLxD = x_BxLxD[:, -1:]
     x_BxLxD = nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, name='final_norm')(x_BxLxD)
+    if cfg.probe_outputs:
+      probe_BxLxP = nn.Dense(cfg.probe_outputs, dtype=dtype, name='probe_head')(x_BxLxD)
+      self.sow(aux_lib.PROBES, 'probe', probe_BxLxP.astype(jnp.float32))
     if cfg.tie_embeddings:
       logits_BxLxV = embed.attend(x_BxLxD)
     else:

@@ -493,3 +493,16 @@ def test_missing_directory_non_utf8_and_empty_files(tmp_path):
     arith_files.read_problem_file(path)
   with pytest.raises(InputError, match='no problems'):
     arith_files.read_problem_file(write(tmp_path, '# nothing\n\n', 'empty.txt'))
+
+
+def test_running_sums_by_hand_and_their_units_are_the_answer_digits():
+  assert arith_problems.running_sums(37, 49, '*') == [63, 61, 18, 1]  # 1813: 7*9; 3*9+7*4+6; 3*4+6; 1.
+  assert arith_problems.running_sums(99, 21, '+') == [10, 12, 1]
+  for a, b, op in random_problems(300, seed=6):
+    sums = arith_problems.running_sums(a, b, op)
+    assert ''.join(str(r % 10) for r in sums) == str(answer(a, b, op))[::-1]
+    assert sums[-1] < 10  # The last digit carries nothing on.
+  batch = arith_batches.encode_examples([Problem(37, 49, '*'), Problem(5, 5, '+')], 'reversed', 12)
+  assert batch['running_sum'][0].tolist() == [0] * 6 + [63, 61, 18, 1] + [0, 0]
+  assert batch['running_sum_mask'][1].tolist() == [0] * 4 + [1, 1] + [0] * 6  # 5+5=01<end>: two digits.
+  assert 'running_sum' not in arith_batches.encode_examples([Problem(37, 49, '*')], 'cot_rev', 40)

@@ -246,3 +246,39 @@ def test_internalisation_starts_from_a_cot_run_and_scores_answers_without_a_chai
     proc = launch(*mul, f'--config.train.init_from={where}', f'--workdir={tmp_path / "other"}')
     err = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(err) == 1 and says in err[0], proc.stderr[-2000:]
+
+
+def test_running_sum_probe_adds_its_weighted_mse_to_the_loss_and_leaves_the_logits_alone():
+  """Bai et al.'s auxiliary loss: the probe (model.probe_outputs) regresses the running sums; the loss grows by
+  exactly weight x MSE, and the logits are those of the same model without the probe."""
+  problems = [Problem(37, 49, '*'), Problem(123, 45, '*'), Problem(5, 5, '+')]
+  batch = {k: jax.numpy.asarray(v) for k, v in arith_batches.encode_examples(problems, 'reversed', 16).items()}
+  with_probe = Decoder(DecoderConfig(width=32, num_layers=1, num_heads=2, position='rope_abacus', probe_outputs=1),
+                       arith_tokenizer.VOCAB_SIZE)
+  plain = Decoder(DecoderConfig(width=32, num_layers=1, num_heads=2, position='rope_abacus'), arith_tokenizer.VOCAB_SIZE)
+  params = with_probe.init(jax.random.key(0), batch['tokens'][:, :-1], digit_pos_BxL=batch['digit_pos'][:, :-1])['params']
+  plain_params = plain.init(jax.random.key(0), batch['tokens'][:, :-1], digit_pos_BxL=batch['digit_pos'][:, :-1])['params']
+  assert set(params) - set(plain_params) == {'probe_head'}
+  rng = jax.random.key(1)
+  base, metrics = objective.next_token_loss(params, batch, rng, model=with_probe)
+  weighted, metrics2 = objective.next_token_loss(params, batch, rng, model=with_probe, running_sum_weight=2.0)
+  assert 'running_sum_mse' not in metrics and float(metrics2['running_sum_mse']) > 0
+  np.testing.assert_allclose(float(weighted), float(base) + 2.0 * float(metrics2['running_sum_mse']), rtol=1e-5)
+  logits = with_probe.apply({'params': params}, batch['tokens'], digit_pos_BxL=batch['digit_pos'])[0]
+  without = plain.apply({'params': {k: v for k, v in params.items() if k != 'probe_head'}}, batch['tokens'],
+                        digit_pos_BxL=batch['digit_pos'])[0]
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(without))
+
+
+@pytest.mark.parametrize('changes, says', [
+    (dict(data=dict(format='cot_rev')), "needs data.format='reversed', not 'cot_rev'"),
+    (dict(model=dict(probe_outputs=0)), 'set model.probe_outputs=1'),
+    (dict(train=dict(running_sum_weight=-1.0)), 'must be a number >= 0')])
+def test_running_sum_loss_fields_are_checked(changes, says):
+  from configs import arith as arith_configs
+  from train.tasks.arith import settings
+  config = arith_configs.get_config('mul_aux_cpu')
+  for section, values in changes.items():
+    config[section].update(values)
+  with pytest.raises(ConfigError, match=re.escape(says)):
+    settings.check(config)

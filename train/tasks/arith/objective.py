@@ -52,13 +52,27 @@ def token_scores(params: Any, batch: Batch, *, model: Decoder, loops: int | None
               tokens=jnp.sum(weights_BxT), exact=jnp.sum(exact_B), rows=jnp.sum(scored_B), aux=aux)
 
 
+RUNNING_SUM_SCALE = 100.0  # The probe regresses running sum / this (4x4 products' sums reach about 400).
+
+
+def running_sum_mse(aux: Any, batch: Batch) -> jax.Array:
+  """Mean squared error of the model's probe against each answer digit's running sum (Bai et al. 2025), scaled
+  by RUNNING_SUM_SCALE. The probe at position t reads the state that writes token t + 1."""
+  probe_BxT = aux.probes['probe'][..., 0]
+  target_BxT = batch['running_sum'][:, 1:] / RUNNING_SUM_SCALE
+  mask_BxT = batch['running_sum_mask'][:, 1:]
+  return jnp.sum(jnp.square(probe_BxT - target_BxT) * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
+
+
 def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder, random_loops: int = 0,
-                    scan_unroll: int | bool = 1) -> tuple[jax.Array, dict[str, jax.Array]]:
+                    scan_unroll: int | bool = 1, running_sum_weight: float = 0.0
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean next-token cross-entropy over the target tokens, with token accuracy and exact rows.
 
   With `random_loops` > 0 (a looped model), each batch's loops are drawn uniformly in 1..random_loops
   from the step's rng (Huginn-style, so the core learns to improve its state at any depth); the step
-  then computes random_loops applications, the later ones masked.
+  then computes random_loops applications, the later ones masked. With `running_sum_weight` > 0, that
+  weight times `running_sum_mse` joins the loss (Bai et al. 2025's auxiliary loss; logged as running_sum_mse).
   """
   active = jax.random.randint(rng, (), 1, random_loops + 1) if random_loops else None
   s = token_scores(params, batch, model=model, scan_unroll=scan_unroll, active_loops=active,
@@ -66,7 +80,11 @@ def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Decoder
   loss = s['nll'] / jnp.maximum(s['tokens'], 1.0)
   metrics = dict(loss=loss, token_acc=s['correct'] / jnp.maximum(s['tokens'], 1.0),
                  exact=s['exact'] / jnp.maximum(s['rows'], 1.0), **s['aux'].metrics())
-  return s['aux'].add_to(loss), metrics
+  total = s['aux'].add_to(loss)
+  if running_sum_weight:
+    metrics['running_sum_mse'] = running_sum_mse(s['aux'], batch)
+    total = total + running_sum_weight * metrics['running_sum_mse']
+  return total, metrics
 
 
 def data_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -94,7 +112,8 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
   checked = arith_batches.check_config(spec)
   resets = bool(config.train.get('reset_on_removal', False)) and checked.internalize_every > 0
   return loop.Objective(
-      loss_fn=functools.partial(next_token_loss, model=model, random_loops=random_loops, scan_unroll=scan_unroll),
+      loss_fn=functools.partial(next_token_loss, model=model, random_loops=random_loops, scan_unroll=scan_unroll,
+                                running_sum_weight=float(config.train.get('running_sum_weight', 0.0))),
       train_batch=train_batch,
       example_inputs=dict(tokens_BxL=example['tokens'][:, :-1], digit_pos_BxL=example['digit_pos'][:, :-1]),
       progress_metrics=('loss', 'token_acc', 'exact'),

@@ -53,6 +53,14 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'data.abacus_equals_row=True needs Abacus positions (model.position={position!r})')
   if 'abacus' in position:
     _check_abacus_table(config)
+  weight = config.train.get('running_sum_weight', 0.0)
+  if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+    raise ConfigError(f'train.running_sum_weight={weight!r} must be a number >= 0')
+  if weight and str(config.data.format) != 'reversed':
+    raise ConfigError(f'train.running_sum_weight={weight} regresses the running sum behind each answer digit, '
+                      f"written units first: it needs data.format='reversed', not {config.data.format!r}")
+  if weight and int(config.model.get('probe_outputs', 0)) < 1:
+    raise ConfigError(f'train.running_sum_weight={weight} needs the model\'s linear probe: set model.probe_outputs=1')
 
 
 def _check_abacus_table(config: ml_collections.ConfigDict) -> None:
