@@ -13,7 +13,7 @@ Variants (`:name`, several joined by commas):
   mul_cot_cpu up to 4x4-digit multiplication with the units-first chain of thought (`cot_rev`), <= 60
               minutes on 2 CPU cores.
   mul_formats the answer formats on 1-4 digit multiplication at matched training FLOPs (reversed, cot,
-              cot_rev): which chain of thought a small model learns fastest per FLOP.
+              cot_rev, and reversed with the running-sum loss of mul_aux_cpu): which learns fastest per FLOP.
   mul_aux_cpu mul_cpu (reversed answer, no chain of thought) with Bai et al. 2025's auxiliary loss: a linear
               probe of the last hidden state regresses the running sum behind each answer digit.
   mul_icot_cpu  stepwise internalisation of mul_cot_cpu's chain of thought (Deng et al. 2024): starts from
@@ -167,9 +167,11 @@ def _mul_formats(config: ml_collections.ConfigDict) -> None:
   config.models = ml_collections.ConfigDict()  # Named points of the sweep's `model=` axis.
   for fmt in ('reversed', 'cot', 'cot_rev'):
     config.models[fmt] = common.point(data=dict(format=fmt))
+  config.models.aux = common.point(data=dict(format='reversed'), model=dict(probe_outputs=1),
+                                   train=dict(running_sum_weight=1.0))
   config.train.warmup_fraction = 0.1
   config.evals.val.every = 0
-  config.sweep.grid = 'model=reversed,cot,cot_rev; flops_budget=3e13; seed=0'
+  config.sweep.grid = 'model=reversed,aux,cot,cot_rev; flops_budget=3e13; seed=0'
 
 
 def _mul_aux_cpu(config: ml_collections.ConfigDict) -> None:

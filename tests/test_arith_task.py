@@ -241,7 +241,7 @@ def test_internalisation_starts_from_a_cot_run_and_scores_answers_without_a_chai
   assert config['data']['internalize_every'] == 2 and config['train']['reset_on_removal'] is True
   # A run directory without a checkpoint, or none at all, is one line before any work.
   (tmp_path / 'empty').mkdir()
-  (tmp_path / 'empty' / 'config.json').write_text('{}')
+  (tmp_path / 'empty' / 'settings.json').write_text('{}')
   for where, says in ((tmp_path / 'empty', 'has no checkpoint yet'), (tmp_path / 'none', 'does not exist')):
     proc = launch(*mul, f'--config.train.init_from={where}', f'--workdir={tmp_path / "other"}')
     err = proc.stderr.strip().splitlines()

@@ -34,6 +34,7 @@ from train import loop
 from train import optim
 from train import sharding
 from train import validation
+from train import workdir as workdir_lib
 from data import paths
 from data.errors import DataConfigError
 from train.errors import ConfigError
@@ -161,15 +162,20 @@ def check_init_from(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'train.init_from={config.train.init_from!r}: {path} does not exist (a GGUF file, an HF '
                       'directory or a run directory; python -m data.fetch '
                       + ('smollm2' if 'SmolLM2-135M' in path else 'ORG/REPO') + ' puts a checkpoint in the cache)')
-  if (pathlib.Path(path) / CONFIG_FILE).is_file() and not ckpt_lib.has_checkpoint(pathlib.Path(path)):
+  if _is_our_run(pathlib.Path(path)) and not ckpt_lib.has_checkpoint(pathlib.Path(path)):
     raise ConfigError(f'train.init_from={config.train.init_from!r}: the run {path} has no checkpoint yet; '
                       'train it first')
 
 
+def _is_our_run(path: pathlib.Path) -> bool:
+  """Whether `path` is a directory this project's runs write (its settings; an HF directory has none)."""
+  return path.is_dir() and (path / workdir_lib.SETTINGS_FILE).is_file()
+
+
 def is_run_dir(path: str | pathlib.Path) -> bool:
-  """Whether `path` is a run directory of this project (its config.json and a checkpoint)."""
+  """Whether `path` is a run directory of this project with a checkpoint to start from."""
   path = pathlib.Path(path)
-  return path.is_dir() and (path / CONFIG_FILE).is_file() and ckpt_lib.has_checkpoint(path)
+  return _is_our_run(path) and (path / CONFIG_FILE).is_file() and ckpt_lib.has_checkpoint(path)
 
 
 def _run_checkpoint(run_dir: pathlib.Path) -> pretrained_lib.Checkpoint:

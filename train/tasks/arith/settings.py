@@ -12,10 +12,12 @@ from train.tasks.arith import objective
 
 def run_label(config: ml_collections.ConfigDict) -> str:
   """'reversed', 'cot', 'plain', or 'reversed, looped x8' for a looped model; ', = row' with data.abacus_equals_row,
-  ', internalised' with data.internalize_every."""
+  ', internalised' with data.internalize_every, ', running-sum loss' with train.running_sum_weight."""
   fmt = str(config.data.format) + (', = row' if config.data.abacus_equals_row else '')
   if int(config.data.get('internalize_every', 0)):
     fmt += ', internalised'
+  if float(config.train.get('running_sum_weight', 0.0)):
+    fmt += ', running-sum loss'
   if config.model.name != 'looped':
     return fmt
   random_loops = int(config.train.random_loops)
