@@ -228,7 +228,9 @@ class GenerationEval(evaluators.Evaluator):
     rows = [[n, figures['problems_by_length'][n], f'{acc:.4f}'] for n, acc in figures['exact_by_length'].items()]
     return (f'{self.file}: {figures["problems"]} problems, {settings.run_label(self.config)}'
             + (f', best of loops {self.tries} (trained {trained})' if trained is not None else '')
-            + (f', Abacus offset {offset}' if offset else '') + '\n'
+            + (f', Abacus offset {offset}' if offset else '')
+            + (f'; {figures["generated_tokens"]:.1f} tokens written per problem, {figures["thought_tokens"]:.1f} of '
+               'chain of thought' if 'generated_tokens' in figures else '') + '\n'
             + tables.markdown_table(('digits (longer operand)', 'problems', 'exact'), rows))
 
   def final_line(self, figures: dict[str, Any]) -> str:
