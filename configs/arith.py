@@ -12,6 +12,7 @@ Variants (`:name`, several joined by commas):
   mul_cpu     up to 4x4-digit multiplication in the same budget.
   mul_cot_cpu up to 4x4-digit multiplication with the units-first chain of thought (`cot_rev`), <= 60
               minutes on 2 CPU cores.
+  mul5_cot_cpu  mul_cot_cpu's model trained on to 5x5 digits (train.init_from=runs/mul_cot_cpu), 1000 steps.
   mul_formats the answer formats on 1-4 digit multiplication at matched training FLOPs (reversed, cot,
               cot_rev, and reversed with the running-sum loss of mul_aux_cpu): which learns fastest per FLOP.
   mul_aux_cpu mul_cpu (reversed answer, no chain of thought) with Bai et al. 2025's auxiliary loss: a linear
@@ -37,7 +38,7 @@ import ml_collections
 from configs import common
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'mul_cot_cpu', 'mul_formats', 'mul_aux_cpu', 'mul_icot_cpu', 'length_gen', 'length_loops', 'study', 'mul')
+VARIANTS = ('default', 'smoke', 'add_cpu', 'mul_cpu', 'mul_cot_cpu', 'mul5_cot_cpu', 'mul_formats', 'mul_aux_cpu', 'mul_icot_cpu', 'length_gen', 'length_loops', 'study', 'mul')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -160,6 +161,19 @@ def _mul_cot_cpu(config: ml_collections.ConfigDict) -> None:
   config.eval.num_per_length = 200  # The 4x4 (and 5x5) rows of the length table: 200 problems each.
 
 
+def _mul5_cot_cpu(config: ml_collections.ConfigDict) -> None:
+  """mul_cot_cpu continued on 1-5 digit operands from its best checkpoint (a curriculum's second stage)."""
+  _mul_cot_cpu(config)
+  config.train.init_from = 'runs/mul_cot_cpu'
+  config.data.max_digits = 5
+  config.eval.max_digits = 6
+  config.eval.num_per_length = 100
+  config.train.steps = 1000
+  config.train.warmup_steps = 50
+  config.train.lr = 5e-4
+  config.evals.val.every = 250
+
+
 def _mul_formats(config: ml_collections.ConfigDict) -> None:
   """mul_cpu's model and data in three formats at one training-FLOP budget (seq_len per format: each pays
   for its own tokens)."""
@@ -245,6 +259,6 @@ def _mul(config: ml_collections.ConfigDict) -> None:
 
 
 _VARIANT_FNS = {'default': _default, 'smoke': _smoke, 'add_cpu': _add_cpu, 'mul_cpu': _mul_cpu, 'mul_cot_cpu': _mul_cot_cpu,
-                'mul_formats': _mul_formats, 'mul_aux_cpu': _mul_aux_cpu,
+                'mul5_cot_cpu': _mul5_cot_cpu, 'mul_formats': _mul_formats, 'mul_aux_cpu': _mul_aux_cpu,
                 'mul_icot_cpu': _mul_icot_cpu,
                 'length_gen': _length_gen, 'length_loops': _length_loops, 'study': _study, 'mul': _mul}
