@@ -303,6 +303,8 @@ def test_train_batch_arrays_match_the_formatted_problems(fmt):
   expect = {'tokens': (np.int32, (64, length)), 'loss_mask': (np.float32, (64, length)),
             'digit_pos': (np.int32, (64, length)), 'prompt_len': (np.int32, (64,)), 'a_len': (np.int32, (64,)),
             'b_len': (np.int32, (64,))}
+  if fmt == 'reversed':  # Bai et al.'s auxiliary targets: each answer digit's running sum.
+    expect.update(running_sum=(np.float32, (64, length)), running_sum_mask=(np.float32, (64, length)))
   assert {k: (v.dtype, v.shape) for k, v in batch.items()} == expect
   for i, row in enumerate(batch['tokens']):
     a, b, op = problem_of_row(row)

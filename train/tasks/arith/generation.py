@@ -126,10 +126,12 @@ def inference_flops(model: Decoder, params: Any, length: int, loops: int | None)
   return flops_lib.function_flops(forward, abstract, tokens)
 
 
-def _mean_tokens(answers: Answers) -> int:
-  """Mean prompt + written tokens per problem: what one problem costs at inference."""
-  return int(round(np.mean([len(arith_tokenizer.encode('{}{}{}='.format(p.a, p.op, p.b)))
-                            for p in answers.problems]) + answers.generated_tokens))
+def _mean_tokens(problems: list, fmt: str, removed: int = 0) -> int:
+  """Mean prompt + target tokens per problem (the chain of thought less the `removed` tokens an internalised
+  run no longer writes): what one problem costs at inference when the model writes its target."""
+  return int(round(np.mean([len(arith_tokenizer.encode('{}{}{}='.format(p.a, p.op, p.b))) + len(
+      arith_tokenizer.encode(arith_problems.internalize(arith_problems.format_problem(*p, fmt)[1], removed)))
+                            for p in problems])))
 
 
 def _test_sets(config: ml_collections.ConfigDict) -> dict[str, list]:
@@ -178,7 +180,7 @@ class GenerationEval(evaluators.Evaluator):
     lengths = by_length.by_length()
     max_train = int(cfg.data.max_digits)
     ood = [acc for n, (_, acc) in lengths.items() if n > max_train]
-    mean_tokens = _mean_tokens(test)
+    mean_tokens = _mean_tokens(sets['test'], fmt, removed)
     record = dict(test_exact=test.exact, test_problems=len(test.problems), token_acc=forced['token_acc'],
                   generated_tokens=test.generated_tokens, thought_tokens=test.thought_tokens,
                   exact_by_length={str(n): acc for n, (_, acc) in lengths.items()},
