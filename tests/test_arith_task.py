@@ -282,3 +282,13 @@ def test_running_sum_loss_fields_are_checked(changes, says):
     config[section].update(values)
   with pytest.raises(ConfigError, match=re.escape(says)):
     settings.check(config)
+
+
+def test_layout_follows_the_format_and_survives_a_malformed_chain_of_thought():
+  from train.tasks.arith import report
+  steps = report.layout(Problem(12, 34, '*'), '<think>840+0630</think>8040<end>', 408, 'cot_rev').splitlines()
+  assert 'partial product 48' in steps[1] and 'partial product 360' in steps[2] and steps[-1] == 'answer: 408 (correct)'
+  # A one-step `cot` addition has the shape of a units-first sum; it is laid out as written.
+  assert report.layout(Problem(0, 0, '+'), '<think>0+0+0=0</think>0<end>', 0, 'cot').splitlines()[1] == '  0+0+0=0'
+  garbled = report.layout(Problem(12, 34, '*'), '<think>12=+=</think>9<end>', None, 'cot_rev')
+  assert 'running sum ?' in garbled and 'malformed answer' in garbled

@@ -88,7 +88,7 @@ class ArithTask(task_lib.Task):
               f'{config.data.max_digits} digits); the answer may be wrong', file=stdout, flush=True)
       answer = generation.generate(model, params, [problem], fmt, batch_size=1, loops=settings.trained_loops(config),
                                    **settings.abacus_rows(config))
-      print(report.layout(problem, answer.completions[0], answer.answers[0]), file=stdout, flush=True)
+      print(report.layout(problem, answer.completions[0], answer.answers[0], fmt), file=stdout, flush=True)
 
   def normalize_settings(self, settings_: dict[str, Any]) -> dict[str, Any]:
     """Earlier releases: the answer format, the '=' row and random loops under `model`; `model.looped`."""

@@ -1,7 +1,6 @@
 """Tables, plots and printed lines of the arithmetic task (one run, a sweep, an eval file, a completion)."""
 import collections
 import pathlib
-import re
 from typing import Any
 
 from data import arith_problems
@@ -27,30 +26,27 @@ def run_summary(record: dict[str, Any]) -> str:
 
 
 def _units_first_steps(thought: str) -> list[str]:
-  """cot_rev's chain of thought one step a line, each number also in the usual order."""
-  chunks = thought.split('+')
-  lines = [f'  {chunks[0]:<22} partial product {int(chunks[0][::-1])}'] if chunks[0] else []
-  for chunk in chunks[1:]:
-    partial, _, total = chunk.partition('=')
-    line = f'  {"+" + chunk:<22} partial product {int(partial[::-1]) if partial else "-"}'
-    if total:
-      line += f', running sum {int(total[::-1])}'
-    lines.append(line)
-  if lines:
-    lines[0] += ' (every number is written units first)'
-
+  """cot_rev's chain of thought one step a line, each number also in the usual order ('?' where what the model
+  wrote is not a number)."""
+  usual = lambda text: str(int(text[::-1])) if text.isdigit() else '?'  # pylint: disable=unnecessary-lambda-assignment
+  lines = []
+  for i, chunk in enumerate(thought.split('+')):
+    partial, has_total, total = chunk.partition('=')
+    line = f'  {("+" if i else "") + chunk:<22} partial product {usual(partial)}'
+    lines.append(line + (f', running sum {usual(total)}' if has_total else ''))
+  lines[0] += ' (every number is written units first)'
   return lines
 
 
-def layout(problem: Problem, completion: str, answer: int | None) -> str:
-  """A completion for a reader: the chain of thought one step a line (or a word that there is none), then the
-  parsed answer."""
+def layout(problem: Problem, completion: str, answer: int | None, fmt: str) -> str:
+  """A completion for a reader in format `fmt`: the chain of thought one step a line (or a word that there is
+  none), then the parsed answer."""
   prompt = f'{problem.a}{problem.op}{problem.b}='
   lines = [prompt + completion.removesuffix('<end>')]
   if '<think>' in completion:
     thought = completion.split('<think>', 1)[1].split('</think>', 1)[0]
-    if re.fullmatch(r'[0-9]*(\+[0-9]*(=[0-9]*)?)*', thought) and '+' in thought or thought.isdigit():
-      lines += _units_first_steps(thought)  # cot_rev: numbers units first, joined by + and =.
+    if fmt == 'cot_rev':
+      lines += _units_first_steps(thought)  # Numbers units first, joined by + and =.
     else:
       lines += [f'  {step}' for step in thought.split()]
   else:
