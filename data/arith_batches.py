@@ -30,7 +30,7 @@ Batches are dicts of NumPy arrays, B examples of length L:
                              reversed answer; what an incremental decoder can compute). With
                              abacus_equals_row, the prompt's '=' is 1 and every digit 1 more.
   prompt_len  int32[B]       tokens in the prompt `a+b=`.
-  running_sum, running_sum_mask  float32[B, L] (format 'reversed' only): at each answer digit, the running
+  running_sum, running_sum_mask  float32[B, L] (on request, format 'reversed'): at each answer digit, the running
                              sum it is the units of (arith_problems.running_sums; Bai et al.'s auxiliary
                              target), and 1.0 there (0 elsewhere).
   a_len       int32[B]       digits of a; b_len likewise.
@@ -231,12 +231,12 @@ def _prompt_lengths(problems: Sequence[Problem]) -> tuple[list[str], np.ndarray,
 
 
 def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int, equals_row: bool = False,
-                    removed: int | Sequence[int] = 0) -> Batch:
+                    removed: int | Sequence[int] = 0, running_sums: bool = False) -> Batch:
   """The arrays of `train_batch` (no digit_pos offset) for teacher-forced evaluation of `problems`.
 
   `equals_row`: data.abacus_equals_row (the '=' gets an Abacus row, see `_digit_positions`).
   `removed`: chain-of-thought tokens taken out of each target (one count, or one per problem;
-  arith_problems.internalize).
+  arith_problems.internalize). `running_sums` (format 'reversed' only) adds running_sum and its mask.
 
   A problem longer than `seq_len` tokens raises DataConfigError naming data.seq_len.
   """
@@ -261,7 +261,9 @@ def encode_examples(problems: Sequence[Problem], fmt: str, seq_len: int, equals_
   batch = dict(tokens=tokens_BxL, loss_mask=loss_mask_BxL.astype(np.float32),
                digit_pos=_digit_positions(tokens_BxL, prompt_len_B, equals_row), prompt_len=prompt_len_B,
                a_len=a_len_B, b_len=b_len_B)
-  if fmt == 'reversed':  # The answer's digits start right after the prompt.
+  if running_sums:  # The answer's digits start right after the prompt.
+    if fmt != 'reversed':
+      raise ValueError(f"running sums are targets of the 'reversed' format's answer digits, not of {fmt!r}")
     batch['running_sum'] = np.zeros((len(problems), seq_len), np.float32)
     batch['running_sum_mask'] = np.zeros((len(problems), seq_len), np.float32)
     for row, (a, b, op) in enumerate(problems):
@@ -315,8 +317,10 @@ def _train_problems(spec: Spec, rng: np.random.Generator, count: int) -> list[Pr
                         f'data.test_fraction={held_out} holds out (nearly) all of them; lower them or widen the range')
 
 
-def train_batch(cfg: Any, seed: int, step: int, batch_size: int, process_index: int = 0) -> Batch:
-  """This host's `batch_size` training examples for `step`, all of the train split.
+def train_batch(cfg: Any, seed: int, step: int, batch_size: int, process_index: int = 0,
+                running_sums: bool = False) -> Batch:
+  """This host's `batch_size` training examples for `step`, all of the train split (with `running_sums`, the
+  running sum behind each answer digit too; encode_examples).
 
   Drawn with np.random.default_rng([seed, step, process_index]): a pure
   function of the arguments, so training resumes exactly from the step.
@@ -330,7 +334,8 @@ def train_batch(cfg: Any, seed: int, step: int, batch_size: int, process_index: 
   if spec.internalize_smoothing and step >= spec.internalize_start and spec.internalize_every:
     # Deng et al.'s smoothing: o extra tokens with P(o) = (1 - e^-lambda) e^(-lambda o), a geometric law.
     removed_B += rng.geometric(1.0 - np.exp(-spec.internalize_smoothing), batch_size) - 1
-  batch = encode_examples(problems, spec.format, spec.seq_len, spec.abacus_equals_row, removed_B.tolist())
+  batch = encode_examples(problems, spec.format, spec.seq_len, spec.abacus_equals_row, removed_B.tolist(),
+                          running_sums)
   if spec.abacus_max_offset:
     offset_Bx1 = rng.integers(0, spec.abacus_max_offset + 1, (batch_size, 1)).astype(np.int32)
     batch['digit_pos'] = np.where(batch['digit_pos'] > 0, batch['digit_pos'] + offset_Bx1, 0).astype(np.int32)

@@ -303,8 +303,6 @@ def test_train_batch_arrays_match_the_formatted_problems(fmt):
   expect = {'tokens': (np.int32, (64, length)), 'loss_mask': (np.float32, (64, length)),
             'digit_pos': (np.int32, (64, length)), 'prompt_len': (np.int32, (64,)), 'a_len': (np.int32, (64,)),
             'b_len': (np.int32, (64,))}
-  if fmt == 'reversed':  # Bai et al.'s auxiliary targets: each answer digit's running sum.
-    expect.update(running_sum=(np.float32, (64, length)), running_sum_mask=(np.float32, (64, length)))
   assert {k: (v.dtype, v.shape) for k, v in batch.items()} == expect
   for i, row in enumerate(batch['tokens']):
     a, b, op = problem_of_row(row)
@@ -504,7 +502,11 @@ def test_running_sums_by_hand_and_their_units_are_the_answer_digits():
     sums = arith_problems.running_sums(a, b, op)
     assert ''.join(str(r % 10) for r in sums) == str(answer(a, b, op))[::-1]
     assert sums[-1] < 10  # The last digit carries nothing on.
-  batch = arith_batches.encode_examples([Problem(37, 49, '*'), Problem(5, 5, '+')], 'reversed', 12)
+  batch = arith_batches.encode_examples([Problem(37, 49, '*'), Problem(5, 5, '+')], 'reversed', 12, running_sums=True)
   assert batch['running_sum'][0].tolist() == [0] * 6 + [63, 61, 18, 1] + [0, 0]
   assert batch['running_sum_mask'][1].tolist() == [0] * 4 + [1, 1] + [0] * 6  # 5+5=01<end>: two digits.
-  assert 'running_sum' not in arith_batches.encode_examples([Problem(37, 49, '*')], 'cot_rev', 40)
+  assert 'running_sum' not in arith_batches.encode_examples([Problem(37, 49, '*')], 'reversed', 40)  # Not asked.
+  assert 'running_sum' in arith_batches.train_batch(make_cfg(ops='*', max_digits=4, format='reversed'), 0, 3, 8,
+                                                    running_sums=True)
+  with pytest.raises(ValueError, match="'reversed'"):
+    arith_batches.encode_examples([Problem(37, 49, '*')], 'cot_rev', 40, running_sums=True)

@@ -226,7 +226,7 @@ def _first_loss(run_dir: pathlib.Path) -> float:
 
 def test_internalisation_starts_from_a_cot_run_and_scores_answers_without_a_chain_of_thought(tmp_path):
   """A units-first CoT run, then a run that starts from its weights (train.init_from=the run directory) and
-  removes the chain of thought one token per step; its evaluation scores answers written with none."""
+  removes the chain of thought one token every 2 steps; a bad train.init_from is one line before any work."""
   mul = [f'--config={SMOKE}', '--config.data.ops=*', '--config.data.format=cot_rev', '--config.data.max_digits=2',
          '--config.eval.max_digits=2', '--config.train.steps=60', '--config.train.lr=3e-3']
   ok(launch(*mul, f'--workdir={tmp_path / "cot"}'))
@@ -252,7 +252,8 @@ def test_running_sum_probe_adds_its_weighted_mse_to_the_loss_and_leaves_the_logi
   """Bai et al.'s auxiliary loss: the probe (model.probe_outputs) regresses the running sums; the loss grows by
   exactly weight x MSE, and the logits are those of the same model without the probe."""
   problems = [Problem(37, 49, '*'), Problem(123, 45, '*'), Problem(5, 5, '+')]
-  batch = {k: jax.numpy.asarray(v) for k, v in arith_batches.encode_examples(problems, 'reversed', 16).items()}
+  batch = {k: jax.numpy.asarray(v) for k, v in arith_batches.encode_examples(problems, 'reversed', 16,
+                                                                               running_sums=True).items()}
   with_probe = Decoder(DecoderConfig(width=32, num_layers=1, num_heads=2, position='rope_abacus', probe_outputs=1),
                        arith_tokenizer.VOCAB_SIZE)
   plain = Decoder(DecoderConfig(width=32, num_layers=1, num_heads=2, position='rope_abacus'), arith_tokenizer.VOCAB_SIZE)

@@ -100,8 +100,11 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
   spec = data_spec(config)
   seed = int(config.data.seed)
 
+  running_sum_weight = float(config.train.get('running_sum_weight', 0.0))
+
   def train_batch(step: int, batch_size: int, process_index: int, process_count: int) -> Batch:
-    return arith_batches.train_batch(spec, seed, step, batch_size // process_count, process_index)
+    return arith_batches.train_batch(spec, seed, step, batch_size // process_count, process_index,
+                                     running_sums=running_sum_weight > 0)
 
   example = train_batch(0, 2, 0, 1)
   random_loops = int(config.train.random_loops)
@@ -113,7 +116,7 @@ def make_objective(config: ml_collections.ConfigDict, model: Decoder, scan_unrol
   resets = bool(config.train.get('reset_on_removal', False)) and checked.internalize_every > 0
   return loop.Objective(
       loss_fn=functools.partial(next_token_loss, model=model, random_loops=random_loops, scan_unroll=scan_unroll,
-                                running_sum_weight=float(config.train.get('running_sum_weight', 0.0))),
+                                running_sum_weight=running_sum_weight),
       train_batch=train_batch,
       example_inputs=dict(tokens_BxL=example['tokens'][:, :-1], digit_pos_BxL=example['digit_pos'][:, :-1]),
       progress_metrics=('loss', 'token_acc', 'exact'),
