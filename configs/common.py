@@ -44,6 +44,8 @@ def train(**values: Any) -> ConfigDict:
   section.b1 = 0.9  # AdamW beta1.
   section.b2 = 0.99  # AdamW beta2.
   section.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
+  # AdamW's moments: 'float32', or 'bfloat16' (both moments; the update in float32; train/adam_lowp.py).
+  section.moments_dtype = 'float32'
   section.ema_decay = 0.0  # EMA of params used for evaluation (0 = off).
   section.log_every = 100  # Steps between progress lines / metrics.jsonl rows.
   section.checkpoint_every = 1000  # Steps between checkpoints (one is always written at the end).
@@ -114,6 +116,9 @@ def decoder_model(**values: Any) -> ConfigDict:
   model.init = 'lecun'  # Weight matrices: 'lecun' (1/fan_in) or 'gpt' (0.02; residual projections 0.02/sqrt(2 x blocks)).
   model.tie_embeddings = False  # LM head shares the token embedding.
   model.dtype = 'float32'  # Compute dtype ('float32' or 'bfloat16'); params stay float32.
+  # Each block rematerialised in the backward pass (models/remat.py): 'none', 'full' (keeps only its input),
+  # 'dots' (keeps matmul results) or 'dots_no_batch' (keeps the projections, not attention's products).
+  model.remat = 'none'
   model.probe_outputs = 0  # A linear read-out of the last hidden state per token for an auxiliary regression (0 = none).
   _override(model, values, 'model')
   return model

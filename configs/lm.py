@@ -10,10 +10,14 @@ r"""Causal language models on real text: the decoder stacked ('llama') and loope
 Variants (`:name`, several joined by commas):
   default  `tiny` on WikiText-103 (one GPU).
   smoke    seconds on a CPU; the test suite runs it.
-  quick    the study on 2 CPU cores: llama and looped at 3 FLOP budgets x 3 seeds on a Wikipedia sample and
-           WikiText-2 test (raw), validation bits per byte against training FLOPs.
+  quick    the study on 2 CPU cores: llama, looped, rwkv7 and moe at 3 FLOP budgets x 3 seeds on a Wikipedia
+           sample and WikiText-2 test (raw), validation bits per byte against training FLOPs (moe: active FLOPs).
   micro, tiny, small   TinyLlama-style sizes for one GPU (6 x 384, 8 x 512, 12 x 768; GQA, RoPE, SwiGLU,
            RMSNorm), on WikiText-103 from HF (`tinystories`: on TinyStories instead).
+  tiny_rwkv7, small_rwkv7   RWKV-7 of 12 x 512 and 18 x 768 (heads of 64) for one GPU, the same data.
+  moe      8 x 512 with 8 experts (top-2) per block and a 49,152-token BPE, for one GPU.
+  ablation after quick or moe: experts, top-k, lr, warmup, dropout and clipping varied one at a time around the
+           MoE model, 3 seeds (ablation.md / ablation.png).
   smollm2  SmolLM2-135M-Instruct, pretrained (`python -m data.fetch smollm2` first): chat with
            --mode=interactive, GSM8K with --mode=eval --config.eval.file_evaluator=gsm8k
            --config.data.eval_file={shared}/gsm8k/test.jsonl (docs/pretrained.md).
@@ -25,7 +29,8 @@ import ml_collections
 from configs import common
 from configs import variants
 
-VARIANTS = ('default', 'smoke', 'quick', 'micro', 'tiny', 'small', 'tinystories', 'smollm2')
+VARIANTS = ('default', 'smoke', 'quick', 'micro', 'tiny', 'small', 'tiny_rwkv7', 'small_rwkv7', 'moe', 'ablation',
+            'tinystories', 'smollm2')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,12 +58,17 @@ def _base() -> ml_collections.ConfigDict:
 
   config.model = common.decoder_model(name='llama', width=512, num_layers=8, num_heads=8, num_kv_heads=4,
                                       position='rope', init='gpt', attention_grad='flash', tie_embeddings=True)
+  _recurrent_and_expert_fields(config.model)
   config.models = ml_collections.ConfigDict()  # Named points of the sweep's `model=` axis.
   config.models.llama = common.point(model=dict(name='llama'))
   # One block applied `loops` times between a prelude and a coda block: as many blocks run as the stacked model
   # has (the sizes below set loops so), with fewer weights.
   config.models.looped = common.point(model=dict(name='looped', loops=4, prelude_layers=1, recurrent_layers=1,
                                                  coda_layers=1))
+  # RWKV-7: as many blocks, LayerNorm (eps 1e-5) and its own output head, as the reference.
+  config.models.rwkv7 = common.point(model=dict(name='rwkv7', norm_eps=1e-5, tie_embeddings=False))
+  # The decoder with 8 experts per block, 2 active per token, each as wide as the dense SwiGLU.
+  config.models.moe = common.point(model=dict(name='moe'))
 
   config.train = train = common.train(steps=0, batch_size=32, lr=1e-3, warmup_steps=200, warmup_fraction=0.1,
                                       weight_decay=0.1, decay_on='matrices', b2=0.95, log_every=50,
@@ -104,6 +114,28 @@ def _base() -> ml_collections.ConfigDict:
   return config
 
 
+def _recurrent_and_expert_fields(model: ml_collections.ConfigDict) -> None:
+  """The fields only RWKV-7 and the mixture of experts read, beside the decoder's (models/registry.py: one section
+  for the causal language models, each reading its own). Both also read width, num_layers, mlp_ratio, norm_eps,
+  dtype and remat; RWKV-7 reads num_heads for its head size."""
+  model.head_size = 0  # rwkv7: channels of a head, its state head_size^2 (0 = width // num_heads).
+  model.chunk_len = 16  # rwkv7: tokens per chunk of the chunked WKV in training (1..64).
+  model.wkv = 'chunked'  # rwkv7: training form, 'chunked' or 'scan' (token by token, the slow reference).
+  model.decay_lora = 0  # rwkv7: rank of the decay's low-rank projection (0 = the reference's, >= 32).
+  model.iclr_lora = 0  # rwkv7: rank of the in-context learning rate's projection (0 = the reference's).
+  model.value_lora = 0  # rwkv7: rank of the value-residual gate's projection (0 = the reference's).
+  model.gate_lora = 0  # rwkv7: rank of the output gate's projection (0 = the reference's).
+  model.dropout = 0.0  # llama, looped, moe: dropout on each block's attention and MLP outputs in training.
+  model.num_experts = 8  # moe: routed SwiGLU experts per block.
+  model.top_k = 2  # moe: experts per token (weights: softmax over the chosen router logits).
+  model.shared_expert = False  # moe: one always-on expert beside the routed ones.
+  model.expert_hidden = 0  # moe: hidden width of an expert (0 = the dense SwiGLU's).
+  model.capacity_factor = 0.0  # moe: 0 = no token dropped; > 0: an expert takes <= this x its even share.
+  model.load_balance_weight = 0.01  # moe: weight of Switch's load-balancing loss.
+  model.router_z_weight = 1e-3  # moe: weight of the router z-loss.
+  model.grouped_matmul = 'auto'  # moe: expert matmul, 'ragged' (lax.ragged_dot), 'blocks', 'auto' (by backend).
+
+
 def _shared_text(name: str) -> str:
   return '{shared}/text/' + name
 
@@ -121,6 +153,8 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
   config.data.seq_len = 32
   config.model.update(width=32, num_layers=2, num_heads=2, num_kv_heads=1)
   config.models.looped.model.update(loops=2, prelude_layers=0, coda_layers=1)
+  config.models.rwkv7.model.update(decay_lora=8, iclr_lora=8, value_lora=8, gate_lora=8, chunk_len=8)
+  config.models.moe.model.update(num_experts=4)
   config.train.batch_size = 8
   config.train.warmup_steps = 5
   config.train.log_every = 5
@@ -142,9 +176,10 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.train.batch_size = 16
   config.train.lr = 3e-3
   config.train.warmup_steps = 100
+  config.train.log_every = 25
   config.eval.max_rows = 256
   config.generate.max_new_tokens = 48  # The models read 64 tokens: 16 of the prompt and the answer.
-  config.sweep.grid = 'model=llama,looped; flops_budget=5e11,1.5e12,5e12; seed=0,1,2'
+  config.sweep.grid = 'model=llama,looped,rwkv7,moe; flops_budget=5e11,1.5e12,5e12; seed=0,1,2'
 
 
 def _size(config: ml_collections.ConfigDict, width: int, layers: int, heads: int, kv_heads: int) -> None:
@@ -173,6 +208,45 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
 def _small(config: ml_collections.ConfigDict) -> None:
   """~125M parameters: 12 layers x 768."""
   _size(config, 768, 12, 12, 4)
+
+
+def _rwkv7_size(config: ml_collections.ConfigDict, width: int, layers: int) -> None:
+  """An RWKV-7 for one GPU (heads of 64), on WikiText-103 with the sizes' data and training."""
+  _size(config, width, layers, width // 64, width // 64)
+  config.models.rwkv7.model.update(head_size=64)
+  config.sweep.grid = 'model=rwkv7; flops_budget=1e17,3e17,1e18; seed=0'
+
+
+def _tiny_rwkv7(config: ml_collections.ConfigDict) -> None:
+  """RWKV-7, 12 blocks x 512 (the earlier notes' shape)."""
+  _rwkv7_size(config, 512, 12)
+
+
+def _small_rwkv7(config: ml_collections.ConfigDict) -> None:
+  """RWKV-7, 18 blocks x 768 (the earlier notes' shape)."""
+  _rwkv7_size(config, 768, 18)
+
+
+def _moe(config: ml_collections.ConfigDict) -> None:
+  """The mixture of experts for one GPU: 8 blocks x 512, 8 experts (top-2) of the dense SwiGLU's width, a
+  49,152-token BPE trained on the text (SmolLM2's own, data.tokenizer='{cache}/SmolLM2-135M-Instruct.Q4_1.gguf'
+  after `python -m data.fetch smollm2`, is the same size)."""
+  _size(config, 512, 8, 8, 4)
+  config.data.vocab_size = 49_152
+  config.models.moe.model.update(num_experts=8, top_k=2)
+  config.sweep.grid = 'model=moe; flops_budget=1e17,3e17,1e18; seed=0'
+
+
+def _ablation(config: ml_collections.ConfigDict) -> None:
+  """After `quick` (2 CPU cores) or `moe` (a GPU): the earlier notes' axes, one at a time around the MoE model
+  (experts 8, top-2, lr 6e-4, warmup 20, dropout 0, clipping 1.0), 3 seeds at one budget: ablation.md / .png rank
+  every value against the baseline."""
+  config.train.lr = 6e-4
+  config.train.warmup_steps = 20
+  budget = '1.5e12' if int(config.data.seq_len) < 512 else '1e17'
+  config.sweep.grid = f'model=moe; flops_budget={budget}; seed=0,1,2'
+  config.sweep.vary = ('models.moe.model.num_experts=4; models.moe.model.top_k=1; train.lr=3e-4,1e-3; '
+                       'train.warmup_steps=0,50; model.dropout=0.05,0.1; train.grad_clip=0.5')
 
 
 def _tinystories(config: ml_collections.ConfigDict) -> None:
@@ -218,4 +292,5 @@ def _smollm2(config: ml_collections.ConfigDict) -> None:
 
 
 _VARIANT_FNS = {'default': _tiny, 'smoke': _smoke, 'quick': _quick, 'micro': _micro, 'tiny': _tiny,
-                'small': _small, 'tinystories': _tinystories, 'smollm2': _smollm2}
+                'small': _small, 'tiny_rwkv7': _tiny_rwkv7, 'small_rwkv7': _small_rwkv7, 'moe': _moe,
+                'ablation': _ablation, 'tinystories': _tinystories, 'smollm2': _smollm2}

@@ -3,8 +3,8 @@
 Every model's config is a frozen dataclass (hashable, so a module holding it is static under jit)
 derived from `ModelConfig`, whose fields are the names every model uses for the same things:
 `width` (D), `num_layers`, `num_heads`, the channel MLP's width (`mlp_hidden`, or derived from
-`mlp_ratio` and `mlp_multiple_of`), `norm_eps`, `tie_embeddings` and the compute `dtype`.
-Parameters are float32 whatever the compute dtype.
+`mlp_ratio` and `mlp_multiple_of`), `norm_eps`, `tie_embeddings`, the compute `dtype` and the blocks'
+rematerialisation `remat`. Parameters are float32 whatever the compute dtype.
 """
 import dataclasses
 import difflib
@@ -12,6 +12,7 @@ from typing import Any, Mapping, TypeVar
 
 import jax.numpy as jnp
 
+from models import remat as remat_lib
 from models.errors import ModelConfigError
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -38,10 +39,15 @@ class ModelConfig:
   norm_eps: float = 1e-5  # Norm epsilon.
   tie_embeddings: bool = False  # Output logits against the token embeddings.
   dtype: str = 'float32'  # Compute dtype: 'float32' | 'bfloat16'.
+  # Rematerialisation of each block (models/remat.py): 'none' | 'full' | 'dots' | 'dots_no_batch'; applied by
+  # the causal language models ('llama', 'looped', 'moe', 'rwkv7'), ignored by the recurrent family.
+  remat: str = 'none'
 
   def __post_init__(self):
     if self.dtype not in DTYPES:
       raise ModelConfigError(f'model.dtype={self.dtype!r} is not one of {list(DTYPES)}')
+    if self.remat not in remat_lib.POLICIES:
+      raise ModelConfigError(f'model.remat={self.remat!r} is not one of {list(remat_lib.POLICIES)}')
     for key in ('width', 'num_layers', 'num_heads', 'mlp_multiple_of'):
       if getattr(self, key) < 1:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be an int >= 1')

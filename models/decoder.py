@@ -27,7 +27,7 @@ Slot s < P holds prompt position s; the token fed at decode index i is written
 to slot i (i = P for the first generated token); S is `max_len` of prefill.
 """
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -38,6 +38,7 @@ from models import attention
 from models import aux as aux_lib
 from models import layers
 from models import registry
+from models import remat
 from models.config import ModelConfig, check_choices
 from models.errors import ModelConfigError
 
@@ -65,6 +66,7 @@ class DecoderConfig(ModelConfig):
   The shared fields are ModelConfig's (num_layers: blocks of the stacked decoder; the channel MLP is SwiGLU,
   8/3 width rounded up to a multiple of 8 by default); fields that are 0 by default are derived.
   """
+  names: ClassVar[tuple[str, ...]] = NAMES  # The values of `name` this config class builds.
   name: str = 'llama'
   width: int = 256
   num_heads: int = 8
@@ -91,10 +93,13 @@ class DecoderConfig(ModelConfig):
   # A linear read-out of the final (normed) hidden state with this many outputs per token, sown as the probe
   # 'probe' (models/aux.py) for an objective to regress (0 = none); it does not change the logits.
   probe_outputs: int = 0
+  # Dropout on each block's attention and MLP outputs before their residual add, in training (the objective passes
+  # a 'dropout' rng); 0 = none.
+  dropout: float = 0.0
 
   def __post_init__(self):
     super().__post_init__()
-    check_choices(self, _CHOICES)
+    check_choices(self, dict(_CHOICES, name=self.names))
     for key in ('recurrent_layers', 'loops', 'max_digit_pos'):
       if getattr(self, key) < 1:
         raise ModelConfigError(f'model.{key}={getattr(self, key)} must be an int >= 1')
@@ -112,6 +117,8 @@ class DecoderConfig(ModelConfig):
     if self.uses_rope and self.head_width % 2:
       raise ModelConfigError(f'model.head_dim={self.head_width} must be even for '
                              f'model.position={self.position!r}')
+    if not 0 <= self.dropout < 1:
+      raise ModelConfigError(f'model.dropout={self.dropout} must be in [0, 1)')
     if self.rope_base <= 0:
       raise ModelConfigError(f'model.rope_base={self.rope_base} must be > 0')
 
@@ -131,6 +138,12 @@ class DecoderConfig(ModelConfig):
     if self.init == 'gpt':
       return nn.initializers.normal(0.02), nn.initializers.normal(0.02 / np.sqrt(2 * self.blocks_run))
     return layers.default_kernel_init, layers.default_kernel_init
+
+  def channel_mlp(self, name: str) -> nn.Module:
+    """The channel MLP of every block (a subclass may swap it, e.g. models/moe.py's experts)."""
+    kernel_init, out_init = self.kernel_inits()
+    return layers.Mlp(self.mlp_width('swiglu'), 'swiglu', use_bias=False, dtype=self.compute_dtype,
+                      kernel_init=kernel_init, out_init=out_init, name=name)
 
   @property
   def kv_heads(self) -> int:
@@ -242,11 +255,9 @@ class DecoderBlock(nn.Module):
     norm_mlp = nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, name='norm_mlp')
     h_BxLxD, kv = CausalSelfAttention(cfg, name='attention')(
         norm_attention(x_BxLxD), rope, mask_BxLxS, kv, index)
-    x_BxLxD = x_BxLxD + h_BxLxD
-    kernel_init, out_init = cfg.kernel_inits()
-    mlp = layers.Mlp(cfg.mlp_width('swiglu'), 'swiglu', use_bias=False, dtype=dtype, kernel_init=kernel_init,
-                     out_init=out_init, name='mlp')
-    return (x_BxLxD + mlp(norm_mlp(x_BxLxD))).astype(dtype), kv
+    x_BxLxD = x_BxLxD + layers.dropout(h_BxLxD, cfg.dropout, self)
+    mlp = cfg.channel_mlp('mlp')
+    return (x_BxLxD + layers.dropout(mlp(norm_mlp(x_BxLxD)), cfg.dropout, self)).astype(dtype), kv
 
 
 class LoopedCore(nn.Module):
@@ -267,9 +278,10 @@ class LoopedCore(nn.Module):
       x_BxLxD = nn.Dense(cfg.width, use_bias=False, dtype=cfg.compute_dtype, kernel_init=cfg.kernel_inits()[0],
                          name='state_proj')(state_BxLxD) + inject_BxLxD
     new_kv = {}
+    block_cls = remat.remat(DecoderBlock, cfg.remat)
     for i in range(cfg.recurrent_layers):
       name = f'block_{i}'
-      x_BxLxD, new_kv[name] = DecoderBlock(cfg, name=name)(
+      x_BxLxD, new_kv[name] = block_cls(cfg, name=name)(
           x_BxLxD, rope, mask_BxLxS, None if kv is None else kv[name], index)
     x_BxLxD = x_BxLxD.astype(cfg.compute_dtype)
     if active is not None:
@@ -408,11 +420,12 @@ class Decoder(nn.Module):
                                       name='abacus')(digit_pos_BxL)
     rope = rope_angles(positions_BxL, cfg.head_width, cfg.rope_base) if cfg.uses_rope else None
     new_kv = {}
+    block_cls = remat.remat(DecoderBlock, cfg.remat)
 
     def blocks(prefix: str, count: int, h_BxLxD: jax.Array) -> jax.Array:
       for i in range(count):
         name = f'{prefix}_{i}'
-        h_BxLxD, new_kv[name] = DecoderBlock(cfg, name=name)(
+        h_BxLxD, new_kv[name] = block_cls(cfg, name=name)(
             h_BxLxD, rope, mask_BxLxS, None if kv is None else kv[name], index)
       return h_BxLxD
 
@@ -446,4 +459,4 @@ class Decoder(nn.Module):
 
 
 for _name in NAMES:
-  registry.register(_name, DecoderConfig)(lambda config, dims: Decoder(config, dims.vocab_size))
+  registry.register(_name, DecoderConfig, family='causal_lm')(lambda config, dims: Decoder(config, dims.vocab_size))

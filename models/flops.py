@@ -7,6 +7,10 @@ and channel-MLPs, the input projection of the MLP baseline and the output heads.
 sizes studied. Training runs count FLOPs with XLA instead (train/flops.py); this is the estimate
 to compare with, and the fallback where a backend reports none. XLA counts the body of a scan once,
 not once per iteration, so compare with a program whose scans are unrolled.
+
+A mixture-of-experts decoder (models/moe.py) is counted by its active FLOPs: the router, the k experts
+each token is routed to and the shared expert, not all E experts; `flops_proxy` gives the dense model
+whose XLA count is those FLOPs.
 """
 import dataclasses
 from typing import Any
@@ -16,7 +20,9 @@ import numpy as np
 
 from models import registry
 from models.decoder import DecoderConfig
+from models.moe import MoeConfig, active_proxy
 from models.recurrent_blocks import RecurrentConfig
+from models.rwkv7 import Rwkv7Config
 
 
 def count_params(params: Any) -> int:
@@ -88,14 +94,36 @@ def _recurrent(config: RecurrentConfig, dims: registry.Dims, out_len: int) -> Fl
 
 def _decoder(config: DecoderConfig, dims: registry.Dims, out_len: int) -> FlopEstimate:
   length, dim = dims.seq_len, config.width
-  block = (_attention(length, dim, config.num_heads, config.kv_heads, config.head_width, length)
-           + _mlp(length, dim, config.mlp_width('swiglu'), 'swiglu'))
+  if isinstance(config, MoeConfig):  # Active: the router, k routed experts and the shared one per token.
+    hidden = config.expert_width
+    mlp = (2 * length * dim * config.num_experts + config.top_k * _mlp(length, dim, hidden, 'swiglu')
+           + (_mlp(length, dim, hidden, 'swiglu') if config.shared_expert else 0))
+  else:
+    mlp = _mlp(length, dim, config.mlp_width('swiglu'), 'swiglu')
+  block = _attention(length, dim, config.num_heads, config.kv_heads, config.head_width, length) + mlp
   if config.looped:
     application = config.recurrent_layers * block + (2 * length * dim * dim if config.injection == 'concat' else 0)
     stack = ((config.prelude_layers + config.coda_layers) * block + 2 * length * dim * dim
              + config.loops * application)
   else:
     stack = config.num_layers * block
+  return FlopEstimate(encode=0, step=stack, step_grad=stack, readout=2 * out_len * dim * dims.classes)
+
+
+def _rwkv7(config: Rwkv7Config, dims: registry.Dims, out_len: int) -> FlopEstimate:
+  """The projections, low-rank projections and channel mix per token, and the chunked WKV's matrix products
+  (models/rwkv7.py wkv_chunked) per chunk and head."""
+  length, dim, size = dims.seq_len, config.width, config.head
+  chunk = min(config.chunk_len, length)
+  chunks = -(-length // chunk)
+  loras = sum(config.lora(k) for k in ('decay_lora', 'iclr_lora', 'gate_lora'))
+  per_token = 2 * 4 * dim * dim + 2 * 2 * dim * loras + 2 * dim * config.mlp_width('relu2') * 2
+  value_gate = 2 * 2 * dim * config.lora('value_lora')  # Every layer but the first.
+  squarings = max(chunk - 1, 1).bit_length() - 1
+  wkv_chunk = (20 * chunk * chunk * size + 2 * chunk ** 3 + 8 * squarings * chunk ** 3  # Within the chunk.
+               + 6 * chunk * size * size + 2 * size ** 3 + 2 * chunk * size * size)  # Its end state; the scan.
+  stack = (config.num_layers * (length * per_token + chunks * config.heads * wkv_chunk)
+           + (config.num_layers - 1) * length * value_gate)
   return FlopEstimate(encode=0, step=stack, step_grad=stack, readout=2 * out_len * dim * dims.classes)
 
 
@@ -113,7 +141,21 @@ def estimate(cfg: Any, *, vocab_size: int, seq_len: int, num_classes: int | None
     return _recurrent(config, dims, out_len)
   if isinstance(config, DecoderConfig):
     return _decoder(config, dims, out_len)
+  if isinstance(config, Rwkv7Config):
+    return _rwkv7(config, dims, out_len)
   raise ValueError(f'models.flops: no FLOP count for {type(config).__name__}')
+
+
+def flops_proxy(model: Any) -> Any:
+  """The model whose XLA-counted train step is `model`'s FLOP budget: without rematerialisation (the recomputed
+  forward is not counted, so a budget buys the same steps with or without it), and for a mixture of experts a
+  dense decoder doing its active work (models/moe.py `active_proxy`); else `model` itself."""
+  config = getattr(model, 'config', None)
+  if getattr(config, 'remat', 'none') != 'none':
+    model = model.clone(config=dataclasses.replace(config, remat='none'))
+  if isinstance(getattr(model, 'config', None), MoeConfig):
+    return active_proxy(model)
+  return model
 
 
 def forward_flops_per_token(cfg: Any, *, vocab_size: int, seq_len: int, num_classes: int | None = None) -> float:

@@ -5,7 +5,9 @@ A model module registers each name it answers to with its config class and a bui
   @registry.register('bert', RecurrentConfig, needs=('num_classes', 'seq_len'))
   def _bert(config, dims): return BertModel(config, dims.vocab_size, dims.num_classes, dims.seq_len)
 
-`config.model.name` picks the entry; the rest of the section must be fields of its config class.
+`config.model.name` picks the entry; the rest of the section must be fields of its config class, or of a config
+class of the same `family` (the causal language models: one `model` section holds the fields of 'llama',
+'looped', 'moe' and 'rwkv7', so a sweep's `model=` axis can name any of them; each reads its own).
 """
 import dataclasses
 from typing import Any, Callable
@@ -33,15 +35,16 @@ class Entry:
   config_cls: type[ModelConfig]
   build: Callable[[Any, Dims], nn.Module]
   needs: tuple[str, ...]  # Dims fields the builder needs besides vocab_size.
+  family: str  # Models whose configs may share one section ('' = none).
 
 
 _MODELS: dict[str, Entry] = {}
 
 
-def register(name: str, config_cls: type[ModelConfig], needs: tuple[str, ...] = ()) -> Callable:
+def register(name: str, config_cls: type[ModelConfig], needs: tuple[str, ...] = (), family: str = '') -> Callable:
   """Decorator: registers `build(config, dims) -> nn.Module` under `name` (the value of config.model.name)."""
   def wrap(build: Callable[[Any, Dims], nn.Module]) -> Callable[[Any, Dims], nn.Module]:
-    _MODELS[name] = Entry(config_cls, build, needs)
+    _MODELS[name] = Entry(config_cls, build, needs, family)
     return build
   return wrap
 
@@ -63,13 +66,25 @@ def config_of(cfg: Any) -> ModelConfig:
   """The checked config dataclass of a model section (ConfigDict, mapping or a config instance)."""
   if isinstance(cfg, ModelConfig):
     return cfg
-  return _entry(cfg).config_cls.from_config(cfg)
+  entry = _entry(cfg)
+  return entry.config_cls.from_config(_own_fields(cfg, entry))
+
+
+def _own_fields(cfg: Any, entry: Entry) -> Any:
+  """The section less the fields that only other models of the entry's family have (a misspelt field stays, to be
+  refused by from_config)."""
+  if not entry.family:
+    return cfg
+  items = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+  own = {f.name for f in dataclasses.fields(entry.config_cls)}
+  siblings = {f.name for e in _MODELS.values() if e.family == entry.family for f in dataclasses.fields(e.config_cls)}
+  return {k: v for k, v in items.items() if k in own or k not in siblings}
 
 
 def build(cfg: Any, *, vocab_size: int, num_classes: int | None = None, seq_len: int | None = None) -> nn.Module:
   """The model named by `cfg.name`, built from its section with the task's dimensions."""
   entry = _entry(cfg)
-  config = entry.config_cls.from_config(cfg)
+  config = config_of(cfg)
   dims = Dims(vocab_size, num_classes, seq_len)
   for key in ('vocab_size',) + entry.needs:
     value = getattr(dims, key)
@@ -80,4 +95,4 @@ def build(cfg: Any, *, vocab_size: int, num_classes: int | None = None, seq_len:
 
 def _import_models() -> None:
   """The model modules register themselves on import."""
-  from models import decoder, recurrent  # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel
+  from models import decoder, moe, recurrent, rwkv7  # pylint: disable=g-import-not-at-top,unused-import,import-outside-toplevel

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import models
 from models import decoder
 from models.decoder import Decoder
 from models.decoder import DecoderConfig
@@ -315,3 +316,16 @@ def test_generation_takes_any_model_with_prefill_and_decode():
       last = token
   with pytest.raises(TypeError, match='prefill and decode'):
     generate_lib.generate(nn.Dense(3), {}, prompt, prompt > 0, max_new_tokens=1, end_id=0)
+
+
+def test_dropout_acts_only_with_a_dropout_rng():
+  """model.dropout: the residual branches are dropped in training (a 'dropout' rng given), not at evaluation."""
+  model = models.build(dict(name='llama', width=32, num_heads=2, num_layers=2, dropout=0.5), vocab_size=20)
+  tokens = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
+  params = jax.jit(model.init)(jax.random.key(0), tokens)
+  plain = models.build(dict(name='llama', width=32, num_heads=2, num_layers=2), vocab_size=20).apply(params, tokens)
+  np.testing.assert_array_equal(model.apply(params, tokens), plain)
+  dropped = model.apply(params, tokens, rngs={'dropout': jax.random.key(1)})
+  assert not np.allclose(dropped, plain)
+  with pytest.raises(models.ModelConfigError, match=r'model\.dropout=1\.0 must be in \[0, 1\)'):
+    models.config_of(dict(name='llama', dropout=1.0))

@@ -222,6 +222,30 @@ def test_generate_and_interactive_through_launch(smoke_run):
   assert 'its start is left out' in out and 'never read' not in proc.stdout
 
 
+def test_rwkv7_and_moe_train_report_and_generate(tmp_path, capsys):
+  """The other two architectures of the study through the same task: they learn, the mixture of experts reports
+  its routing, and RWKV-7 writes text with its recurrent state."""
+  config = lm_configs.get_config('smoke')
+  with config.unlocked():
+    config.sweep.grid = 'model=rwkv7,moe; flops_budget=6e9; seed=0'
+  train.train_and_evaluate(config, str(tmp_path))
+  results = json.loads((tmp_path / 'results.json').read_text())
+  rwkv, moe = results['rwkv7_flops_budget=6e9_s0'], results['moe_flops_budget=6e9_s0']
+  for r in (rwkv, moe):
+    assert r['bits_per_byte'] < r['byte_bits_per_byte'] and r['train_steps'] == round(6e9 / r['flops_per_step'])
+  routing = moe['final_train_metrics']
+  assert 0 <= routing['expert_load_min'] <= 0.25 <= routing['expert_load_max'] <= 1 and routing['load_balance'] > 0
+  assert 'fraction of assignments per expert' in (tmp_path / 'runs' / 'moe_flops_budget=6e9_s0' / 'results.md').read_text()
+  with config.unlocked():
+    config.sweep.grid = 'model=rwkv7; flops_budget=6e9; seed=0'
+    config.generate.update(prompt='the cat', num_samples=2, temperature=0.0)
+  capsys.readouterr()
+  train.generate(config, str(tmp_path))
+  samples = capsys.readouterr().out.split('--- sample ')[1:]
+  assert len(samples) == 2 and samples[0] == samples[1].replace('2\n', '1\n', 1)
+  assert len(samples[0].split('\n', 1)[1]) > len('the cat')
+
+
 def test_resume_continues_bit_for_bit(tmp_path):
   config = lm_configs.get_config('smoke')
   with config.unlocked():

@@ -323,7 +323,7 @@ def test_flops_estimate_is_linear_in_depth_and_matches_xla(name):
 
 
 def test_registry_and_config_errors():
-  with pytest.raises(ValueError, match='valid names: bert, llama, looped, mlp, trm'):
+  with pytest.raises(ValueError, match='valid names: bert, llama, looped, mlp, moe, rwkv7, trm'):
     models.build(tiny_cfg('cnn'), vocab_size=VOCAB, num_classes=CLASSES, seq_len=SEQ_LEN)
   with pytest.raises(ValueError, match='model.mixer'):
     models.build(tiny_cfg('trm', mixer='conv'), vocab_size=VOCAB, num_classes=CLASSES,

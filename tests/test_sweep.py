@@ -132,6 +132,7 @@ def test_mlm_ablation_smoke_in_two_shards_then_report(tmp_path, shared_data):
             if line.startswith('| ') and 'rank' not in line]
   assert losses == sorted(losses)  # Ranked by eval MLM loss, lowest first.
   assert (workdir / 'ablation.png').stat().st_size > 10_000
+  assert (workdir / 'train_loss.png').stat().st_size > 10_000  # Every point's training loss, mean over seeds.
   assert 'Not finished' not in (workdir / 'sweep.md').read_text()
   records = json.loads((workdir / 'results.json').read_text())
   assert len(records) == 5

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 
 def dynamic_map(signed: bool) -> np.ndarray:
@@ -77,8 +78,16 @@ def scale_by_adam_8bit(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bl
                        min_size: int = 4096) -> optax.GradientTransformation:
   """Adam's scaling (optax.scale_by_adam) with block-wise 8-bit moments."""
   small = lambda p: p.size < min_size  # pylint: disable=unnecessary-lambda-assignment
+  noted = []  # The float32 fallback is logged at the first init of this optimizer only.
 
   def init_fn(params):
+    fallback = [p.size for p in jax.tree.leaves(params) if small(p)]
+    if fallback and not noted:
+      noted.append(True)
+      logging.info('adamw_8bit: %d of %d parameter tensors (%s values) have fewer than min_size=%d values and '
+                   'keep float32 moments', len(fallback), len(jax.tree.leaves(params)), f'{sum(fallback):,}',
+                   min_size)
+
     def zeros(p, signed):
       return jnp.zeros(p.shape, jnp.float32) if small(p) else quantize(jnp.zeros(p.shape), block_size, signed)
     return Adam8bitState(jnp.zeros((), jnp.int32), jax.tree.map(lambda p: zeros(p, True), params),

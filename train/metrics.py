@@ -59,3 +59,24 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def rows(run_dir: str | pathlib.Path, kind: str) -> list[dict[str, Any]]:
+  """The rows of `kind` in a run's metrics.jsonl, each with its 'step' ([] without the file)."""
+  path = pathlib.Path(run_dir) / LOG_FILE
+  found = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # A line cut by a kill.
+      if row.get('kind') == kind:
+        found.append({k: v for k, v in row.items() if k != 'kind'})
+  return found
+
+
+def last_row(run_dir: str | pathlib.Path, kind: str) -> dict[str, Any]:
+  """The scalars of the last row of `kind` in a run's metrics.jsonl ({} without one)."""
+  found = rows(run_dir, kind)
+  return {k: v for k, v in found[-1].items() if k != 'step'} if found else {}

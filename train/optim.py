@@ -1,5 +1,7 @@
 """Optimizer: AdamW with linear warmup, then cosine, linear or constant, and global-norm clipping; with LoRA
-(train.lora_rank > 0) only the adapters train and only they have optimizer state (models/lora.py)."""
+(train.lora_rank > 0) only the adapters train and only they have optimizer state (models/lora.py). AdamW's
+moments are float32, bfloat16 (train.moments_dtype, train/adam_lowp.py) or a byte each ('adamw_8bit',
+train/adam8bit.py)."""
 from typing import Any
 
 import jax
@@ -8,6 +10,7 @@ import optax
 
 from models import lora as lora_lib
 from train import adam8bit
+from train import adam_lowp
 from train.errors import ConfigError
 
 
@@ -32,6 +35,9 @@ def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
+MOMENTS_DTYPES = ('float32', 'bfloat16')  # train.moments_dtype of 'adamw'.
+
+
 def _matrices(params):
   """True at the weight matrices (and embedding tables), False at norm scales and biases."""
   return jax.tree.map(lambda p: p.ndim >= 2, params)
@@ -47,7 +53,18 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> tuple[optax.Gradient
   kind = str(train_cfg.get('optimizer', 'adamw'))
   if kind not in ('adamw', 'adamw_8bit'):
     raise ConfigError(f"train.optimizer must be 'adamw' or 'adamw_8bit', got {kind!r}")
-  make = optax.adamw if kind == 'adamw' else adam8bit.adamw_8bit  # 8-bit: block-wise quantised moments.
+  moments = str(train_cfg.get('moments_dtype', 'float32'))
+  if moments not in MOMENTS_DTYPES:
+    raise ConfigError(f'train.moments_dtype must be one of {list(MOMENTS_DTYPES)}, got {moments!r}')
+  if kind == 'adamw_8bit' and moments != 'float32':
+    raise ConfigError(f"train.moments_dtype={moments!r} is for train.optimizer='adamw'; 'adamw_8bit' already "
+                      'keeps its moments in a byte each (set moments_dtype to float32)')
+  if kind == 'adamw_8bit':
+    make = adam8bit.adamw_8bit  # Block-wise quantised moments.
+  elif moments == 'bfloat16':
+    make = adam_lowp.adamw_lowp  # Both moments stored in bfloat16, the update computed in float32.
+  else:
+    make = optax.adamw
   adamw = make(schedule, b1=float(train_cfg.b1), b2=float(train_cfg.b2),
                weight_decay=float(train_cfg.weight_decay), mask=_matrices if decay_on == 'matrices' else None)
   tx = adamw

@@ -31,6 +31,7 @@ from train import config_tree
 from train import evaluators as evaluators_lib
 from train import flops as flops_lib
 from train import loop
+from train import metrics as metrics_lib
 from train import optim
 from train import sharding
 from train import validation
@@ -102,14 +103,18 @@ def planned_steps(config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> i
 
 def budget(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path, model: nn.Module, context: Any,
            flops_cache: dict[str, tuple[float, int]]) -> Budget:
-  """Steps and warmup of a run (from train.steps or flops_budget; one rule for every task) and its FLOPs per step."""
+  """Steps and warmup of a run (from train.steps or flops_budget; one rule for every task) and its FLOPs per step
+  (XLA's count of the train step of `models.flops_proxy(model)`: a mixture of experts counts its active FLOPs)."""
   budget_flops = float(config.flops_budget)  # >= 0: validation.check_shared_fields.
   flops_per_step = n_params = None
   if budget_flops > 0 or task.count_flops:
     key = _program_key(config, task)
     if key not in flops_cache:
-      flops_cache[key] = flops_lib.train_step_flops(config, model, task.objective(config, model, context,
-                                                                                   scan_unroll=True))
+      counted = models.flops_proxy(model)  # A mixture of experts: a dense model doing its active work.
+      flops_cache[key] = flops_lib.train_step_flops(config, counted, task.objective(config, counted, context,
+                                                                                     scan_unroll=True))
+      if counted is not model:  # The parameters are the model's own.
+        flops_cache[key] = (flops_cache[key][0], _param_count(config, model, task.objective(config, model, context)))
     flops_per_step, n_params = flops_cache[key]
   saved = saved_config(run_dir) if budget_flops > 0 else None
   if saved is not None:  # Resumed: the steps the run was started with.
@@ -125,6 +130,13 @@ def budget(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path,
       raise ConfigError(f'train.steps={steps} must be >= 1 (or set flops_budget > 0)')
   warmup = min(int(config.train.warmup_steps), int(float(config.train.warmup_fraction) * steps))
   return Budget(steps, warmup, flops_per_step, n_params)
+
+
+def _param_count(config: ml_collections.ConfigDict, model: nn.Module, objective: loop.Objective) -> int:
+  """Parameters of a run's state (shapes only, nothing computed), as train_step_flops counts them."""
+  one_device = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
+  tx, _ = optim.make_optimizer(config.train)
+  return models.count_params(jax.eval_shape(lambda: loop.init_state(model, objective, config, tx, one_device)).params)
 
 
 def with_budget(config: ml_collections.ConfigDict, plan: Budget) -> ml_collections.ConfigDict:
@@ -268,6 +280,8 @@ def train_run(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Pa
     record['trainable_params'] = models.count_params(eval_params(result.state)['lora'])
   if plan.flops_per_step:
     record.update(flops_per_step=plan.flops_per_step, train_flops=plan.steps * plan.flops_per_step)
+  # The last logged window of training metrics (loss, gradient norm, a model's auxiliary losses and statistics).
+  record['final_train_metrics'] = metrics_lib.last_row(run_dir, 'train')
   for spec in all_specs:
     if not spec.final:
       continue

@@ -12,8 +12,8 @@ plural section `Xs` holds the value is a named point: `model=looped` sets every 
 'train': {'random_loops': 4}}, so one name may set fields of several sections. Each point trains in
 `W/runs/<name>` (readable: `bert_1e12_s0`, `bert_grad_clip=0_s1`); finished points are skipped
 on rerun, a run directory made with other settings is refused (train/workdir.py), and the
-tables (`sweep.md`, the task's own, `ablation.md`/`.png` for `vary`) are rewritten after each
-point. A sweep with no axes is one run in W itself.
+tables (`sweep.md`, the task's own, `ablation.md`/`.png` for `vary`) and `train_loss.png` (the training loss
+of every point, mean over seeds) are rewritten after each point. A sweep with no axes is one run in W itself.
 
 Scale out with the scheduler you have: `sweep.shard='i/n'` runs every n-th point from the i-th
 (a SLURM/k8s job array of n tasks into one shared W), and `--mode=report` collects every
@@ -30,6 +30,7 @@ import jax
 import ml_collections
 
 from train import config_tree
+from train import metrics as metrics_lib
 from train import plots
 from train import run as run_lib
 from train import tables
@@ -41,6 +42,7 @@ from train.task import Task
 
 RUNS_DIR = 'runs'
 RESULT_FILE = 'result.json'
+LOSS_PLOT = 'train_loss.png'
 DIVERGED = 'diverged'  # Key of a point's record whose loss became NaN/Inf (the record holds no figures).
 SEED = 'seed'
 
@@ -297,9 +299,30 @@ def write_reports(config: ml_collections.ConfigDict, workdir: pathlib.Path, task
     groups = tables.ablation_rows(records, task.summary_metrics[0])
     write_text(workdir / 'ablation.md', tables.ablation_markdown(groups, task.summary_metrics))
     plots.plot_ablation(groups, task.summary_metrics[0][0], workdir / 'ablation.png', baseline_value)
+  write_loss_curves(workdir, all_points)
   trained = [r for r in records if DIVERGED not in r]
   if trained:
     task.report(config, workdir, trained, context)
+
+
+def write_loss_curves(workdir: pathlib.Path, all_points: list[Point]) -> None:
+  """train_loss.png: the logged training loss against the step of every finished point, the mean over its seeds."""
+  groups: dict[str, list[dict[int, float]]] = {}
+  for p in all_points:
+    run_dir = workdir / RUNS_DIR / p.name
+    if not (run_dir / RESULT_FILE).is_file():
+      continue
+    label = ', '.join(f'{k}={format_value(v)}' for k, v in p.values if k != 'seed') or 'run'
+    curve = {int(r['step']): float(r['loss']) for r in metrics_lib.rows(run_dir, 'train') if 'loss' in r}
+    if curve:
+      groups.setdefault(label, []).append(curve)
+  series = {}
+  for label, curves in groups.items():
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    series[label] = (steps, [sum(c[s] for c in curves) / len(curves) for s in steps])
+  if series:
+    plots.plot_lines(series, workdir / LOSS_PLOT, 'Training loss (logged windows, mean over seeds)', 'step',
+                     'training loss', ylim=None)
 
 
 def _runs(config: ml_collections.ConfigDict, workdir: pathlib.Path, task: Task,

@@ -163,4 +163,5 @@ class LMTask(task_lib.Task):
   def normalize_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
     # Runs from before these fields started from the init and trained every parameter.
     return dict({'train.init_from': '', 'train.optimizer': 'adamw', 'train.lora_rank': 0, 'train.lora_alpha': 16.0,
-                 'train.lora_targets': 'query,key,value,out,gate_up,down'}, **settings)
+                 'train.lora_targets': 'query,key,value,out,gate_up,down',
+                 'train.moments_dtype': 'float32', 'model.remat': 'none'}, **settings)

@@ -28,8 +28,11 @@ Batch = dict[str, Any]
 
 
 def _logits(params: Any, tokens_BxL: jax.Array, *, model: Any, loops: int | None = None,
-            scan_unroll: int | bool = 1, active_loops: jax.Array | None = None) -> tuple[jax.Array, models.Aux]:
+            scan_unroll: int | bool = 1, active_loops: jax.Array | None = None,
+            dropout_rng: jax.Array | None = None) -> tuple[jax.Array, models.Aux]:
   extra = {} if active_loops is None else {'active_loops': active_loops}
+  if dropout_rng is not None and float(getattr(model.config, 'dropout', 0.0)) > 0:
+    extra['rngs'] = {'dropout': dropout_rng}
   return models.apply_with_aux(model, {'params': params}, tokens_BxL, scan_unroll=scan_unroll,
                                **decoder_lib.loops_arg(model.config, loops), **extra)
 
@@ -39,9 +42,10 @@ def next_token_loss(params: Any, batch: Batch, rng: jax.Array, *, model: Any, z_
   """Mean cross-entropy of every next token; `z_loss` x mean(logsumexp(logits)^2) keeps the logits near zero
   (PaLM); a looped model may draw its loops per batch in 1..random_loops (as arithmetic does)."""
   active = jax.random.randint(rng, (), 1, random_loops + 1) if random_loops else None
+  dropout_rng = jax.random.fold_in(rng, 1)
   tokens_BxW = batch['tokens']
   logits_BxLxV, aux = _logits(params, tokens_BxW[:, :-1], model=model, scan_unroll=scan_unroll,
-                              active_loops=active, loops=random_loops or None)
+                              active_loops=active, loops=random_loops or None, dropout_rng=dropout_rng)
   logits_BxLxV = logits_BxLxV.astype(jnp.float32)
   ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxW[:, 1:]))
   loss = ce

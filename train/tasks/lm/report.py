@@ -20,6 +20,12 @@ def write_run(run_dir: pathlib.Path, record: dict[str, Any]) -> None:
   text = (f'# Language model: {record["model"]} ({record["params"]:,} params), {record["train_steps"]} steps x '
           f'batch {record["batch_size"]}' + (f' = {record["train_flops"]:.3g} training FLOPs (XLA)'
                                               if 'train_flops' in record else '') + '\n\n' + summary_line(record) + '\n')
+  final = record.get('final_train_metrics') or {}
+  if 'expert_load_max' in final:  # A mixture of experts: its routing over the last logged steps.
+    text += (f'\nRouting (the last logged training steps): fraction of assignments per expert '
+             f'{final["expert_load_min"]:.3f} (min) to {final["expert_load_max"]:.3f} (max), dropped '
+             f'{final.get("dropped_fraction", 0.0):.3f}; load-balancing loss {final.get("load_balance", 0.0):.4g}, '
+             f'router z-loss {final.get("router_z", 0.0):.4g} (weighted)\n')
   if record.get('bits_per_byte_by_loops'):
     rows = [[k, f'{v:.4f}'] for k, v in record['bits_per_byte_by_loops'].items()]
     text += '\n## Test-time loops\n\n' + tables.markdown_table(('loops', 'bits per byte'), rows)
