@@ -243,9 +243,10 @@ def _ablation(config: ml_collections.ConfigDict) -> None:
   every value against the baseline."""
   config.train.lr = 6e-4
   config.train.warmup_steps = 20
+  config.train.warmup_fraction = 1.0  # The warmups compared are taken as they are, not capped by the run's length.
   budget = '1.5e12' if int(config.data.seq_len) < 512 else '1e17'
   config.sweep.grid = f'model=moe; flops_budget={budget}; seed=0,1,2'
-  config.sweep.vary = ('models.moe.model.num_experts=4; models.moe.model.top_k=1; train.lr=3e-4,1e-3; '
+  config.sweep.vary = ('model.num_experts=4; model.top_k=1; train.lr=3e-4,1e-3; '
                        'train.warmup_steps=0,50; model.dropout=0.05,0.1; train.grad_clip=0.5')
 
 

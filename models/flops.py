@@ -119,11 +119,12 @@ def _rwkv7(config: Rwkv7Config, dims: registry.Dims, out_len: int) -> FlopEstima
   loras = sum(config.lora(k) for k in ('decay_lora', 'iclr_lora', 'gate_lora'))
   per_token = 2 * 4 * dim * dim + 2 * 2 * dim * loras + 2 * dim * config.mlp_width('relu2') * 2
   value_gate = 2 * 2 * dim * config.lora('value_lora')  # Every layer but the first.
-  squarings = max(chunk - 1, 1).bit_length() - 1
-  wkv_chunk = (20 * chunk * chunk * size + 2 * chunk ** 3 + 8 * squarings * chunk ** 3  # Within the chunk.
-               + 6 * chunk * size * size + 2 * size ** 3 + 2 * chunk * size * size)  # Its end state; the scan.
-  stack = (config.num_layers * (length * per_token + chunks * config.heads * wkv_chunk)
-           + (config.num_layers - 1) * length * value_gate)
+  if config.wkv == 'scan':  # Token by token: the removal read-out and the output, N x N each.
+    wkv = length * config.heads * 4 * size * size
+  else:  # Products within a chunk, its triangular solve (two N-wide right-hand sides), its end state, the scan.
+    wkv = chunks * config.heads * (20 * chunk * chunk * size + 2 * chunk * chunk * size
+                                   + 6 * chunk * size * size + 2 * size ** 3 + 2 * chunk * size * size)
+  stack = config.num_layers * (length * per_token + wkv) + (config.num_layers - 1) * length * value_gate
   return FlopEstimate(encode=0, step=stack, step_grad=stack, readout=2 * out_len * dim * dims.classes)
 
 

@@ -7,10 +7,11 @@ A model module registers each name it answers to with its config class and a bui
 
 `config.model.name` picks the entry; the rest of the section must be fields of its config class, or of a config
 class of the same `family` (the causal language models: one `model` section holds the fields of 'llama',
-'looped', 'moe' and 'rwkv7', so a sweep's `model=` axis can name any of them; each reads its own).
+'looped', 'moe' and 'rwkv7', so a sweep's `model=` axis can name any of them; each reads its own and leaves the
+others' unread: `model.dropout` set for a mixed sweep applies to the decoders, not to RWKV-7).
 """
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
@@ -75,7 +76,7 @@ def _own_fields(cfg: Any, entry: Entry) -> Any:
   refused by from_config)."""
   if not entry.family:
     return cfg
-  items = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+  items = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg) if isinstance(cfg, Mapping) else vars(cfg)
   own = {f.name for f in dataclasses.fields(entry.config_cls)}
   siblings = {f.name for e in _MODELS.values() if e.family == entry.family for f in dataclasses.fields(e.config_cls)}
   return {k: v for k, v in items.items() if k in own or k not in siblings}

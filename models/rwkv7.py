@@ -15,14 +15,16 @@ embeddings). The time mix, per head of N channels:
   out              W_o (g * (GroupNorm_heads(y) + (sum_head(r * k * r_k)) v))
 
 and the channel mix is W_v relu(W_k x_k)^2 with its own token shift. Initialisation follows the reference
-(BlinkDL/RWKV-LM, RWKV-v7/train_temp): the mu ramps, the decay / a / v_0 biases, zero-init LoRA down
-projections and output matrices, orthogonal LoRA up projections at 0.1, tiny embeddings.
+(BlinkDL/RWKV-LM, RWKV-v7/train_temp, as `generate_init_weight` leaves it): the mu ramps, the decay / a / v_0
+biases, zero LoRA down projections and output matrices, orthogonal LoRA up projections at 0.1, orthogonal r, v and
+channel-mix key matrices (gain 1; the key's 0.1), the GroupNorm scale ((layer + 1) / layers)^0.7, embeddings
+uniform in +-1e-4 and an orthogonal head at 0.5 sqrt(V / D).
 
 Two forms of the same layer, written over the transposed state Sigma = S^T (keys x values):
-  * training and prompts (`wkv_chunked`): within a chunk of C tokens everything is matrix products (the
-    diagonal-plus-rank-one transitions resolved through a unit lower-triangular inverse, computed by repeated
-    squaring: log2 C matrix products, no triangular solve); across chunks a `lax.scan` over the affine map
-    Sigma <- G_c Sigma + U_c, two N x N products per chunk. `wkv_scan` is the plain token-by-token recurrence.
+  * training and prompts (`wkv_chunked`): within a chunk of C tokens everything is matrix products and one unit
+    lower-triangular solve (the diagonal-plus-rank-one transitions resolved by forward substitution); across
+    chunks a `lax.scan` over the affine map Sigma <- G_c Sigma + U_c, two N x N products per chunk. `wkv_scan` is
+    the plain token-by-token recurrence.
   * generation (`Rwkv7.decode`): one step of the recurrence per token; the cache is the state (N x N per head)
     and the two token-shift vectors per layer, the same size at every length.
 
@@ -131,22 +133,11 @@ def wkv_scan(r: jax.Array, log_w: jax.Array, k: jax.Array, v: jax.Array, alpha: 
   return jnp.moveaxis(y_LxBxHxN, 0, 1), sigma_BxHxNxN
 
 
-def _unit_lower_inverse(l_XxCxC: jax.Array) -> jax.Array:
-  """(I - L)^-1 of strictly lower-triangular L: (I + L)(I + L^2)(I + L^4)... (L is nilpotent, L^C = 0)."""
-  size = l_XxCxC.shape[-1]
-  eye = jnp.eye(size, dtype=l_XxCxC.dtype)
-  inverse, power = eye + l_XxCxC, l_XxCxC
-  for _ in range(max(size - 1, 1).bit_length() - 1):
-    power = power @ power
-    inverse = inverse + inverse @ power
-  return inverse
-
-
 def wkv_chunked(r: jax.Array, log_w: jax.Array, k: jax.Array, v: jax.Array, alpha: jax.Array, beta: jax.Array,
                 sigma_BxHxNxN: jax.Array, chunk_len: int, unroll: int | bool = 1) -> tuple[jax.Array, jax.Array]:
   """The same map as `wkv_scan`, in chunks of `chunk_len` tokens (any length: padded with tokens that leave the
   state unchanged). Within a chunk, with d_t the cumulative decay from its start (inclusive) and Sigma_0 its
-  initial state, the removal read-outs h_i = alpha_i^T Sigma_{i-1} solve H = (I - L)^-1 (A~ Sigma_0 + L_k V)
+  initial state, the removal read-outs h_i = alpha_i^T Sigma_{i-1} solve (I - L) H = A~ Sigma_0 + L_k V
   with A~ = alpha * d_{i-1}, L = tril_<(A~ (beta/d)^T), L_k = tril_<(A~ (k/d)^T); then
   Y = (r*d) Sigma_0 + tril_<=((r*d)(beta/d)^T) H + tril_<=((r*d)(k/d)^T) V and the chunk's end state is an
   affine map of Sigma_0, everything but the two N x N products of that map computed for all chunks at once."""
@@ -175,9 +166,13 @@ def wkv_chunked(r: jax.Array, log_w: jax.Array, k: jax.Array, v: jax.Array, alph
   l_ak = jnp.where(strict, mm(alpha_d, k_i), 0.0)
   m_rb = jnp.where(inclusive, mm(r_d, beta_i), 0.0)
   m_rk = jnp.where(inclusive, mm(r_d, k_i), 0.0)
-  t_inv = _unit_lower_inverse(l_ab)
-  p_CxN = t_inv @ alpha_d  # H = P Sigma_0 + Q
-  q_CxN = t_inv @ (l_ak @ v)
+  # H = P Sigma_0 + Q with (I - L) [P, Q] = [A~, L_k V]: forward substitution, whose intermediates stay bounded
+  # (the powers of L in a series for the inverse grow to 1e9 when successive removal keys align, as in runs of one
+  # token, although the inverse itself is small).
+  eye = jnp.eye(chunk, dtype=l_ab.dtype)
+  pq = jax.scipy.linalg.solve_triangular(eye - l_ab, jnp.concatenate([alpha_d, l_ak @ v], axis=-1), lower=True,
+                                         unit_diagonal=True)
+  p_CxN, q_CxN = pq[..., :size], pq[..., size:]
   ry_CxN = r_d + m_rb @ p_CxN  # Y = Ry Sigma_0 + Y0
   y0_CxN = m_rb @ q_CxN + m_rk @ v
   to_end = jnp.exp(total - cum)  # d_C / d_i <= 1
@@ -263,13 +258,13 @@ class TimeMix(nn.Module):
       mu_D = self.param(f'x_{name}', _const(_ramp(width, power * ratio_1_to_0)), (width,), jnp.float32)
       mixed[name] = x_BxLxD + xx_BxLxD * mu_D.astype(dtype)
 
-    def dense(name: str, bound: float | None) -> nn.Dense:
-      init = nn.initializers.zeros if bound is None else _uniform(bound / math.sqrt(width))
+    def dense(name: str, gain: float) -> nn.Dense:  # The reference's init: orthogonal at `gain`, 0 = zeros.
+      init = nn.initializers.orthogonal(gain) if gain else nn.initializers.zeros
       return nn.Dense(width, use_bias=False, dtype=dtype, kernel_init=init, name=name)
 
-    r = dense('receptance', 0.5)(mixed['r'])
-    k = dense('key', 0.05)(mixed['k'])
-    v = dense('value', 0.5)(mixed['v'])
+    r = dense('receptance', 1.0)(mixed['r'])
+    k = dense('key', 0.1)(mixed['k'])
+    v = dense('value', 1.0)(mixed['v'])
     w0 = self.param('w0', _const(decay_bias), (width,), jnp.float32)
     log_w = -_LOG_DECAY_SCALE * jax.nn.sigmoid(w0 + self._lora(mixed['w'], 'decay_lora', 'w', jnp.tanh)
                                                .astype(jnp.float32))
@@ -287,8 +282,8 @@ class TimeMix(nn.Module):
     r_k = self.param('r_k', _const(np.full((heads, size), -0.04)), (heads, size), jnp.float32)
 
     heads_of = lambda x: x.astype(jnp.float32).reshape(batch, length, heads, size)  # pylint: disable=unnecessary-lambda-assignment
-    kk = heads_of(k * k_k)
-    kk = kk / jnp.maximum(jnp.linalg.norm(kk, axis=-1, keepdims=True), 1e-12)
+    kk = heads_of(k * k_k)  # Normalised per head (a zero vector, a masked token's, stays zero with a finite gradient).
+    kk = kk * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(kk), axis=-1, keepdims=True), 1e-24))
     k = k.astype(jnp.float32) * (1 + (a - 1) * k_a)
     r_h, k_h, v_h, a_h, w_h = heads_of(r), heads_of(k), heads_of(v), heads_of(a), heads_of(log_w)
     alpha, beta = -kk, kk * a_h
@@ -306,12 +301,13 @@ class TimeMix(nn.Module):
     mean = jnp.mean(y_BxLxHxN, axis=-1, keepdims=True)
     var = jnp.var(y_BxLxHxN, axis=-1, keepdims=True)
     y_BxLxHxN = (y_BxLxHxN - mean) * jax.lax.rsqrt(var + _GROUP_NORM_EPS)
-    ln_scale = self.param('ln_x_scale', nn.initializers.ones, (width,), jnp.float32)
+    ln_scale = self.param('ln_x_scale', _const(np.full(width, ((self.layer + 1) / cfg.num_layers) ** 0.7)), (width,),
+                          jnp.float32)
     ln_bias = self.param('ln_x_bias', nn.initializers.zeros, (width,), jnp.float32)
     y_BxLxD = y_BxLxHxN.reshape(batch, length, width) * ln_scale + ln_bias
     bonus_BxLxHx1 = jnp.sum(r_h * k_h * r_k, axis=-1, keepdims=True)
     y_BxLxD = y_BxLxD + (bonus_BxLxHx1 * v_h).reshape(batch, length, width)
-    out_BxLxD = dense('output', None)((y_BxLxD.astype(dtype) * g))
+    out_BxLxD = dense('output', 0.0)((y_BxLxD.astype(dtype) * g))
     return out_BxLxD, v_first_BxLxD, x_BxLxD[:, -1], sigma_BxHxNxN
 
 
@@ -330,7 +326,7 @@ class ChannelMix(nn.Module):
     mu_D = self.param('x_k', _const(_ramp(width, (1.0 - self.layer / cfg.num_layers) ** 4)), (width,), jnp.float32)
     x_k = x_BxLxD + (_shift(x_BxLxD, prev_BxD) - x_BxLxD) * mu_D.astype(dtype)
     hidden = cfg.mlp_width('relu2')
-    h = nn.Dense(hidden, use_bias=False, dtype=dtype, kernel_init=_uniform(0.5 / math.sqrt(width)), name='key')(x_k)
+    h = nn.Dense(hidden, use_bias=False, dtype=dtype, kernel_init=nn.initializers.orthogonal(1.0), name='key')(x_k)
     h = jnp.square(jax.nn.relu(h))
     out = nn.Dense(width, use_bias=False, dtype=dtype, kernel_init=nn.initializers.zeros, name='value')(h)
     return out, x_BxLxD[:, -1]

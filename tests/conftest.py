@@ -1,8 +1,10 @@
 """Shared pytest fixtures and helpers."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -11,6 +13,27 @@ if str(REPO_ROOT) not in sys.path:
   sys.path.insert(0, str(REPO_ROOT))
 
 from data.paths import shared_data_dir  # pylint: disable=g-import-not-at-top
+
+
+# One persistent XLA compilation cache for the whole session, shared by the xdist workers and every launched run
+# (they inherit the environment): the many runs that compile the same smoke programs (a run, its interrupted twin,
+# the rerun that resumes it) compile each once. A cached executable is the one compiled, so results are unchanged.
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+_OWN_CACHE: list[str] = []
+
+
+def pytest_configure(config):
+  del config
+  if not os.environ.get(_CACHE_ENV):  # The controller (or a plain run) makes it; workers inherit it.
+    _OWN_CACHE.append(tempfile.mkdtemp(prefix='reason-small-xla-cache-'))
+    os.environ[_CACHE_ENV] = _OWN_CACHE[0]
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
+
+def pytest_unconfigure(config):
+  del config
+  for path in _OWN_CACHE:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

@@ -38,6 +38,20 @@ def test_chunked_wkv_equals_the_recurrence(length, chunk):
   np.testing.assert_allclose(s_chunk, s_scan, atol=2e-6 * float(jnp.max(jnp.abs(s_scan))))
 
 
+@pytest.mark.parametrize('chunk', [16, 64])
+def test_chunked_wkv_holds_when_the_removal_keys_align(chunk):
+  """A run of one token: every removal key the same, a ~ 0.9, almost no decay. A series for (I - L)^-1 blows up
+  here (its terms reach 1e9 at chunk 64, in float32); the chunk's triangular solve stays at float32 rounding."""
+  rng = np.random.default_rng(7)
+  kk = rng.normal(size=(1, 1, 1, 16))
+  kk = jnp.asarray(np.broadcast_to(kk / np.linalg.norm(kk), (1, 128, 1, 16)), jnp.float32)
+  r, k, v = (jnp.asarray(rng.normal(size=(1, 128, 1, 16)), jnp.float32) for _ in range(3))
+  inputs = (r, jnp.full_like(r, -1e-3), k, v, -kk, 0.9 * kk)
+  y_scan, _ = rwkv7.wkv_scan(*inputs, jnp.zeros((1, 1, 16, 16)))
+  y_chunk, _ = rwkv7.wkv_chunked(*inputs, jnp.zeros((1, 1, 16, 16)), chunk)
+  np.testing.assert_allclose(y_chunk, y_scan, atol=2e-6 * float(jnp.max(jnp.abs(y_scan))))
+
+
 def test_chunked_wkv_gradients_equal_the_recurrence():
   inputs, sigma0 = _random_wkv_inputs(np.random.default_rng(1), 1, 11, 2, 4)
   loss = lambda fn: lambda *xs: jnp.sum(jnp.sin(fn(*xs, sigma0)[0]))  # pylint: disable=unnecessary-lambda-assignment
@@ -188,6 +202,10 @@ def test_reference_initialisation():
   assert float(jnp.abs(params['block_0']['ffn']['value']['kernel']).max()) == 0
   assert float(att['x_r'][0]) == 1.0 and float(att['x_r'][-1]) < 1.0  # 1 - (i/D)^p: 1 at channel 0, decreasing.
   assert float(jnp.abs(params['embed']).max()) <= 1e-4
+  receptance = np.asarray(att['receptance']['kernel'])
+  np.testing.assert_allclose(receptance.T @ receptance, np.eye(32), atol=1e-5)  # Orthogonal, gain 1.
+  np.testing.assert_allclose(params['block_2']['att']['ln_x_scale'], 1.0)  # ((layer + 1) / layers)^0.7.
+  np.testing.assert_allclose(att['ln_x_scale'], (1 / 3) ** 0.7, rtol=1e-6)
   decay = np.exp(-np.exp(-0.5) * jax.nn.sigmoid(np.asarray(att['w0'])))
   assert decay.min() > np.exp(-np.exp(-0.5)) and decay.max() < 1
 
