@@ -5,6 +5,8 @@
                     cache for `models.generate`
   moe               the stacked decoder with routed SwiGLU experts in every block (models/moe.py); its FLOP
                     budget counts active FLOPs (`flops_proxy`)
+  rwkv7             RWKV-7, linear time with a constant-size state (models/rwkv7.py): chunked in training,
+                    step by step in generation (the state is its cache)
 
 Shared fields have one name in every config (models/config.py); parameter counts and analytic FLOPs
 come from models/flops.py for every model; auxiliary losses and statistics a model sows come back

@@ -121,8 +121,8 @@ def _rwkv7(config: Rwkv7Config, dims: registry.Dims, out_len: int) -> FlopEstima
   value_gate = 2 * 2 * dim * config.lora('value_lora')  # Every layer but the first.
   if config.wkv == 'scan':  # Token by token: the removal read-out and the output, N x N each.
     wkv = length * config.heads * 4 * size * size
-  else:  # Products within a chunk, its triangular solve (two N-wide right-hand sides), its end state, the scan.
-    wkv = chunks * config.heads * (20 * chunk * chunk * size + 2 * chunk * chunk * size
+  else:  # Products within a chunk, the inverse by halves (~2/3 C^3), its end state, the scan.
+    wkv = chunks * config.heads * (20 * chunk * chunk * size + 2 * chunk ** 3 // 3
                                    + 6 * chunk * size * size + 2 * size ** 3 + 2 * chunk * size * size)
   stack = config.num_layers * (length * per_token + wkv) + (config.num_layers - 1) * length * value_gate
   return FlopEstimate(encode=0, step=stack, step_grad=stack, readout=2 * out_len * dim * dims.classes)

@@ -21,8 +21,8 @@ channel-mix key matrices (gain 1; the key's 0.1), the GroupNorm scale ((layer + 
 uniform in +-1e-4 and an orthogonal head at 0.5 sqrt(V / D).
 
 Two forms of the same layer, written over the transposed state Sigma = S^T (keys x values):
-  * training and prompts (`wkv_chunked`): within a chunk of C tokens everything is matrix products and one unit
-    lower-triangular solve (the diagonal-plus-rank-one transitions resolved by forward substitution); across
+  * training and prompts (`wkv_chunked`): within a chunk of C tokens everything is matrix products (the
+    diagonal-plus-rank-one transitions resolved by the inverse of a unit lower-triangular matrix, by halves); across
     chunks a `lax.scan` over the affine map Sigma <- G_c Sigma + U_c, two N x N products per chunk. `wkv_scan` is
     the plain token-by-token recurrence.
   * generation (`Rwkv7.decode`): one step of the recurrence per token; the cache is the state (N x N per head)
@@ -133,11 +133,30 @@ def wkv_scan(r: jax.Array, log_w: jax.Array, k: jax.Array, v: jax.Array, alpha: 
   return jnp.moveaxis(y_LxBxHxN, 0, 1), sigma_BxHxNxN
 
 
+def _unit_lower_inverse(m_XxCxC: jax.Array) -> jax.Array:
+  """The inverse of a unit lower-triangular M by halves: [[A, 0], [C, B]]^-1 = [[A^-1, 0], [-B^-1 C A^-1, B^-1]].
+
+  Every block inverse is that of the transitions over a sub-range of the chunk, as bounded as the whole (a series
+  (I + L)(I + L^2)... for it reaches 1e9 in float32 when successive removal keys align, as in a run of one token,
+  though the inverse is small; XLA:CPU's batched triangular solve deadlocked in a jitted train step). Matrix
+  products only: fast on accelerators and counted by XLA's cost analysis.
+  """
+  size = m_XxCxC.shape[-1]
+  if size == 1:
+    return jnp.ones_like(m_XxCxC)
+  half = size // 2
+  a_inv = _unit_lower_inverse(m_XxCxC[..., :half, :half])
+  b_inv = _unit_lower_inverse(m_XxCxC[..., half:, half:])
+  lower = -(b_inv @ m_XxCxC[..., half:, :half] @ a_inv)
+  top = jnp.concatenate([a_inv, jnp.zeros(a_inv.shape[:-1] + (size - half,), a_inv.dtype)], axis=-1)
+  return jnp.concatenate([top, jnp.concatenate([lower, b_inv], axis=-1)], axis=-2)
+
+
 def wkv_chunked(r: jax.Array, log_w: jax.Array, k: jax.Array, v: jax.Array, alpha: jax.Array, beta: jax.Array,
                 sigma_BxHxNxN: jax.Array, chunk_len: int, unroll: int | bool = 1) -> tuple[jax.Array, jax.Array]:
   """The same map as `wkv_scan`, in chunks of `chunk_len` tokens (any length: padded with tokens that leave the
   state unchanged). Within a chunk, with d_t the cumulative decay from its start (inclusive) and Sigma_0 its
-  initial state, the removal read-outs h_i = alpha_i^T Sigma_{i-1} solve (I - L) H = A~ Sigma_0 + L_k V
+  initial state, the removal read-outs h_i = alpha_i^T Sigma_{i-1} solve H = (I - L)^-1 (A~ Sigma_0 + L_k V)
   with A~ = alpha * d_{i-1}, L = tril_<(A~ (beta/d)^T), L_k = tril_<(A~ (k/d)^T); then
   Y = (r*d) Sigma_0 + tril_<=((r*d)(beta/d)^T) H + tril_<=((r*d)(k/d)^T) V and the chunk's end state is an
   affine map of Sigma_0, everything but the two N x N products of that map computed for all chunks at once."""
@@ -166,13 +185,9 @@ def wkv_chunked(r: jax.Array, log_w: jax.Array, k: jax.Array, v: jax.Array, alph
   l_ak = jnp.where(strict, mm(alpha_d, k_i), 0.0)
   m_rb = jnp.where(inclusive, mm(r_d, beta_i), 0.0)
   m_rk = jnp.where(inclusive, mm(r_d, k_i), 0.0)
-  # H = P Sigma_0 + Q with (I - L) [P, Q] = [A~, L_k V]: forward substitution, whose intermediates stay bounded
-  # (the powers of L in a series for the inverse grow to 1e9 when successive removal keys align, as in runs of one
-  # token, although the inverse itself is small).
-  eye = jnp.eye(chunk, dtype=l_ab.dtype)
-  pq = jax.scipy.linalg.solve_triangular(eye - l_ab, jnp.concatenate([alpha_d, l_ak @ v], axis=-1), lower=True,
-                                         unit_diagonal=True)
-  p_CxN, q_CxN = pq[..., :size], pq[..., size:]
+  t_inv = _unit_lower_inverse(jnp.eye(chunk, dtype=l_ab.dtype) - l_ab)
+  p_CxN = t_inv @ alpha_d  # H = P Sigma_0 + Q
+  q_CxN = t_inv @ (l_ak @ v)
   ry_CxN = r_d + m_rb @ p_CxN  # Y = Ry Sigma_0 + Y0
   y0_CxN = m_rb @ q_CxN + m_rk @ v
   to_end = jnp.exp(total - cum)  # d_C / d_i <= 1

@@ -1,8 +1,8 @@
 """The language-model task: next-token pretraining on text, scored in bits per byte (comparable across tokenizers).
 
-A run trains one causal decoder (model.name 'llama' or 'looped') on packed documents (data/lm_text.py,
-data/lm_batches.py: local files or HF WikiText-103 / TinyStories, a byte-level BPE trained on the training
-text or a tokenizer.json by path), with the loss on every token (objective.py); the `lm` evaluator scores the
+A run trains one causal language model (model.name 'llama', 'looped', 'moe' or 'rwkv7') on packed documents
+(data/lm_text.py, data/lm_batches.py: local files or HF WikiText-103 / TinyStories, a byte-level BPE trained on
+the training text or a tokenizer.json by path), with the loss on every token (objective.py); the `lm` evaluator scores the
 validation text (or, with --mode=eval, any text file) in loss per token, perplexity and bits per byte, beside
 a token-unigram and a byte-frequency baseline. --mode=generate writes a continuation of generate.prompt,
 --mode=interactive answers prompts (or chats) from standard input (generation.py). A sweep writes
