@@ -308,11 +308,13 @@ def write_reports(config: ml_collections.ConfigDict, workdir: pathlib.Path, task
 def write_loss_curves(workdir: pathlib.Path, all_points: list[Point]) -> None:
   """train_loss.png: the logged training loss against the step of every finished point, the mean over its seeds."""
   groups: dict[str, list[dict[int, float]]] = {}
+  varying = {k for k, _ in itertools.chain.from_iterable(p.values for p in all_points)
+             if k != 'seed' and len({format_value(v) for p in all_points for kk, v in p.values if kk == k}) > 1}
   for p in all_points:
     run_dir = workdir / RUNS_DIR / p.name
     if not (run_dir / RESULT_FILE).is_file():
       continue
-    label = ', '.join(f'{k}={format_value(v)}' for k, v in p.values if k != 'seed') or 'run'
+    label = ', '.join(f'{k}={format_value(v)}' for k, v in p.values if k in varying) or 'run'
     curve = {int(r['step']): float(r['loss']) for r in metrics_lib.rows(run_dir, 'train') if 'loss' in r}
     if curve:
       groups.setdefault(label, []).append(curve)
