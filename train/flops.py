@@ -25,11 +25,23 @@ def train_step_flops(config: ml_collections.ConfigDict, model: Any, objective: l
     config.train.steps = max(int(config.train.steps), 1000)  # Any value: FLOPs do not depend on the schedule.
   one_device = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
   tx, schedule = optim.make_optimizer(config.train)
-  abstract_state = jax.eval_shape(lambda: loop.init_state(model, objective, config, tx, one_device))
+  abstract_state = _abstract_state(config, model, objective, tx, one_device)
   global_batch = objective.train_batch(0, int(config.train.batch_size), 0, 1)
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in global_batch.items()}
   step_fn = loop.jit_train_step(objective, tx, schedule, config, one_device)
   return compiled_flops(step_fn, abstract_state, abstract_batch), models.count_params(abstract_state.params)
+
+
+def param_count(config: ml_collections.ConfigDict, model: Any, objective: loop.Objective) -> int:
+  """Parameters of a run's state (shapes only, nothing computed)."""
+  one_device = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
+  tx, _ = optim.make_optimizer(config.train)
+  return models.count_params(_abstract_state(config, model, objective, tx, one_device).params)
+
+
+def _abstract_state(config: ml_collections.ConfigDict, model: Any, objective: loop.Objective, tx: Any,
+                    mesh: jax.sharding.Mesh) -> Any:
+  return jax.eval_shape(lambda: loop.init_state(model, objective, config, tx, mesh))
 
 
 def compiled_flops(jitted_fn: Any, *args: Any) -> float:

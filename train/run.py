@@ -114,7 +114,8 @@ def budget(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path,
       flops_cache[key] = flops_lib.train_step_flops(config, counted, task.objective(config, counted, context,
                                                                                      scan_unroll=True))
       if counted is not model:  # The parameters are the model's own.
-        flops_cache[key] = (flops_cache[key][0], _param_count(config, model, task.objective(config, model, context)))
+        flops_cache[key] = (flops_cache[key][0], flops_lib.param_count(config, model,
+                                                                       task.objective(config, model, context)))
     flops_per_step, n_params = flops_cache[key]
   saved = saved_config(run_dir) if budget_flops > 0 else None
   if saved is not None:  # Resumed: the steps the run was started with.
@@ -130,13 +131,6 @@ def budget(task: Task, config: ml_collections.ConfigDict, run_dir: pathlib.Path,
       raise ConfigError(f'train.steps={steps} must be >= 1 (or set flops_budget > 0)')
   warmup = min(int(config.train.warmup_steps), int(float(config.train.warmup_fraction) * steps))
   return Budget(steps, warmup, flops_per_step, n_params)
-
-
-def _param_count(config: ml_collections.ConfigDict, model: nn.Module, objective: loop.Objective) -> int:
-  """Parameters of a run's state (shapes only, nothing computed), as train_step_flops counts them."""
-  one_device = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
-  tx, _ = optim.make_optimizer(config.train)
-  return models.count_params(jax.eval_shape(lambda: loop.init_state(model, objective, config, tx, one_device)).params)
 
 
 def with_budget(config: ml_collections.ConfigDict, plan: Budget) -> ml_collections.ConfigDict:
